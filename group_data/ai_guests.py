@@ -1,0 +1,1 @@
+"""Settings for the AI guest group (NVIDIA driver, Docker, tabbyAPI, Ollama)."""

@@ -1,0 +1,1 @@
+"""Settings for the hypervisor group (GPU passthrough, libvirt, the guest VMs)."""

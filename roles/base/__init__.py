@@ -1,0 +1,120 @@
+"""Base role: what every host gets before the roles that make it a hypervisor or an AI guest."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.files import File
+from pyinfra.facts.server import Date
+from pyinfra.operations import apt, dnf, files, server
+
+from roles.base.settings import BaseSettings
+from roles.common.platform import DEBIAN, os_family
+
+__all__ = ["BaseSettings", "configure"]
+
+# Present on both families under these names; Debian adds gnupg for repository keys.
+_FAMILY_PACKAGES = {DEBIAN: ["gnupg", "apt-transport-https"], "el9": ["gnupg2"]}
+
+
+def debian_sources(settings: BaseSettings) -> str:
+    """deb822 sources for bookworm, -updates and -security with the configured components."""
+    components = " ".join(settings.debian_components)
+    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+    return (
+        "# Managed by the ai-coding-server deploy (roles/base).\n"
+        f"Types: deb\nURIs: {settings.debian_mirror}\nSuites: bookworm bookworm-updates\n"
+        f"Components: {components}\nSigned-By: {keyring}\n\n"
+        f"Types: deb\nURIs: {settings.debian_security_mirror}\nSuites: bookworm-security\n"
+        f"Components: {components}\nSigned-By: {keyring}\n"
+    )
+
+
+@deploy("Base: Debian package sources")
+def debian_package_sources():
+    """Ensures bookworm, -updates and -security with the configured components are the only
+    sources in the main list, and refreshes the package index when they changed."""
+    settings = BaseSettings.from_host(host)
+    sources = files.put(
+        name="Debian sources (deb822)",
+        src=StringIO(debian_sources(settings)),
+        dest="/etc/apt/sources.list.d/debian.sources",
+        mode="644",
+    )
+    # A one-line sources.list keeps images that ship entries there from listing them twice.
+    legacy = files.put(
+        name="Empty the legacy sources.list",
+        src=StringIO("# Moved to /etc/apt/sources.list.d/debian.sources\n"),
+        dest="/etc/apt/sources.list",
+        mode="644",
+    )
+    # Also refresh when the index is a day old or was never fetched: a run interrupted between
+    # writing the sources and the update must still converge.
+    stale = index_is_stale(max_age=timedelta(days=1))
+    server.shell(
+        name="Refresh the package index",
+        commands=["apt-get update -qq", f"mkdir -p {STAMP.rsplit('/', 1)[0]}", f"touch {STAMP}"],
+        _if=[lambda: stale or sources.did_change() or legacy.did_change()],
+    )
+
+
+STAMP = "/var/lib/apt/periodic/update-success-stamp"
+
+
+def index_is_stale(max_age: timedelta) -> bool:
+    """Whether apt's index is older than ``max_age`` (or was never fetched)."""
+    stamp = host.get_fact(File, path=STAMP)
+    if not stamp or not stamp.get("mtime"):
+        return True
+    now = datetime.fromtimestamp(host.get_fact(Date).timestamp(), UTC).replace(tzinfo=None)
+    return now - stamp["mtime"] > max_age
+
+
+@deploy("Base: configure the host")
+def configure():
+    """Ensures package sources (Debian), the base packages, the admin user with its SSH keys and
+    sudo rights, and the time zone."""
+    settings = BaseSettings.from_host(host)
+    family = os_family(host)
+    packages = settings.packages + _FAMILY_PACKAGES[family]
+
+    if family == DEBIAN:
+        debian_package_sources()
+        apt.packages(name="Base packages", packages=packages)
+    else:
+        dnf.packages(name="Base packages", packages=packages)
+
+    home = f"/home/{settings.admin_user}"
+    server.user(
+        name=f"Admin user {settings.admin_user}",
+        user=settings.admin_user,
+        home=home,
+        shell="/bin/bash",
+        create_home=True,
+        public_keys=settings.admin_ssh_keys or None,
+        delete_keys=True,
+    )
+    nopasswd = "NOPASSWD: " if settings.admin_passwordless_sudo else ""
+    files.put(
+        name="Sudo rights for the admin user",
+        src=StringIO(f"{settings.admin_user} ALL=(ALL:ALL) {nopasswd}ALL\n"),
+        dest=f"/etc/sudoers.d/90-{settings.admin_user}",
+        mode="440",
+        user="root",
+        group="root",
+    )
+    files.link(
+        name=f"Time zone {settings.timezone}",
+        path="/etc/localtime",
+        target=f"/usr/share/zoneinfo/{settings.timezone}",
+    )
+    if family == DEBIAN:
+        files.put(
+            name="Time zone name for Debian tools",
+            src=StringIO(f"{settings.timezone}\n"),
+            dest="/etc/timezone",
+            mode="644",
+        )

@@ -1,0 +1,54 @@
+"""Settings of the base role (every host): package sources, base packages, admin user, time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from roles.common import checks
+from roles.common.settings import RoleSettings, setting
+
+
+@dataclass(frozen=True)
+class BaseSettings(RoleSettings):
+    PREFIX = "base"
+    GROUPS = ()  # every host
+
+    debian_mirror: str = setting(
+        "http://deb.debian.org/debian", "Debian archive for bookworm and -updates", checks.url()
+    )
+    debian_security_mirror: str = setting(
+        "http://deb.debian.org/debian-security",
+        "Debian security archive for bookworm-security",
+        checks.url(),
+    )
+    debian_components: list[str] = setting(
+        ["main", "contrib", "non-free", "non-free-firmware"],
+        "archive components (the NVIDIA driver needs contrib, non-free, non-free-firmware)",
+        checks.matches(r"[a-z-]+", "a component name"),
+    )
+    packages: list[str] = setting(
+        ["ca-certificates", "curl", "sudo", "git", "python3", "tmux", "jq"],
+        "packages installed on every host",
+        checks.matches(checks.APT_PACKAGE, "a package name (name or name=version)"),
+    )
+    admin_user: str = setting(
+        "aicoder",
+        "the admin user (sudo, SSH keys, docker group)",
+        checks.matches(checks.NAME, "a user name"),
+    )
+    admin_ssh_keys: list[str] = setting(
+        [],
+        "public SSH keys authorized for the admin user",
+        checks.matches(
+            r"(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+( .*)?",
+            "an SSH public key line (e.g. 'ssh-ed25519 AAAA... me@laptop')",
+        ),
+    )
+    admin_passwordless_sudo: bool = setting(True, "sudo without a password for the admin user")
+    timezone: str = setting(
+        "UTC",
+        "time zone (a name under /usr/share/zoneinfo)",
+        checks.matches(
+            r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*", "a time zone name like Europe/Berlin"
+        ),
+    )

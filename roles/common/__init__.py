@@ -1,0 +1,1 @@
+"""Helpers shared by every role: settings, value checks, OS family, secrets."""

@@ -1,0 +1,193 @@
+"""Typed, validated role settings built from pyinfra host data.
+
+Each role declares one frozen dataclass subclassing :class:`RoleSettings`. Its fields are the
+role's knobs: the host-data key is ``<PREFIX>_<field>`` (``docker_source``), the default and a
+one-line doc live on the field, and checks run before any operation is planned. Every problem on
+a host is collected into one :class:`SettingsError` that names each key and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from pyinfra.api.exceptions import PyinfraError
+
+Check = Callable[[Any], str | None]
+Problem = tuple[str, str]  # (key, what is wrong and how to fix it)
+
+REGISTRY: dict[str, type[RoleSettings]] = {}
+
+
+class SettingsError(PyinfraError):
+    """Bad settings for a host; the message lists every bad key."""
+
+    def __init__(self, host_name: str, problems: Iterable[Problem]):
+        self.problems = list(problems)
+        lines = [f"  - {key}: {msg}" for key, msg in self.problems]
+        super().__init__(
+            f"Invalid settings for host {host_name!r} "
+            f"(set them in group_data/*.py or the inventory; nothing was changed):\n"
+            + "\n".join(lines)
+        )
+
+
+def setting(default: Any, doc: str, *checks: Check) -> Any:
+    """Declare one setting: its default, a one-line doc and extra value checks."""
+    meta = {"doc": doc, "checks": checks}
+    if isinstance(default, list | dict | set):
+        return dataclasses.field(default_factory=lambda: _copy(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _copy(value):
+    return copy.deepcopy(value)
+
+
+class RoleSettings:
+    """Base of every role's settings dataclass."""
+
+    PREFIX: ClassVar[str]
+    GROUPS: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "PREFIX" in cls.__dict__:
+            REGISTRY[cls.PREFIX] = cls
+
+    def check(self) -> list[Problem]:
+        """Checks across fields; override in a role. Runs only when every field is valid."""
+        return []
+
+    @classmethod
+    def key(cls, name: str) -> str:
+        return f"{cls.PREFIX}_{name}"
+
+    @classmethod
+    def docs(cls) -> list[tuple[str, Any, str]]:
+        """(key, default, doc) rows for the README's settings tables."""
+        rows = []
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((cls.key(f.name), default, f.metadata.get("doc", "")))
+        return rows
+
+    @classmethod
+    def problems_in(cls, data: dict[str, Any]) -> tuple[RoleSettings | None, list[Problem]]:
+        """Build the settings from a host-data dict; return (settings or None, problems)."""
+        hints = typing.get_type_hints(cls)
+        values, problems = {}, []
+        for f in dataclasses.fields(cls):
+            key = cls.key(f.name)
+            if key not in data:
+                continue
+            value = data[key]
+            expected = hints[f.name]
+            if not type_matches(value, expected):
+                problems.append(
+                    (key, f"got {value!r} ({type(value).__name__}); expected {type_name(expected)}")
+                )
+                continue
+            for check in f.metadata.get("checks", ()):
+                msg = check(value)
+                if msg:
+                    problems.append((key, msg))
+                    break
+            values[f.name] = value
+        if problems:
+            return None, problems
+        instance = cls(**values)
+        return instance, instance.check()
+
+    @classmethod
+    def from_host(cls, host) -> RoleSettings:
+        """The validated settings of ``host`` (cached on the host), or a SettingsError."""
+        cache = host.__dict__.setdefault("_aicoder_settings", {})
+        if cls.PREFIX not in cache:
+            instance, problems = cls.problems_in(host.data.dict())
+            if problems:
+                raise SettingsError(host.name, problems)
+            cache[cls.PREFIX] = instance
+        return cache[cls.PREFIX]
+
+
+def type_matches(value: Any, expected: Any) -> bool:
+    """Whether ``value`` fits a simple annotation: scalars, ``X | None``, list[X], dict[K, V]."""
+    origin = typing.get_origin(expected)
+    if expected is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(type_matches(value, arg) for arg in typing.get_args(expected))
+    if expected is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(expected) or (Any,)
+        return isinstance(value, list | tuple) and all(type_matches(v, item) for v in value)
+    if origin is dict:
+        k, v = typing.get_args(expected) or (Any, Any)
+        return isinstance(value, dict) and all(
+            type_matches(a, k) and type_matches(b, v) for a, b in value.items()
+        )
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(expected, type):
+        return isinstance(value, expected)
+    return True
+
+
+def type_name(expected: Any) -> str:
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in typing.get_args(expected))
+    if expected is type(None):
+        return "None"
+    if origin is list:
+        return f"a list of {type_name(typing.get_args(expected)[0])}"
+    if origin is dict:
+        k, v = typing.get_args(expected)
+        return f"a dict of {type_name(k)} to {type_name(v)}"
+    return {str: "a string", int: "an integer", bool: "True or False", float: "a number"}.get(
+        expected, getattr(expected, "__name__", str(expected))
+    )
+
+
+def unknown_keys(data: dict[str, Any], classes: Iterable[type[RoleSettings]]) -> list[Problem]:
+    """Keys that look like a role's settings but are not one (typos), with a suggestion."""
+    known = {f"{c.PREFIX}_{f.name}" for c in REGISTRY.values() for f in dataclasses.fields(c)}
+    prefixes = [c.PREFIX + "_" for c in classes]
+    problems = []
+    for key in sorted(data):
+        if key in known or not any(key.startswith(p) for p in prefixes):
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "see the README's settings tables"
+        problems.append((key, f"unknown setting; {hint}"))
+    return problems
+
+
+def validate_host(host, classes: Iterable[type[RoleSettings]]) -> None:
+    """Validate every settings class for ``host`` at once; one SettingsError lists all problems."""
+    classes = list(classes)
+    data = host.data.dict()
+    problems = unknown_keys(data, classes)
+    cache = host.__dict__.setdefault("_aicoder_settings", {})
+    for cls in classes:
+        instance, found = cls.problems_in(data)
+        problems.extend(found)
+        if instance is not None and not found:
+            cache[cls.PREFIX] = instance
+    if problems:
+        raise SettingsError(host.name, problems)
+
+
+def classes_for_groups(groups: Iterable[str]) -> list[type[RoleSettings]]:
+    """The registered settings classes that apply to a host in ``groups``."""
+    groups = set(groups)
+    return [c for c in REGISTRY.values() if not c.GROUPS or groups & set(c.GROUPS)]

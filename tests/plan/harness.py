@@ -1,0 +1,102 @@
+"""Run the real deploy.py against pyinfra's ``@fake`` connector with recorded facts.
+
+A plan test describes a host by the recorded outputs of the commands pyinfra's facts run
+(``fake_responses``), runs the whole deploy for real through the fake connector, and reads back
+which operations changed and the exact commands they ran.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.command import FileUploadCommand
+from pyinfra.api.connect import connect_all
+from pyinfra.api.operations import run_ops
+from pyinfra.context import ctx_state
+from pyinfra_cli.util import load_deploy_file
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "el9"
+LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def fixture(name: str) -> str:
+    """A recorded command output: shared/fixtures/el9 first, then tests/plan/fixtures."""
+    for folder in (FIXTURES, LOCAL_FIXTURES):
+        if (folder / name).exists():
+            return (folder / name).read_text()
+    raise FileNotFoundError(name)
+
+
+def os_release_response(text: str) -> dict:
+    """The LinuxDistribution fact's output for a host whose /etc/os-release is ``text``."""
+    return {re.compile(r"ls -pdL \*-release"): f"/etc/os-release\n{text.strip()}\n---"}
+
+
+@dataclass
+class Plan:
+    """What the deploy did on one fake host: (operation name, commands) for changed ops."""
+
+    changed: list[tuple[str, list[str]]] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # uploaded path -> content
+    error: Exception | None = None
+
+    @property
+    def commands(self) -> list[str]:
+        return [c for _, cmds in self.changed for c in cmds]
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.changed]
+
+    def find(self, pattern: str) -> list[str]:
+        return [c for c in self.commands if re.search(pattern, c)]
+
+
+def run_plan(
+    groups: dict[str, dict],
+    responses: dict,
+    host_data: dict | None = None,
+    deploy_file: Path = ROOT / "deploy.py",
+) -> Plan:
+    """Run ``deploy_file`` on one ``@fake`` host in ``groups`` (name -> group data)."""
+    data = {"fake_responses": responses, "fake_delay": 0, "fake_delay_jitter": 0}
+    data.update(host_data or {})
+    name = "@fake/planhost"
+    group_args = {g: ([name], gdata) for g, gdata in groups.items()}
+    inventory = Inventory(([(name, data)], {}), **group_args)
+    state = State(inventory, Config())
+    plan = Plan()
+    with ctx_state.use(state):
+        connect_all(state)
+        try:
+            load_deploy_file(state, str(deploy_file))
+        except Exception as error:  # the deploy refused this host before any operation ran
+            plan.error = error
+            return plan
+        run_ops(state)
+    host = inventory.get_host(name)
+    for op_hash in state.get_op_order():
+        op_meta = state.ops[host].get(op_hash)
+        if op_meta is None:
+            continue
+        meta = op_meta.operation_meta
+        if meta.is_complete() and meta.did_change():
+            names = state.get_op_meta(op_hash).names
+            plan.changed.append(
+                (" | ".join(sorted(names)), [_text(c, plan) for c in meta._commands])
+            )
+    return plan
+
+
+def _text(command, plan: Plan) -> str:
+    """A command as text; an upload reads ``upload DEST`` and its content goes to plan.files."""
+    if isinstance(command, FileUploadCommand):
+        src = command.src
+        content = src.getvalue() if hasattr(src, "getvalue") else Path(src).read_text()
+        plan.files[command.dest] = content.decode() if isinstance(content, bytes) else content
+        return f"upload {command.dest}"
+    getter = getattr(command, "get_masked_value", None)
+    return getter() if getter else str(command)

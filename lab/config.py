@@ -1,0 +1,103 @@
+"""Where the lab lives and what it is called: one instance per AICODER_LAB_DIR/AICODER_LAB_NAME.
+
+Environment:
+  AICODER_LAB_DIR              lab state (key, per-machine files, inventory); default <repo>/.lab
+  AICODER_LAB_NAME             instance name; decides the bridge, subnet, nft table (default lab)
+  AICODER_LAB_CACHE            root filesystem cache (default /var/cache/aicoder-lab)
+  AICODER_LAB_MIRROR           Debian archive (default http://deb.debian.org/debian)
+  AICODER_LAB_SECURITY_MIRROR  Debian security archive (default .../debian-security)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+IFNAMSIZ = 15  # longest Linux interface name
+
+
+@dataclass(frozen=True)
+class MachineKind:
+    group: str  # inventory group
+    octet: int  # last octet of its address in the lab subnet
+
+
+# The machines a lab can boot, by name.
+MACHINES = {
+    "guest": MachineKind("ai_guests", 10),
+    "hv": MachineKind("hypervisors", 11),
+}
+DEFAULT_MACHINES = ["guest"]
+
+
+def mirror() -> str:
+    return os.environ.get("AICODER_LAB_MIRROR", "http://deb.debian.org/debian")
+
+
+def security_mirror() -> str:
+    return os.environ.get("AICODER_LAB_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("AICODER_LAB_CACHE", "/var/cache/aicoder-lab"))
+
+
+def short(name: str, limit: int) -> str:
+    """`name` if it fits in `limit` characters, else a prefix plus a hash of the whole name."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:4]
+    return f"{name[: limit - 5]}-{digest}"
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    dir: Path
+
+    @classmethod
+    def from_env(cls) -> Lab:
+        name = os.environ.get("AICODER_LAB_NAME", "lab")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", name):
+            raise SystemExit(f"AICODER_LAB_NAME={name!r}: use 1-31 of a-z, 0-9, '-'")
+        labdir = Path(os.environ.get("AICODER_LAB_DIR", REPO / ".lab")).resolve()
+        return cls(name, labdir)
+
+    @property
+    def bridge(self) -> str:
+        return "br-" + short(self.name, IFNAMSIZ - 3)
+
+    @property
+    def nft_table(self) -> str:
+        return "aicoder_lab_" + self.name.replace("-", "_")
+
+    @property
+    def cgroup(self) -> str:
+        """Directory under each cgroup v1 hierarchy holding this lab's machines."""
+        return f"aicoder-lab-{self.name}"
+
+    @property
+    def key(self) -> Path:
+        return self.dir / "id_ed25519"
+
+    @property
+    def inventory(self) -> Path:
+        return self.dir / "inventory.py"
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "lab.json"
+
+    def machine_dir(self, machine: str) -> Path:
+        return self.dir / "machines" / machine
+
+    def machine_id(self, machine: str) -> str:
+        """nspawn machine name, also the hostname and inventory name: unique across labs.
+
+        nspawn names the host end of the veth "vb-<machine name>", so keep it to 12 characters.
+        """
+        return short(f"{self.name}-{machine}", IFNAMSIZ - 3)

@@ -1,0 +1,171 @@
+"""The lab's host network: a bridge per lab instance, masquerade in its own nft table, forwarding.
+
+Everything `up` adds is recorded so that `down` restores the host exactly. ip_forward is shared
+by all lab instances on the host: the value from before the first one is kept in /run and put
+back when the last one goes down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from lab.config import Lab
+
+RUN_DIR = Path("/run/aicoder-lab")  # host-wide: which lab instances hold ip_forward
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+def link_exists(name: str) -> bool:
+    return _ip("link", "show", "dev", name, check=False).returncode == 0
+
+
+def _subnet_in_use(net: ipaddress.IPv4Network) -> bool:
+    routes = json.loads(_ip("-j", "route", "show", "table", "all").stdout or "[]")
+    for route in routes:
+        dst = route.get("dst", "")
+        if dst in ("default", "") or ":" in dst:
+            continue
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_network(dst, strict=False).overlaps(net):
+                return True
+    return False
+
+
+def pick_subnet(name: str) -> str:
+    """A free 10.213.X.0/24, X derived from the instance name (next free one on a clash)."""
+    start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % 254
+    for i in range(254):
+        net = ipaddress.ip_network(f"10.213.{(start + i) % 254 + 1}.0/24")
+        if not _subnet_in_use(net):
+            return str(net)
+    raise RuntimeError("no free 10.213.X.0/24 subnet for the lab")
+
+
+def gateway(subnet: str) -> str:
+    return str(next(ipaddress.ip_network(subnet).hosts()))
+
+
+def address(subnet: str, octet: int) -> str:
+    return str(ipaddress.ip_network(subnet).network_address + octet)
+
+
+@contextlib.contextmanager
+def _host_lock():
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    with open(RUN_DIR / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _holders() -> dict[str, dict]:
+    """Registrations of lab instances (name -> {bridge, dir}) whose bridge still exists."""
+    live = {}
+    for reg in (RUN_DIR / "instances").glob("*"):
+        info = json.loads(reg.read_text())
+        if link_exists(info["bridge"]):
+            live[reg.name] = info
+        else:
+            reg.unlink()  # stale: its bridge is gone (host rebooted, or removed by hand)
+    return live
+
+
+def resolvers() -> tuple[list[str], str | None]:
+    """(nameservers the machines can use, loopback resolver to reach through the bridge).
+
+    A loopback resolver (systemd-resolved's 127.0.0.53, a local dnsmasq) is not reachable from
+    a machine's network namespace: use the upstream servers when known, else DNAT DNS sent to
+    the bridge address to the loopback resolver.
+    """
+    loopback = None
+    for conf in ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"):
+        with contextlib.suppress(OSError):
+            servers = re.findall(r"^\s*nameserver\s+(\S+)", Path(conf).read_text(), re.M)
+            usable = [s for s in servers if not ipaddress.ip_address(s).is_loopback]
+            if usable:
+                return usable, None
+            loopback = loopback or next((s for s in servers if "." in s), None)
+    return [], loopback or "127.0.0.53"
+
+
+def _nft_rules(lab: Lab, subnet: str, dns_dnat: str | None) -> str:
+    rules = f"""
+table inet {lab.nft_table} {{
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr {subnet} ip daddr != {subnet} masquerade
+    }}
+"""
+    if dns_dnat:
+        match = f'iifname "{lab.bridge}" ip daddr {gateway(subnet)} meta l4proto {{ tcp, udp }}'
+        rules += f"""
+    chain prerouting {{
+        type nat hook prerouting priority dstnat; policy accept;
+        {match} th dport 53 dnat ip to {dns_dnat}
+    }}
+"""
+    return rules + "}\n"
+
+
+def up(lab: Lab, subnet: str) -> list[str]:
+    """Create the bridge, the nft table and forwarding (keeping what exists already).
+
+    Returns the nameservers the machines should use.
+    """
+    with _host_lock():
+        owner = _holders().get(lab.name)
+        if owner and owner["dir"] != str(lab.dir):
+            raise SystemExit(
+                f"lab instance {lab.name!r} is already up from {owner['dir']}: "
+                "set AICODER_LAB_NAME to another name for a second lab"
+            )
+    servers, dns_dnat = resolvers()
+    if not link_exists(lab.bridge):
+        _ip("link", "add", lab.bridge, "type", "bridge")
+        _ip("addr", "add", f"{gateway(subnet)}/{ipaddress.ip_network(subnet).prefixlen}",
+            "dev", lab.bridge)  # fmt: skip
+        _ip("link", "set", lab.bridge, "up")
+    if dns_dnat:  # lets the DNAT to 127.x above be routed; goes away with the bridge
+        Path(f"/proc/sys/net/ipv4/conf/{lab.bridge}/route_localnet").write_text("1\n")
+        servers = [gateway(subnet)]
+    if not nft_table_exists(lab):
+        rules = _nft_rules(lab, subnet, dns_dnat)
+        subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+    with _host_lock():
+        saved = RUN_DIR / "ip_forward.before"
+        if not _holders():
+            saved.write_text(IP_FORWARD.read_text())
+        (RUN_DIR / "instances").mkdir(exist_ok=True)
+        info = {"bridge": lab.bridge, "dir": str(lab.dir)}
+        (RUN_DIR / "instances" / lab.name).write_text(json.dumps(info))
+        IP_FORWARD.write_text("1\n")
+    return servers
+
+
+def nft_table_exists(lab: Lab) -> bool:
+    cmd = ["nft", "list", "table", "inet", lab.nft_table]
+    return subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+def down(lab: Lab) -> None:
+    """Remove what `up` added; put ip_forward back when no other lab instance needs it."""
+    if nft_table_exists(lab):
+        subprocess.run(["nft", "delete", "table", "inet", lab.nft_table], check=True)
+    if link_exists(lab.bridge):
+        _ip("link", "delete", lab.bridge, "type", "bridge")
+    with _host_lock():
+        (RUN_DIR / "instances" / lab.name).unlink(missing_ok=True)
+        saved = RUN_DIR / "ip_forward.before"
+        if not _holders() and saved.exists():
+            IP_FORWARD.write_text(saved.read_text())
+            saved.unlink()

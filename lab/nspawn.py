@@ -1,0 +1,176 @@
+"""Lab machines: systemd-nspawn containers booting the cached root filesystem.
+
+Each machine gets a writable in-memory layer over the shared read-only tree
+(`--volatile=overlay`), its own address on the lab bridge and a few per-machine files
+bind-mounted from `<labdir>/machines/<name>/`, where its console log and PIDs are kept too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from lab import cgroups, hostfs, network, proc, ssh
+from lab.config import MACHINES, Lab
+
+BOOT_TIMEOUT = 120  # seconds to SSH-ready; a boot takes 1-3 s here
+STOP_TIMEOUT = 60
+PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
+def ip_of(lab: Lab, machine: str, subnet: str) -> str:
+    return network.address(subnet, MACHINES[machine].octet)
+
+
+def _state_path(lab: Lab, machine: str) -> Path:
+    return lab.machine_dir(machine) / "state.json"
+
+
+def state(lab: Lab, machine: str) -> dict | None:
+    try:
+        return json.loads(_state_path(lab, machine).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def running(lab: Lab, machine: str) -> dict | None:
+    """The machine's state if its nspawn process is up, else None."""
+    st = state(lab, machine)
+    return st if st and proc.alive(st["nspawn"]) else None
+
+
+def _write_files(lab: Lab, machine: str, ip: str, subnet: str, nameservers: list[str]) -> Path:
+    mdir = lab.machine_dir(machine)
+    mdir.mkdir(parents=True, exist_ok=True)
+    prefix = subnet.split("/")[1]
+    (mdir / "hostname").write_text(lab.machine_id(machine) + "\n")
+    (mdir / "host0.network").write_text(
+        "[Match]\nName=host0\n\n[Network]\n"
+        f"Address={ip}/{prefix}\nGateway={network.gateway(subnet)}\n"
+        "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+    )
+    (mdir / "resolv.conf").write_text("".join(f"nameserver {s}\n" for s in nameservers))
+    # The host's proxy, if it uses one, for login shells (pam_env) and for apt.
+    proxies = {k: os.environ[k] for k in PROXY_VARS if os.environ.get(k)}
+    env = "".join(f'{k}="{v}"\n' for k, v in proxies.items())
+    (mdir / "environment").write_text(env)
+    apt = "".join(
+        f'Acquire::{scheme}::Proxy "{proxies[var]}";\n'
+        for scheme, var in (("http", "http_proxy"), ("https", "https_proxy"))
+        if var in proxies
+    )
+    (mdir / "apt-proxy.conf").write_text(apt)
+    # Docker's overlay2 cannot sit on the overlay root: give it a directory on the real disk.
+    (mdir / "docker").mkdir(exist_ok=True)
+    return mdir
+
+
+def _nspawn_command(lab: Lab, machine: str, root: Path, mdir: Path) -> list[str]:
+    binds = {
+        "hostname": "/etc/hostname",
+        "host0.network": "/etc/systemd/network/80-container-host0.network",
+        "resolv.conf": "/etc/resolv.conf",
+        "environment": "/etc/environment",
+        "apt-proxy.conf": "/etc/apt/apt.conf.d/80aicoder-lab-proxy",
+    }
+    cmd = [
+        "systemd-nspawn",
+        f"--directory={root}",
+        f"--machine={lab.machine_id(machine)}",
+        "--register=no",  # no systemd on the host to register with
+        "--keep-unit",
+        "--boot",
+        "--capability=all",  # Docker and libvirt need them
+        "--system-call-filter=@keyring bpf",
+        "--volatile=overlay",
+        f"--network-bridge={lab.bridge}",
+        "--resolv-conf=off",
+        "--timezone=off",  # the base role sets the machine's own time zone
+        "--link-journal=no",
+        *[f"--bind-ro={mdir / src}:{dst}" for src, dst in binds.items()],
+        f"--bind-ro={lab.key}.pub:/root/.ssh/authorized_keys",
+        f"--bind={mdir / 'docker'}:/var/lib/docker",
+    ]
+    if Path("/dev/net/tun").exists():  # libvirt's and Docker's networks want it
+        cmd.append("--bind=/dev/net/tun")
+    return cmd
+
+
+def start(lab: Lab, machine: str, root: Path, subnet: str, nameservers: list[str]) -> dict:
+    """Boot the machine and wait for SSH; a running machine is kept as it is."""
+    st = running(lab, machine)
+    if st:
+        return st
+    stop(lab, machine)  # clear what a crashed run may have left
+    ip = ip_of(lab, machine, subnet)
+    mdir = _write_files(lab, machine, ip, subnet, nameservers)
+    groups = cgroups.create(f"{lab.cgroup}/{machine}")
+    log = mdir / "console.log"
+    # nspawn wants a terminal for the machine's console: `script` gives it a pseudo-terminal.
+    script = subprocess.Popen(
+        ["script", "-qfec", shlex.join(_nspawn_command(lab, machine, root, mdir)), str(log)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C meant for the caller must not reach the machine
+        preexec_fn=lambda: cgroups.join(groups),
+    )
+    st = {"ip": ip, "script": proc.ident(script.pid), "nspawn": None, "leader": None}
+    st["nspawn"] = _find_child(script.pid, "systemd-nspawn", log)
+    _state_path(lab, machine).write_text(json.dumps(st))
+    try:
+        ssh.wait_ready(lab, ip, BOOT_TIMEOUT, alive=lambda: proc.alive(st["nspawn"]))
+    except Exception as e:
+        raise RuntimeError(f"{machine}: {e}; console log:\n{_tail(log)}") from e
+    # The container's init, for a last-resort kill of the whole machine at `down`.
+    leader = _find_child(st["nspawn"]["pid"], "systemd", log)
+    st["leader"] = leader
+    _state_path(lab, machine).write_text(json.dumps(st))
+    return st
+
+
+def _find_child(pid: int, comm: str, log: Path, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for kid in proc.children(pid):
+            try:
+                if Path(f"/proc/{kid}/comm").read_text().strip() == comm:
+                    return proc.ident(kid)
+            except OSError:
+                pass
+        time.sleep(0.05)
+    raise RuntimeError(f"no {comm} process under PID {pid}; console log:\n{_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop(lab: Lab, machine: str) -> None:
+    """Power the machine off and remove everything `start` made for it; idempotent."""
+    st = state(lab, machine) or {}
+    nspawn = st.get("nspawn")
+    if proc.alive(nspawn):
+        ssh.run(lab, st["ip"], "systemctl --no-block poweroff", check=False, timeout=20)
+        if not proc.wait_gone(nspawn, STOP_TIMEOUT):
+            proc.kill(nspawn, signal.SIGTERM)  # nspawn asks the machine's init to power off
+            if not proc.wait_gone(nspawn, 30):
+                # Last resort: killing init ends the machine's whole PID namespace.
+                proc.kill(st.get("leader"), signal.SIGKILL)
+                proc.kill(nspawn, signal.SIGKILL)
+                proc.wait_gone(nspawn, 10)
+    script = st.get("script")
+    if not proc.wait_gone(script, 10) if script else False:
+        proc.kill(script, signal.SIGKILL)
+    busy = cgroups.remove(f"{lab.cgroup}/{machine}")
+    if busy:
+        raise RuntimeError(f"{machine}: cgroups still in use after stop: {busy}")
+    hostfs.remove_tree(lab.machine_dir(machine))

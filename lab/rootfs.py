@@ -1,0 +1,147 @@
+"""The lab's Debian 12 root filesystem: built once with mmdebstrap, cached by recipe hash.
+
+Every machine boots the same read-only tree with `--volatile=overlay`, so the tree is built only
+when the recipe (suites, packages, baked files, the host's CA certificates) changes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from lab import config, hostfs
+
+SUITE = "bookworm"
+COMPONENTS = "main contrib non-free non-free-firmware"
+PACKAGES = [
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "python3",
+    "sudo",
+    "ca-certificates",
+    "iproute2",
+    "kmod",
+]
+CA_DIR = Path("/usr/local/share/ca-certificates")
+
+# Inside a machine the cgroup v1 controllers are mounted read-only; Docker needs them writable
+# to apply limits. `remount,bind,rw` works where a plain `remount,rw` says busy (LAB-FACTS.md).
+CGROUP_UNIT = """\
+[Unit]
+Description=Make the cgroup v1 hierarchies writable for Docker (aicoder lab)
+DefaultDependencies=no
+After=local-fs.target
+Before=sysinit.target containerd.service docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'for d in /sys/fs/cgroup/*/; do mount -o remount,bind,rw "$d" || true; done'
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+# Files baked into the tree (path -> content). Per-machine files (hostname, address, key) are
+# bind-mounted at boot instead, see lab.nspawn.
+FILES = {
+    "etc/systemd/system/aicoder-lab-cgroups.service": CGROUP_UNIT,
+    # Root's key comes from a per-lab bind mount; sshd's StrictModes wants the directory 0700.
+    "root/.ssh/.keep": "",
+}
+ENABLE = ["systemd-networkd.service", "ssh.service", "aicoder-lab-cgroups.service"]
+# Background apt runs would hold the dpkg lock while a deploy installs packages.
+MASK = ["apt-daily.timer", "apt-daily-upgrade.timer"]
+
+
+def recipe() -> dict:
+    """Everything that decides the tree's content; its hash names the cached tree."""
+    certs = {p.name: p.read_bytes().decode() for p in sorted(CA_DIR.glob("*.crt"))}
+    return {
+        "suite": SUITE,
+        "mirror": config.mirror(),
+        "security_mirror": config.security_mirror(),
+        "components": COMPONENTS,
+        "packages": PACKAGES,
+        "files": FILES,
+        "enable": ENABLE,
+        "mask": MASK,
+        "ca_certs": certs,
+    }
+
+
+def recipe_hash(r: dict) -> str:
+    return hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def ensure(log=print) -> Path:
+    """Return the cached tree for the current recipe, building it first if missing."""
+    r = recipe()
+    cache = config.cache_dir()
+    final = cache / f"rootfs-{recipe_hash(r)}"
+    if final.is_dir():
+        return final
+    cache.mkdir(parents=True, exist_ok=True)
+    # One builder at a time (two labs may start together); the loser finds the tree ready.
+    with open(cache / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if final.is_dir():
+            return final
+        for stale in cache.glob("tmp-rootfs-*"):  # left by an interrupted build
+            hostfs.remove_tree(stale)
+        tmp = cache / f"tmp-rootfs-{recipe_hash(r)}-{os.getpid()}"
+        log(f"building the lab root filesystem {final} (about a minute) ...")
+        started = time.monotonic()
+        _build(r, tmp)
+        os.rename(tmp, final)  # atomic: a half-built tree never has the final name
+        log(f"root filesystem built in {time.monotonic() - started:.0f} s")
+    return final
+
+
+def _build(r: dict, target: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="aicoder-lab-files-") as staging:
+        for rel, content in r["files"].items():
+            path = Path(staging, rel)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+        Path(staging, "root/.ssh").chmod(0o700)
+        Path(staging, "root").chmod(0o700)
+        certs = [str(p) for p in sorted(CA_DIR.glob("*.crt"))]
+        sources = [
+            f"deb {r['mirror']} {SUITE} {COMPONENTS}",
+            f"deb {r['mirror']} {SUITE}-updates {COMPONENTS}",
+            f"deb {r['security_mirror']} {SUITE}-security {COMPONENTS}",
+        ]
+        hooks = [
+            f"sync-in {staging} /",
+            'rm -f "$1/root/.ssh/.keep"',
+            f'systemctl --root="$1" enable {" ".join(r["enable"])}',
+            f'systemctl --root="$1" mask {" ".join(r["mask"])}',
+        ]
+        if certs:
+            hooks += [
+                f"copy-in {' '.join(certs)} /usr/local/share/ca-certificates/",
+                'chroot "$1" update-ca-certificates',
+            ]
+        cmd = [
+            "mmdebstrap",
+            "--variant=apt",
+            "--quiet",
+            f"--include={','.join(r['packages'])}",
+            *[f"--customize-hook={h}" for h in hooks],
+            SUITE,
+            str(target),
+            *sources,
+        ]
+        try:
+            subprocess.run(cmd, check=True)
+        except BaseException:
+            hostfs.remove_tree(target)
+            raise

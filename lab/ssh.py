@@ -1,0 +1,58 @@
+"""SSH from the host into lab machines with the lab's own key."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from lab.config import Lab
+
+OPTIONS = [
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+    "-o", "BatchMode=yes",
+    "-o", "ConnectTimeout=5",
+]  # fmt: skip
+
+
+def ensure_key(lab: Lab) -> Path:
+    """The lab instance's key pair (created once, kept across up/down)."""
+    if not lab.key.exists():
+        lab.dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"aicoder-{lab.name}",
+             "-f", str(lab.key)],
+            check=True,
+        )  # fmt: skip
+    return lab.key
+
+
+def command(lab: Lab, ip: str, *cmd: str, tty: bool = False) -> list[str]:
+    return ["ssh", *OPTIONS, "-i", str(lab.key), *(["-t"] if tty else []), f"root@{ip}", *cmd]
+
+
+def run(lab: Lab, ip: str, cmd: str, check: bool = True, timeout: float = 600, **kw):
+    """Run a shell command in a machine; returns the CompletedProcess (text, captured)."""
+    return subprocess.run(
+        command(lab, ip, cmd), check=check, timeout=timeout, capture_output=True, text=True, **kw
+    )
+
+
+def wait_ready(lab: Lab, ip: str, timeout: float, alive=lambda: True) -> None:
+    """Wait until `ssh root@ip true` works, the machine dies (`alive()` false) or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"machine at {ip} stopped while booting")
+        try:
+            with socket.create_connection((ip, 22), timeout=1):
+                pass
+            if run(lab, ip, "true", check=False, timeout=10).returncode == 0:
+                return
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"no SSH on {ip} after {timeout:.0f} s")

@@ -36,7 +36,9 @@ def tables() -> str:
     for prefix in sorted(REGISTRY):
         cls = REGISTRY[prefix]
         groups = ", ".join(cls.GROUPS) or "all hosts"
-        parts.append(f"#### `{prefix}` ({groups})\n\n| key | default | what it does |\n|---|---|---|")
+        parts.append(
+            f"#### `{prefix}` ({groups})\n\n| key | default | what it does |\n|---|---|---|"
+        )
         parts += [f"| `{key}` | {_cell(default)} | {doc} |" for key, default, doc in cls.docs()]
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"

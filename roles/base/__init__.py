@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import File
-from pyinfra.facts.server import Date
 from pyinfra.operations import apt, dnf, files, server
 
+from roles.base.facts import STAMP, AptState
 from roles.base.settings import BaseSettings
 from roles.common.platform import DEBIAN, os_family
 
@@ -51,9 +49,16 @@ def debian_package_sources():
         dest="/etc/apt/sources.list",
         mode="644",
     )
-    # Also refresh when the index is a day old or was never fetched: a run interrupted between
-    # writing the sources and the update must still converge.
-    stale = index_is_stale(max_age=timedelta(days=1))
+    # Also refresh when the index is a day old or was never fetched, and finish a dpkg run that
+    # was killed: a deploy interrupted at any point must converge on the next run.
+    apt_state = host.get_fact(AptState)
+    if apt_state["dpkg_interrupted"]:
+        server.shell(
+            name="Finish an interrupted dpkg run",
+            commands=["DEBIAN_FRONTEND=noninteractive dpkg --configure -a"],
+        )
+    age = apt_state["index_age"]
+    stale = age is None or age > INDEX_MAX_AGE
     server.shell(
         name="Refresh the package index",
         commands=["apt-get update -qq", f"mkdir -p {STAMP.rsplit('/', 1)[0]}", f"touch {STAMP}"],
@@ -61,16 +66,7 @@ def debian_package_sources():
     )
 
 
-STAMP = "/var/lib/apt/periodic/update-success-stamp"
-
-
-def index_is_stale(max_age: timedelta) -> bool:
-    """Whether apt's index is older than ``max_age`` (or was never fetched)."""
-    stamp = host.get_fact(File, path=STAMP)
-    if not stamp or not stamp.get("mtime"):
-        return True
-    now = datetime.fromtimestamp(host.get_fact(Date).timestamp(), UTC).replace(tzinfo=None)
-    return now - stamp["mtime"] > max_age
+INDEX_MAX_AGE = 86400  # seconds; other roles add their own sources and refresh on change
 
 
 @deploy("Base: configure the host")

@@ -34,3 +34,14 @@ def test_bad_settings_stop_the_deploy_before_any_operation():
     assert plan.error is not None and not plan.changed
     message = str(plan.error)
     assert "base_timezone" in message and "base_admin_user" in message
+
+
+def test_interrupted_dpkg_run_is_finished_before_installing():
+    responses = os_release_response(fixture("os-release.debian-12.txt"))
+    responses["ls -A /var/lib/dpkg/updates"] = ["120", "2", "stamp"]
+    plan = run_plan({"ai_guests": {}}, responses)
+    configure = plan.find(r"dpkg --configure -a")
+    assert configure and plan.commands.index(configure[0]) < plan.commands.index(
+        plan.find(r"apt-get .*install")[0]
+    )
+

@@ -24,12 +24,17 @@ IFNAMSIZ = 15  # longest Linux interface name
 class MachineKind:
     group: str  # inventory group
     octet: int  # last octet of its address in the lab subnet
+    # Its own copy of the root filesystem instead of a volatile overlay, kept across
+    # `python -m lab restart`: for state that must survive a reboot (hv: libvirt's VMs).
+    persistent: bool = False
+    # Sees the lab's cloud image folder (lab/cloud_image.py) read-only, to create VMs from.
+    guest_images: bool = False
 
 
 # The machines a lab can boot, by name.
 MACHINES = {
     "guest": MachineKind("ai_guests", 10),
-    "hv": MachineKind("hypervisors", 11),
+    "hv": MachineKind("hypervisors", 11, persistent=True, guest_images=True),
 }
 DEFAULT_MACHINES = ["guest"]
 

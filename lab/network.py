@@ -80,6 +80,17 @@ def _holders() -> dict[str, dict]:
     return live
 
 
+def _check_owner(lab: Lab) -> None:
+    """Refuse to touch the network of a same-named lab instance that lives in another dir."""
+    with _host_lock():
+        owner = _holders().get(lab.name)
+    if owner and owner["dir"] != str(lab.dir):
+        raise SystemExit(
+            f"lab instance {lab.name!r} is up from {owner['dir']}, not {lab.dir}: "
+            "set AICODER_LAB_NAME to another name for a second lab"
+        )
+
+
 def resolvers() -> tuple[list[str], str | None]:
     """(nameservers the machines can use, loopback resolver to reach through the bridge).
 
@@ -122,13 +133,7 @@ def up(lab: Lab, subnet: str) -> list[str]:
 
     Returns the nameservers the machines should use.
     """
-    with _host_lock():
-        owner = _holders().get(lab.name)
-        if owner and owner["dir"] != str(lab.dir):
-            raise SystemExit(
-                f"lab instance {lab.name!r} is already up from {owner['dir']}: "
-                "set AICODER_LAB_NAME to another name for a second lab"
-            )
+    _check_owner(lab)
     servers, dns_dnat = resolvers()
     if not link_exists(lab.bridge):
         _ip("link", "add", lab.bridge, "type", "bridge")
@@ -159,6 +164,7 @@ def nft_table_exists(lab: Lab) -> bool:
 
 def down(lab: Lab) -> None:
     """Remove what `up` added; put ip_forward back when no other lab instance needs it."""
+    _check_owner(lab)
     if nft_table_exists(lab):
         subprocess.run(["nft", "delete", "table", "inet", lab.nft_table], check=True)
     if link_exists(lab.bridge):

@@ -1,8 +1,9 @@
 """Lab machines: systemd-nspawn containers booting the cached root filesystem.
 
 Each machine gets a writable in-memory layer over the shared read-only tree
-(`--volatile=overlay`), its own address on the lab bridge and a few per-machine files
-bind-mounted from `<labdir>/machines/<name>/`, where its console log and PIDs are kept too.
+(`--volatile=overlay`; a persistent kind, hv, its own copy of the tree instead), its own
+address on the lab bridge and a few per-machine files bind-mounted from
+`<labdir>/machines/<name>/`, where its console log and PIDs are kept too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from lab import cgroups, hostfs, network, proc, ssh
+from lab import cgroups, cloud_image, hostfs, network, proc, ssh
 from lab.config import MACHINES, Lab
 
 BOOT_TIMEOUT = 120  # seconds to SSH-ready; a boot takes 1-3 s here
@@ -59,11 +60,10 @@ def _write_files(lab: Lab, machine: str, ip: str, subnet: str, nameservers: list
     proxies = {k: os.environ[k] for k in PROXY_VARS if os.environ.get(k)}
     env = "".join(f'{k}="{v}"\n' for k, v in proxies.items())
     (mdir / "environment").write_text(env)
-    apt = "".join(
-        f'Acquire::{scheme}::Proxy "{proxies[var]}";\n'
-        for scheme, var in (("http", "http_proxy"), ("https", "https_proxy"))
-        if var in proxies
-    )
+    apt = ""
+    for scheme in ("http", "https"):
+        url = proxies.get(f"{scheme}_proxy") or proxies.get(f"{scheme.upper()}_PROXY")
+        apt += f'Acquire::{scheme}::Proxy "{url}";\n' if url else ""
     (mdir / "apt-proxy.conf").write_text(apt)
     # Docker's overlay2 cannot sit on the overlay root: give it a directory on the real disk.
     (mdir / "docker").mkdir(exist_ok=True)
@@ -87,7 +87,6 @@ def _nspawn_command(lab: Lab, machine: str, root: Path, mdir: Path) -> list[str]
         "--boot",
         "--capability=all",  # Docker and libvirt need them
         "--system-call-filter=@keyring bpf",
-        "--volatile=overlay",
         f"--network-bridge={lab.bridge}",
         "--resolv-conf=off",
         "--timezone=off",  # the base role sets the machine's own time zone
@@ -96,19 +95,35 @@ def _nspawn_command(lab: Lab, machine: str, root: Path, mdir: Path) -> list[str]
         f"--bind-ro={lab.key}.pub:/root/.ssh/authorized_keys",
         f"--bind={mdir / 'docker'}:/var/lib/docker",
     ]
+    kind = MACHINES[machine]
+    cmd.append("--volatile=no" if kind.persistent else "--volatile=overlay")
+    if kind.guest_images:
+        cmd.append(f"--bind-ro={cloud_image.images_dir()}:{cloud_image.MOUNT}")
     if Path("/dev/net/tun").exists():  # libvirt's and Docker's networks want it
         cmd.append("--bind=/dev/net/tun")
     return cmd
 
 
-def start(lab: Lab, machine: str, root: Path, subnet: str, nameservers: list[str]) -> dict:
-    """Boot the machine and wait for SSH; a running machine is kept as it is."""
+def start(
+    lab: Lab, machine: str, root: Path, subnet: str, nameservers: list[str], keep: bool = False
+) -> dict:
+    """Boot the machine and wait for SSH; a running machine is kept as it is. With ``keep`` a
+    persistent machine boots its root filesystem as the last run left it."""
     st = running(lab, machine)
     if st:
         return st
-    stop(lab, machine)  # clear what a crashed run may have left
+    if keep:
+        power_off(lab, machine)
+    else:
+        stop(lab, machine)  # clear what a crashed run may have left
     ip = ip_of(lab, machine, subnet)
     mdir = _write_files(lab, machine, ip, subnet, nameservers)
+    if MACHINES[machine].persistent:
+        own_root = mdir / "root"
+        if not own_root.is_dir():
+            subprocess.run(["cp", "-a", "--reflink=auto", str(root), str(own_root)], check=True)
+            own_root.chmod(0o755)  # the cached tree is 0700; services running as users need /
+        root = own_root
     groups = cgroups.create(f"{lab.cgroup}/{machine}")
     log = mdir / "console.log"
     # nspawn wants a terminal for the machine's console: `script` gives it a pseudo-terminal.
@@ -156,6 +171,12 @@ def _tail(log: Path, lines: int = 30) -> str:
 
 def stop(lab: Lab, machine: str) -> None:
     """Power the machine off and remove everything `start` made for it; idempotent."""
+    power_off(lab, machine)
+    hostfs.remove_tree(lab.machine_dir(machine))
+
+
+def power_off(lab: Lab, machine: str) -> None:
+    """Power the machine off (its files, and a persistent machine's root, stay); idempotent."""
     st = state(lab, machine) or {}
     nspawn = st.get("nspawn")
     if proc.alive(nspawn):
@@ -168,9 +189,8 @@ def stop(lab: Lab, machine: str) -> None:
                 proc.kill(nspawn, signal.SIGKILL)
                 proc.wait_gone(nspawn, 10)
     script = st.get("script")
-    if not proc.wait_gone(script, 10) if script else False:
+    if script and not proc.wait_gone(script, 10):
         proc.kill(script, signal.SIGKILL)
     busy = cgroups.remove(f"{lab.cgroup}/{machine}")
     if busy:
         raise RuntimeError(f"{machine}: cgroups still in use after stop: {busy}")
-    hostfs.remove_tree(lab.machine_dir(machine))

@@ -4,6 +4,47 @@ Merged over the lab's own connection data in `<labdir>/inventory.py`; keep it pl
 """
 
 OVERRIDES: dict[str, dict] = {
-    "ai_guests": {},
-    "hypervisors": {},
+    "ai_guests": {
+        # Docker's and NVIDIA's repositories are unreachable here: Debian's docker.io and
+        # docker-compose (v1) stand in, and the container toolkit is left out.
+        "docker_source": "debian",
+        "container_toolkit_enabled": False,
+        # GitHub, Docker Hub and Hugging Face are unreachable and no mirror of them exists here:
+        # no tabbyAPI checkout (so no venv install and no start), no model download, no Ollama
+        # image (so its stack is installed but not started). Users, folders, config files and
+        # keys, units, the hf CLI (PyPI) and the compose file check still run for real.
+        "tabbyapi_git_url": None,
+        "tabbyapi_model_repo": None,
+        "ollama_pull_image": False,
+    },
+    "hypervisors": {
+        # No usable KVM here (LAB-FACTS.md): emulated VMs. The image is the lab's own Debian 12
+        # cloud image (lab/cloud_image.py), which the hv machine sees read-only.
+        "guest_vm_domain_type": "qemu",
+        "guest_vm_image_url": "file:///srv/aicoder-lab-images/debian-12-lab-amd64.qcow2",
+        "guest_vm_image_sha512sums_url": "file:///srv/aicoder-lab-images/SHA512SUMS",
+        # The bridge lives inside the hv machine, without uplink: the VM is reached from hv.
+        "libvirt_bridge_address": "10.77.0.1/24",
+        "guest_vm_vms": [
+            {
+                "name": "labvm",
+                "hostname": "labvm-guest",
+                "vcpus": 1,
+                "memory_mb": 768,  # the machine is shared: keep the emulated VM small
+                "disk_gb": 6,
+                "cpu_pins": [1],
+                "address": "10.77.0.10/24",
+            }
+        ],
+    },
+}
+
+# Shell commands run once in a fresh machine before the first deploy (machine name -> commands):
+# state a user's host already has, which the deploy must keep.
+SEED_COMMANDS: dict[str, list[str]] = {
+    "guest": [
+        # A daemon.json key the deploy does not own: the merge must keep it (docker role).
+        "mkdir -p /etc/docker && printf '%s\\n' '{\"labels\": [\"seeded-by=lab\"]}' "
+        "> /etc/docker/daemon.json",
+    ],
 }

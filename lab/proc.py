@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -39,10 +40,8 @@ def _zombie(pid: int) -> bool:
 def children(pid: int) -> list[int]:
     kids = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):
             kids += [int(k) for k in (task / "children").read_text().split()]
-        except OSError:
-            pass
     return kids
 
 
@@ -59,7 +58,5 @@ def wait_gone(p: dict, timeout: float) -> bool:
 def kill(p: dict, sig: int = signal.SIGKILL) -> None:
     """Signal the recorded process, only if it is still the same process."""
     if alive(p):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p["pid"], sig)
-        except ProcessLookupError:
-            pass

@@ -28,6 +28,7 @@ PACKAGES = [
     "ca-certificates",
     "iproute2",
     "kmod",
+    "tzdata",  # Debian's cloud images have it; the base role links /etc/localtime into it
 ]
 CA_DIR = Path("/usr/local/share/ca-certificates")
 
@@ -102,7 +103,22 @@ def ensure(log=print) -> Path:
         _build(r, tmp)
         os.rename(tmp, final)  # atomic: a half-built tree never has the final name
         log(f"root filesystem built in {time.monotonic() - started:.0f} s")
+        for old in cache.glob("rootfs-*"):  # trees of older recipes, unless a machine uses one
+            if old != final and not _in_use(old):
+                hostfs.remove_tree(old)
     return final
+
+
+def _in_use(tree: Path) -> bool:
+    """Whether a running systemd-nspawn boots `tree` (any lab instance, any user)."""
+    needle = f"--directory={tree}".encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle in cmdline.read_bytes().split(b"\0"):
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def _build(r: dict, target: Path) -> None:

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 from pyinfra.api.exceptions import PyinfraError
 
+from roles.common.memo import host_memo
+
 Check = Callable[[Any], str | None]
 Problem = tuple[str, str]  # (key, what is wrong and how to fix it)
 
@@ -107,7 +109,7 @@ class RoleSettings:
     @classmethod
     def from_host(cls, host) -> RoleSettings:
         """The validated settings of ``host`` (cached on the host), or a SettingsError."""
-        cache = host.__dict__.setdefault("_aicoder_settings", {})
+        cache = host_memo(host, "settings")
         if cls.PREFIX not in cache:
             instance, problems = cls.problems_in(host.data.dict())
             if problems:
@@ -177,7 +179,7 @@ def validate_host(host, classes: Iterable[type[RoleSettings]]) -> None:
     classes = list(classes)
     data = host.data.dict()
     problems = unknown_keys(data, classes)
-    cache = host.__dict__.setdefault("_aicoder_settings", {})
+    cache = host_memo(host, "settings")
     for cls in classes:
         instance, found = cls.problems_in(data)
         problems.extend(found)

@@ -1,6 +1,11 @@
 """Plan tests of the base role: the real deploy against recorded Debian 12 and Rocky 9 facts."""
 
-from harness import fixture, os_release_response, run_plan
+from functools import partial
+
+from harness import ROOT, fixture, os_release_response
+from harness import run_plan as run_deploy
+
+run_plan = partial(run_deploy, deploy_file=ROOT / "tests" / "plan" / "deploys" / "base_only.py")
 
 
 def test_fresh_debian_host_gets_sources_packages_user_and_timezone():
@@ -44,4 +49,3 @@ def test_interrupted_dpkg_run_is_finished_before_installing():
     assert configure and plan.commands.index(configure[0]) < plan.commands.index(
         plan.find(r"apt-get .*install")[0]
     )
-

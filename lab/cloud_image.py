@@ -1,0 +1,154 @@
+"""A Debian 12 cloud image built here, standing in for the official one the lab cannot download.
+
+Like `debian-12-generic-amd64.qcow2`: one qcow2 disk with a GPT, an EFI system partition and an
+ext4 root, cloud-init and openssh-server, booting through OVMF. Built from the lab's root
+filesystem recipe plus a kernel, GRUB (a standalone EFI binary, so no first boot is needed to
+install it) and cloud-init; cached by recipe hash in `<cache>/images/` with a SHA512SUMS file, as
+the Debian mirrors publish it. The hv machine sees that folder read-only at `MOUNT`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from lab import config, rootfs
+
+IMAGE = "debian-12-lab-amd64.qcow2"
+MOUNT = "/srv/aicoder-lab-images"  # where the hv machine sees the images folder
+PACKAGES = [
+    *rootfs.PACKAGES,
+    "linux-image-amd64",
+    "grub-efi-amd64",
+    "cloud-init",
+    "cloud-guest-utils",  # growpart: the root partition grows with the disk
+    "ifupdown",  # cloud-init's network renderer on Debian 12 (as in the official images)
+    "isc-dhcp-client",
+    "locales",  # cloud-init sets en_US.UTF-8 by default; without it its status is "error"
+]
+ESP_MIB, ROOT_MIB = 64, 3072
+TOOLS = ["mmdebstrap", "mke2fs", "mkfs.vfat", "mcopy", "mmd", "sfdisk", "qemu-img"]
+
+
+def images_dir() -> Path:
+    return config.cache_dir() / "images"
+
+
+def recipe() -> dict:
+    return {
+        "suite": rootfs.SUITE,
+        "mirror": config.mirror(),
+        "security_mirror": config.security_mirror(),
+        "packages": PACKAGES,
+        "esp_mib": ESP_MIB,
+        "root_mib": ROOT_MIB,
+        "grub_cfg": _grub_cfg("UUID"),
+        "version": 1,
+    }
+
+
+def _grub_cfg(root_uuid: str) -> str:
+    # Debian keeps /vmlinuz and /initrd.img pointing at the newest kernel.
+    return (
+        "insmod part_gpt\ninsmod ext2\n"
+        f"search --no-floppy --fs-uuid --set=root {root_uuid}\n"
+        f"linux /vmlinuz root=UUID={root_uuid} ro console=tty0 console=ttyS0,115200n8\n"
+        "initrd /initrd.img\nboot\n"
+    )
+
+
+def ensure(log=print) -> Path:
+    """The cached image for the current recipe (built first if missing); its folder also holds
+    SHA512SUMS."""
+    missing = [t for t in TOOLS if not shutil.which(t)]
+    if missing:
+        raise SystemExit(
+            f"building the lab's cloud image needs {', '.join(missing)} "
+            "(Debian: mmdebstrap e2fsprogs dosfstools mtools fdisk qemu-utils)"
+        )
+    r = recipe()
+    digest = hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:12]
+    folder = images_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = folder / "recipe"
+    if stamp.exists() and stamp.read_text().strip() == digest and (folder / IMAGE).exists():
+        return folder / IMAGE
+    with open(folder / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists() and stamp.read_text().strip() == digest:
+            return folder / IMAGE
+        log(f"building the lab's Debian 12 cloud image {folder / IMAGE} (a few minutes) ...")
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="aicoder-cloud-image-", dir=folder) as tmp:
+            _build(r, digest, Path(tmp))
+            (Path(tmp) / IMAGE).replace(folder / IMAGE)
+        sha512 = hashlib.sha512()
+        with open(folder / IMAGE, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                sha512.update(block)
+        (folder / "SHA512SUMS").write_text(f"{sha512.hexdigest()}  {IMAGE}\n")
+        stamp.write_text(digest + "\n")
+        log(f"cloud image built in {time.monotonic() - started:.0f} s")
+    return folder / IMAGE
+
+
+def _run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True)
+
+
+def _build(r: dict, digest: str, tmp: Path) -> None:
+    root_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"aicoder-lab-cloud-image/{digest}"))
+    tree = tmp / "root"
+    (tmp / "grub.cfg").write_text(_grub_cfg(root_uuid))
+    (tmp / "fstab").write_text(f"UUID={root_uuid} / ext4 defaults,discard,errors=remount-ro 0 1\n")
+    hooks = [
+        f"copy-in {tmp / 'grub.cfg'} /tmp/",
+        f"copy-in {tmp / 'fstab'} /etc/",
+        'chroot "$1" grub-mkstandalone -O x86_64-efi -o /boot/BOOTX64.EFI '
+        '--modules="part_gpt ext2 fat" "boot/grub/grub.cfg=/tmp/grub.cfg"',
+        # Each VM makes its own identity at first boot: machine id, SSH host keys, hostname.
+        'rm -f "$1"/etc/ssh/ssh_host_* "$1/etc/hostname" "$1/tmp/grub.cfg"',
+        'truncate -s 0 "$1/etc/machine-id"',
+        "sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' \"$1/etc/locale.gen\"",
+        'chroot "$1" locale-gen',
+        'systemctl --root="$1" enable ssh.service',
+    ]
+    components = rootfs.COMPONENTS
+    sources = [
+        f"deb {r['mirror']} {r['suite']} {components}",
+        f"deb {r['mirror']} {r['suite']}-updates {components}",
+        f"deb {r['security_mirror']} {r['suite']}-security {components}",
+    ]
+    _run(
+        "mmdebstrap", "--variant=apt", "--quiet", f"--include={','.join(r['packages'])}",
+        *[f"--customize-hook={h}" for h in hooks], r["suite"], str(tree), *sources,
+    )  # fmt: skip
+    esp, root, disk = tmp / "esp.img", tmp / "root.img", tmp / "disk.raw"
+    _run("mkfs.vfat", "-F", "32", "-n", "ESP", "-C", str(esp), str(ESP_MIB * 1024))
+    _run("mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT")
+    # The removable-media path: OVMF boots it without any NVRAM entry.
+    _run("mcopy", "-i", str(esp), str(tree / "boot/BOOTX64.EFI"), "::/EFI/BOOT/BOOTX64.EFI")
+    _run("mke2fs", "-q", "-t", "ext4", "-U", root_uuid, "-L", "root", "-d", str(tree),
+         "-F", str(root), f"{ROOT_MIB}M")  # fmt: skip
+    shutil.rmtree(tree)
+    with open(disk, "wb") as f:
+        f.truncate((1 + ESP_MIB + ROOT_MIB + 1) * 1024 * 1024)
+    layout = (
+        "label: gpt\n"
+        f"start=1MiB, size={ESP_MIB}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp\n"
+        f"start={1 + ESP_MIB}MiB, size={ROOT_MIB}MiB, "
+        "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n"
+    )
+    subprocess.run(["sfdisk", "-q", str(disk)], input=layout, text=True, check=True)
+    for image, offset in ((esp, 1), (root, 1 + ESP_MIB)):
+        _run("dd", f"if={image}", f"of={disk}", "bs=1M", f"seek={offset}",
+             "conv=notrunc,sparse", "status=none")  # fmt: skip
+        image.unlink()
+    _run("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(disk), str(tmp / IMAGE))

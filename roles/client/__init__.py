@@ -1,0 +1,54 @@
+"""The editor's side, on the control machine (the inventory's ``clients`` group, ``@local``):
+a Continue config.yaml pointing at what the AI guest serves, its API key in Continue's .env."""
+
+from __future__ import annotations
+
+import posixpath
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.server import Home
+
+from roles.client import operations
+from roles.client.deployed import choose_guest, deployment
+from roles.client.render import API_KEY_SECRET, config_yaml
+from roles.client.settings import ClientSettings
+from roles.common import secrets
+
+__all__ = ["ClientSettings", "configure"]
+
+# The tabbyapi role's secret: the key the guest accepts is the one the editor sends.
+TABBYAPI_KEY_SECRET = "tabbyapi_api_key"
+
+
+def config_paths(settings: ClientSettings, home: str) -> tuple[str, str]:
+    """(config.yaml, .env) with ~ expanded to the client user's ``home``."""
+    path = settings.config_path
+    if path.startswith("~/"):
+        path = posixpath.join(home, path[2:])
+    return path, posixpath.join(posixpath.dirname(path), ".env")
+
+
+@deploy("Client: Continue config")
+def configure():
+    """Ensures the Continue config.yaml lists the models the AI guest serves (tabbyAPI through
+    the openai provider, Ollama through the ollama provider) at the addresses this machine
+    reaches them, with the API key only as ``${{ secrets.TABBYAPI_API_KEY }}``; the key itself
+    is in .env beside it (mode 0600, other lines kept). A different config.yaml already there is
+    backed up first; an unchanged one is left alone."""
+    settings = ClientSettings.from_host(host)
+    guest = choose_guest(host.inventory, settings)
+    config_path, env_path = config_paths(settings, host.get_fact(Home))
+    text = config_yaml(deployment(guest, settings), settings.name, settings.autocomplete_options)
+
+    operations.config_file(
+        name=f"Continue config {config_path} (models of {guest.name})",
+        dest=config_path,
+        content=text,
+    )
+    operations.secret_line(
+        name=f"tabbyAPI key in {env_path}",
+        path=env_path,
+        variable=API_KEY_SECRET,
+        value=secrets.get_or_create(TABBYAPI_KEY_SECRET),
+    )

@@ -1,0 +1,67 @@
+"""Build Continue's config.yaml (schema v1) for what was deployed, as data dumped to YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+
+TABBYAPI, OLLAMA = "tabbyapi", "ollama"
+# The name of the secret in ~/.continue/.env; config.yaml refers to it, never holds the key.
+API_KEY_SECRET = "TABBYAPI_API_KEY"
+HEADER = (
+    "# Continue config written by the ai-coding-server deploy (roles/client) for the models\n"
+    "# served on {guest}. Edits are replaced at the next deploy; the old file is kept beside it\n"
+    "# as config.yaml.<time>.bak. The API key lives in .env beside this file.\n"
+)
+_LABEL = {TABBYAPI: "tabbyAPI", OLLAMA: "Ollama"}
+
+
+@dataclass(frozen=True)
+class Served:
+    """One model as the editor reaches it."""
+
+    backend: str  # TABBYAPI or OLLAMA
+    model: str  # the id the API answers to (tabbyAPI: the model folder; Ollama: the tag)
+    roles: tuple[str, ...]  # Continue roles: chat, edit, apply, autocomplete, embed
+    context: int | None = None  # tokens the server keeps for a request, if known
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a guest serves and where the editor reaches it."""
+
+    guest: str  # inventory name of the guest, for the config's header
+    tabbyapi_base: str  # http://host:port/v1
+    ollama_base: str  # http://host:port
+    models: tuple[Served, ...]
+
+
+def continue_config(deployment: Deployment, name: str, autocomplete_options: dict) -> dict:
+    """Continue's config.yaml as a dict: one entry per served model, chat models first."""
+    models = []
+    for served in sorted(deployment.models, key=lambda s: "chat" not in s.roles):
+        entry = {
+            "name": f"{served.model} ({_LABEL[served.backend]})",
+            "provider": "openai" if served.backend == TABBYAPI else "ollama",
+            "model": served.model,
+            "apiBase": (
+                deployment.tabbyapi_base if served.backend == TABBYAPI else deployment.ollama_base
+            ),
+        }
+        if served.backend == TABBYAPI:
+            entry["apiKey"] = "${{ secrets.%s }}" % API_KEY_SECRET  # noqa: UP031 (literal braces)
+        entry["roles"] = list(served.roles)
+        if served.context and "embed" not in served.roles:
+            entry["defaultCompletionOptions"] = {"contextLength": served.context}
+        if "autocomplete" in served.roles:
+            entry["autocompleteOptions"] = dict(autocomplete_options)
+        models.append(entry)
+    return {"name": name, "version": "1.0.0", "schema": "v1", "models": models}
+
+
+def config_yaml(deployment: Deployment, name: str, autocomplete_options: dict) -> str:
+    """The config.yaml text: a header comment, then the data in a stable key order."""
+    data = continue_config(deployment, name, autocomplete_options)
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
+    return HEADER.format(guest=deployment.guest) + body

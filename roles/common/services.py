@@ -1,0 +1,197 @@
+"""Helpers for roles that run network services: the address to listen on, files holding
+secrets, and waiting until a service answers (failing with its last log lines if it never does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import shlex
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
+from pyinfra.api.exceptions import DeployError
+from pyinfra.operations import systemd
+
+from roles.common import host_state
+from roles.common.host_state import UNCHANGED, State
+from roles.common.memo import host_memo
+
+# `ip route get` only looks the route up; nothing is sent to this documentation address.
+ADDRESS_PROBE = (
+    "ip -4 -o route get 192.0.2.1 2>/dev/null | sed -n 's/.* src \\([0-9.]*\\).*/route \\1/p'; "
+    "ip -4 -o addr show scope global 2>/dev/null | awk '{print \"addr\", $4}'"
+)
+
+
+class PrimaryAddress(FactBase):
+    """The guest's primary IPv4 address: the source of its default route, else its first global
+    address; None if it has neither."""
+
+    def command(self) -> str:
+        return ADDRESS_PROBE
+
+    def process(self, output: list[str]) -> str | None:
+        return parse_primary_address(output)
+
+
+def parse_primary_address(lines: list[str]) -> str | None:
+    found = {}
+    for line in lines:
+        kind, _, value = line.strip().partition(" ")
+        found.setdefault(kind, value.split("/")[0])
+    for kind in ("route", "addr"):
+        try:
+            return str(ipaddress.IPv4Address(found.get(kind, "")))
+        except ValueError:
+            continue
+    return None
+
+
+def listen_address(value: str, key: str, known: str | None = None) -> str:
+    """``value`` with 'auto' resolved to the host's primary address: ``known`` when a role's
+    probe read it already, else read once per host (one round trip)."""
+    if value != "auto":
+        return value
+    cache = host_memo(host, "services")
+    if known:
+        cache["address"] = known
+    if "address" not in cache:
+        cache["address"] = host.get_fact(PrimaryAddress)
+    if not cache["address"]:
+        raise DeployError(
+            f"{host.name}: {key} is 'auto' but the host has no IPv4 address with a default "
+            f"route or global scope; set {key} to the address clients should use"
+        )
+    return cache["address"]
+
+
+def resolve_on(value: str, run) -> str | None:
+    """``value`` with 'auto' resolved by running the address probe with ``run`` (a function
+    that runs a shell command on the host and returns its output): for checks of a host."""
+    return value if value != "auto" else parse_primary_address(run(ADDRESS_PROBE).splitlines())
+
+
+def client_address(listen: str) -> str:
+    """Where a client on the host itself reaches a service listening on ``listen``."""
+    return "127.0.0.1" if listen in ("0.0.0.0", "::") else listen
+
+
+class SecretFileState(FactBase):
+    """Owner, group, octal mode and SHA-1 of a file (None if absent), in one round trip."""
+
+    def command(self, path: str) -> str:
+        q = shlex.quote(path)
+        return f"test -f {q} && stat -c '%U %G %a' {q} && sha1sum {q} | cut -d' ' -f1 || true"
+
+    def process(self, output: list[str]):
+        if len(output) < 2:
+            return None
+        user, group, mode = output[0].split()
+        return {"user": user, "group": group, "mode": mode, "sha1": output[1].strip()}
+
+
+@operation()
+def secret_file(path: str, content: str, user: str, group: str, mode: str = "600"):
+    """Ensure ``path`` holds ``content`` with the given owner and mode.
+
+    Unlike ``files.put`` this never prints the content: ``pyinfra --diff`` shows the changes of
+    text files, and this content is a secret. The file is created empty with its final mode
+    before the upload writes into it; with sudo, pyinfra uploads to a temporary file first and
+    copies it as root, so that file too is created beforehand, mode 0600, by the SSH user.
+    """
+    state = host.get_fact(SecretFileState, path=path)
+    wanted = hashlib.sha1(content.encode()).hexdigest()
+    q = shlex.quote(path)
+    if state is None:
+        yield StringCommand(f"install -m {mode} -o {user} -g {group} /dev/null {q}")
+    if state is None or state["sha1"] != wanted:
+        temp = host.get_temp_filename()  # a random name: nobody can plant a file there first
+        if (host.current_op_global_arguments or {}).get("_sudo"):
+            # noclobber: fail rather than write through anything already at that path.
+            yield StringCommand(f"umask 077 && set -C && : > {temp}", _sudo=False)
+        yield FileUploadCommand(StringIO(content), path, remote_temp_filename=temp)
+    if state is None or (state["user"], state["group"]) != (user, group):
+        yield StringCommand(f"chown {user}:{group} {q}")
+    if state is None or state["mode"] != mode.lstrip("0"):
+        yield StringCommand(f"chmod {mode} {q}")
+
+
+class HttpAnswers(FactBase):
+    """'up' once ``url`` answers with a 2xx status, 'down' after ``timeout`` seconds of trying."""
+
+    def command(self, url: str, timeout: int) -> str:
+        return (
+            f"end=$(( $(date +%s) + {int(timeout)} )); "
+            f"until curl -fsS -o /dev/null -m 5 {shlex.quote(url)} 2>/dev/null; do "
+            '[ "$(date +%s)" -ge "$end" ] && { echo down; exit 0; }; sleep 2; done; echo up'
+        )
+
+    def process(self, output: list[str]) -> str:
+        return output[-1].strip() if output else ""
+
+
+@operation()
+def wait_until_answering(service: str, url: str, timeout: int, logs_command: str):
+    """Wait (at most ``timeout`` seconds) until ``url`` answers; if it never does, fail with
+    ``logs_command``'s output (the service's last log lines), shown on stderr.
+
+    Changes nothing when the service answers. It waits only when the deploy runs (not while
+    pyinfra plans), because the service may be started by an earlier operation of the run.
+    ``logs_command`` runs on the host and must redact anything secret itself.
+    """
+    if not host.state.is_executing:
+        return
+    if host.get_fact(HttpAnswers, url=url, timeout=timeout) != "down":
+        return
+    message = shlex.quote(f"{service} did not answer {url} within {timeout} s. Last log lines:")
+    yield StringCommand(f"{{ echo {message}; {logs_command}; }} >&2; exit 1")
+
+
+def redact_keys_sed() -> str:
+    """A sed filter for log lines: tabbyAPI logs 'Your API key is: ...' and 'Your admin key
+    is: ...' at every start (common/auth.py); bearer tokens are masked too."""
+    return (
+        "sed -E -e 's/(key is:).*/\\1 <redacted>/I' "
+        "-e 's/(bearer|x-api-key:|x-admin-key:)[[:space:]]*[^[:space:]\"]+/\\1 <redacted>/Ig'"
+    )
+
+
+def unit_lifecycle(
+    state: State, label: str, unit: str, unit_file, runnable: bool, restart_on=(), reload_on=()
+):
+    """Keep a systemd ``unit`` enabled, and running if ``runnable``: reload systemd when its
+    unit file op ``unit_file`` changed, then restart (or reload) it only if it was already
+    running and an op in ``restart_on`` (``reload_on``) changed; a stopped unit just starts with
+    the new state. A unit that is not runnable (its code or image is missing) is only enabled.
+    Ops that cannot be needed are not even planned, so a converged host costs no round trip."""
+    needed = [op for op in (unit_file, *restart_on, *reload_on) if op is not UNCHANGED]
+    if unit_file is not UNCHANGED:
+        systemd.daemon_reload(name=f"{label}: reload systemd units", _if=unit_file.did_change)
+    if not runnable:
+        host_state.service(state, f"{label}: enabled on boot", unit, running=None)
+        return
+    restart = [unit_file, *restart_on]
+    if needed:
+        systemd.service(
+            name=f"{label}: restart for the change",
+            service=unit,
+            running=None,
+            restarted=True,
+            _if=[lambda: any(op.did_change() for op in restart)],
+        )
+    if needed and reload_on:
+        systemd.service(
+            name=f"{label}: reload for the change",
+            service=unit,
+            running=None,
+            reloaded=True,
+            _if=[
+                lambda: (
+                    not any(op.did_change() for op in restart)
+                    and any(op.did_change() for op in reload_on)
+                )
+            ],
+        )
+    host_state.service(state, f"{label}: running and enabled on boot", unit)

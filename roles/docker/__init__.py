@@ -1,0 +1,116 @@
+"""Docker engine on the Debian 12 AI guest: Docker's repository or Debian's packages."""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.operations import files, server, systemd
+
+from roles.base.settings import BaseSettings
+from roles.common import apt_repo, host_state
+from roles.common.host_state import UNCHANGED
+from roles.common.platform import DEBIAN, os_family
+from roles.docker import facts, render
+from roles.docker.facts import DAEMON_JSON, DaemonJson
+from roles.docker.settings import DockerSettings
+
+__all__ = ["DockerSettings", "compose_command", "install", "merge_daemon_json", "restart"]
+
+_CACHE = "_aicoder_daemon_json"  # per-host: daemon.json as the deploy will leave it
+
+
+def compose_command() -> list[str]:
+    """The compose command for this host's Docker source, e.g. ``["docker", "compose"]`` or
+    ``["docker-compose"]`` (bookworm's v1). Roles that run compose projects use this."""
+    return render.compose_command(DockerSettings.from_host(host))
+
+
+def merge_daemon_json(name: str, keys: dict[str, Any]):
+    """Merge ``keys`` into /etc/docker/daemon.json, keeping every other key. The file is read
+    once per deploy (by the docker role's state read, else the DaemonJson fact) and the merged
+    result is remembered for the next caller, so roles that own different keys (docker,
+    container_toolkit) never undo each other. Written only when the merge changes the content
+    (compared as JSON, so the file's formatting alone never causes a write); returns the write
+    operation or UNCHANGED."""
+    cache = host.__dict__.setdefault(_CACHE, {})
+    if "data" not in cache:
+        cache["data"] = host.get_fact(DaemonJson)
+    merged = render.merge(cache["data"], keys)
+    if merged == cache["data"]:
+        host.noop(f"{DAEMON_JSON} already holds {', '.join(keys)}")
+        return UNCHANGED
+    cache["data"] = merged
+    return files.put(
+        name=name, src=StringIO(render.daemon_json_text(merged)), dest=DAEMON_JSON, mode="644"
+    )
+
+
+def restart(name: str, changed) -> None:
+    """Restart Docker when ``changed`` (an operation, e.g. a daemon.json write) changed."""
+    if changed is UNCHANGED:
+        return
+    systemd.service(name=name, service="docker", running=True, restarted=True,
+                    _if=changed.did_change)  # fmt: skip
+
+
+@deploy("Docker")
+def install():
+    """Ensures the Docker engine and compose from the configured source (Docker's repository,
+    with Debian's conflicting packages removed first, or Debian's docker.io + docker-compose),
+    the deploy's keys merged into /etc/docker/daemon.json without touching the others (Docker is
+    restarted only when that file changed), the service enabled and running, and the admin user
+    and ``docker_users`` in the docker group."""
+    settings = DockerSettings.from_host(host)
+    os_family(host, allowed=(DEBIAN,))
+    repo = render.docker_repo(settings)
+    users = list(dict.fromkeys([BaseSettings.from_host(host).admin_user, *settings.users]))
+    state = host_state.read(
+        paths=apt_repo.paths(repo),
+        packages=[*settings.removed_packages, *settings.engine_packages],
+        units=["docker"],
+        probe=facts.probe(users),
+    )
+    probe = facts.parse_probe(state.probe)
+    host.__dict__.setdefault(_CACHE, {})["data"] = probe.daemon_json
+
+    unknown = [u for u in settings.users if u not in probe.users]
+    if unknown:
+        raise DeployError(
+            f"docker_users names users that do not exist on {host.name}: {', '.join(unknown)}; "
+            "create them first or remove them from docker_users"
+        )
+
+    host_state.packages_absent(
+        state, "Docker: remove the other source's packages first", settings.removed_packages
+    )
+    if settings.source == "docker":
+        repo_ops = apt_repo.add(repo, state)
+        missing = host_state.missing(state, settings.engine_packages)
+        apt_repo.refresh_index("Docker", repo_ops, missing)
+    else:
+        apt_repo.refresh_index("Docker", apt_repo.remove(repo, state), [])
+
+    # Written before the packages, so a fresh engine starts with it.
+    daemon = merge_daemon_json(
+        "Docker: merge the deploy's keys into daemon.json", settings.daemon_options
+    )
+    host_state.packages(
+        state, f"Docker: engine and compose ({settings.source})", settings.engine_packages
+    )
+    host_state.service(state, "Docker: service enabled and running", "docker")
+    restart("Docker: restart to apply daemon.json", daemon)
+
+    for user in users:
+        if user in probe.group_members:
+            continue
+        server.user(
+            name=f"Docker: {user} in the docker group",
+            user=user,
+            groups=["docker"],
+            append=True,
+            ensure_home=False,
+        )

@@ -1,0 +1,108 @@
+"""Settings of the docker role (AI guest): engine source, versions, daemon.json keys, users."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from roles.common import checks
+from roles.common.settings import RoleSettings, setting
+
+
+def _json_object(value: dict) -> str | None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as error:
+        return f"is not JSON data ({error}); use strings, numbers, booleans, lists and dicts"
+    return None
+
+
+@dataclass(frozen=True)
+class DockerSettings(RoleSettings):
+    PREFIX = "docker"
+    GROUPS = ("ai_guests",)
+
+    source: str = setting(
+        "docker",
+        "where the engine comes from: 'docker' (Docker's apt repository, compose v2 plugin) or "
+        "'debian' (Debian's docker.io and docker-compose 1.29, the v1 `docker-compose` command)",
+        checks.one_of("docker", "debian"),
+    )
+    repo_url: str = setting(
+        "https://download.docker.com/linux/debian",
+        "Docker's apt repository (source 'docker'); the apt line and key URL derive from it",
+        checks.url("http", "https", "file"),
+    )
+    repo_key_url: str = setting(
+        "",
+        "signing key of Docker's repository; empty means <docker_repo_url>/gpg",
+        checks.optional(checks.url("http", "https", "file")),
+    )
+    repo_channel: str = setting(
+        "stable", "channel of Docker's repository", checks.one_of("stable", "test")
+    )
+    version: str = setting(
+        "",
+        "docker-ce and docker-ce-cli version from Docker's repository, as `apt-cache madison "
+        "docker-ce` shows it (e.g. '5:27.5.1-1~debian.12~bookworm'); empty means the newest",
+        checks.optional(checks.matches(r"[A-Za-z0-9.+~:-]+", "a Debian package version")),
+    )
+    packages: list[str] = setting(
+        ["containerd.io", "docker-buildx-plugin", "docker-compose-plugin"],
+        "packages from Docker's repository besides docker-ce and docker-ce-cli",
+        checks.apt_packages,
+    )
+    debian_packages: list[str] = setting(
+        ["docker.io", "docker-compose"],
+        "packages installed with source 'debian'",
+        checks.not_empty,
+        checks.apt_packages,
+    )
+    conflicting_packages: list[str] = setting(
+        ["docker.io", "docker-doc", "docker-compose", "podman-docker", "containerd", "runc"],
+        "Debian packages removed before Docker's own are installed (Docker's install guide)",
+        checks.apt_packages,
+    )
+    users: list[str] = setting(
+        [],
+        "existing users added to the docker group besides base_admin_user",
+        checks.matches(checks.NAME, "a user name"),
+    )
+    daemon_options: dict[str, Any] = setting(
+        {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}},
+        "keys the deploy owns in /etc/docker/daemon.json, merged into the file (other keys "
+        "stay as they are)",
+        _json_object,
+    )
+
+    def check(self):
+        problems = []
+        if self.source == "debian" and self.version:
+            problems.append(
+                (
+                    self.key("version"),
+                    "pins a package of Docker's repository, but docker_source is 'debian'; "
+                    "clear docker_version or set docker_source = 'docker'",
+                )
+            )
+        return problems
+
+    @property
+    def key_url(self) -> str:
+        return self.repo_key_url or f"{self.repo_url.rstrip('/')}/gpg"
+
+    @property
+    def engine_packages(self) -> list[str]:
+        """What the chosen source installs (docker-ce and its CLI pinned to ``version``)."""
+        if self.source == "debian":
+            return list(self.debian_packages)
+        pin = f"={self.version}" if self.version else ""
+        return [f"docker-ce{pin}", f"docker-ce-cli{pin}", *self.packages]
+
+    @property
+    def removed_packages(self) -> list[str]:
+        """Packages of the other source, removed first so the two never mix."""
+        if self.source == "debian":
+            return [p.split("=")[0] for p in ["docker-ce", "docker-ce-cli", *self.packages]]
+        return list(self.conflicting_packages)

@@ -1,0 +1,223 @@
+"""guest_vm role: the AI guest VMs, each created once from a Debian 12 cloud image."""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import shlex
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.operations import files, server
+
+from roles.base.settings import BaseSettings
+from roles.guest_vm import render
+from roles.guest_vm.facts import VIRSH, GuestVmState
+from roles.guest_vm.render import GIB, VmPaths
+from roles.guest_vm.settings import GuestVmSettings, Vm
+from roles.libvirt.settings import LibvirtSettings
+
+__all__ = ["GuestVmSettings", "configure"]
+
+HUGEPAGES_SYSCTL = "/etc/sysctl.d/80-aicoder-hugepages.conf"
+HUGEPAGE_MB = 2  # the default hugepage size on x86_64
+
+
+@deploy("Guest VMs: disks, cloud-init seeds, domains")
+def configure():
+    """Ensures each VM in guest_vm_vms has a system disk copied once from the checksummed
+    Debian image (never overwritten, grown only when disk_gb grows, never shrunk), a cloud-init
+    seed (hostname, admin user and SSH keys, network), and a libvirt domain defined from the
+    settings (re-defined only when they change), autostarted and running."""
+    settings = GuestVmSettings.from_host(host)
+    vms = settings.machines()
+    if not vms:
+        return
+    image_dir = LibvirtSettings.from_host(host).image_dir
+    paths = {vm.name: VmPaths.of(vm, image_dir) for vm in vms}
+    cache = render.cached_image(settings.image_url, image_dir)
+    state = host.get_fact(
+        GuestVmState,
+        names=[vm.name for vm in vms],
+        files=[cache, *(p.disk for p in paths.values()), *(p.seed for p in paths.values())],
+        disks=[p.disk for p in paths.values()],
+        sums=[f for p in paths.values() for f in (p.xml, p.seed_sum)],
+        pci=sorted({gpu for vm in vms for gpu in vm.gpus}),
+    )
+    _refuse_what_cannot_work(settings, vms, paths, state)
+
+    files.directory(name="VM state folder", path=render.STATE_DIR, mode="700")
+    _reserve_hugepages(settings.hugepages_mb())
+    if any(p.disk not in state["files"] for p in paths.values()) and cache not in state["files"]:
+        _download_image(settings, cache)
+    for vm in vms:
+        _vm(vm, settings, paths[vm.name], cache, state)
+
+
+def _refuse_what_cannot_work(settings, vms: list[Vm], paths, state) -> None:
+    """Deploy-time checks that need the host's facts; they fail before anything changes."""
+    problems = []
+    if settings.domain_type == "kvm" and not state["kvm"]:
+        problems.append(
+            "guest_vm_domain_type: 'kvm' needs /dev/kvm, which this host lacks; enable "
+            "VT-x/AMD-V in the firmware, or set 'qemu' (emulation, very slow)"
+        )
+    for i, vm in enumerate(vms):
+        key = f"guest_vm_vms[{i}]"
+        missing_cpus = sorted(set(vm.cpu_pins) - state["cpus"])
+        if missing_cpus:
+            have = ",".join(map(str, sorted(state["cpus"])))
+            problems.append(
+                f"{key}.cpu_pins: host CPU(s) {missing_cpus} do not exist (online: {have})"
+            )
+        missing_gpus = [gpu for gpu in vm.gpus if gpu not in state["pci"]]
+        if missing_gpus:
+            problems.append(
+                f"{key}.gpus: {', '.join(missing_gpus)} not found on this host; "
+                "list the GPU's functions with `lspci -D -nn | grep -i nvidia`"
+            )
+        size = state["disk_sizes"].get(paths[vm.name].disk)
+        if size and size > vm.disk_gb * GIB:
+            problems.append(
+                f"{key}.disk_gb: {vm.disk_gb} is smaller than the existing disk "
+                f"({size / GIB:g} GiB); disks are never shrunk: set {math.ceil(size / GIB)}+"
+            )
+        uuid = state["uuids"].get(vm.name)
+        if uuid and uuid != vm.uuid:
+            problems.append(
+                f"{key}: a domain named {vm.name!r} already exists with UUID {uuid}; to manage "
+                f"it here set {key}.uuid = {uuid!r}, or choose another name"
+            )
+    if problems:
+        raise DeployError(
+            f"{host.name}: the VMs cannot be set up as configured (nothing was changed):\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+def _reserve_hugepages(total_mb: int) -> None:
+    """Reserve the VMs' hugepages with a sysctl.d file: it applies early at every boot, while
+    memory is still unfragmented, and now. A kernel argument would need a reboot."""
+    if not total_mb:
+        return
+    pages = math.ceil(total_mb / HUGEPAGE_MB)
+    sysctl = files.put(
+        name=f"Reserve {pages} hugepages for the VMs",
+        src=StringIO(
+            "# Managed by the ai-coding-server deploy (roles/guest_vm): memory of the VMs with\n"
+            f"# hugepages = True, in {HUGEPAGE_MB} MiB pages.\nvm.nr_hugepages = {pages}\n"
+        ),
+        dest=HUGEPAGES_SYSCTL,
+        mode="644",
+    )
+    server.shell(
+        name="Apply the hugepage reservation",
+        commands=[
+            f"sysctl -q -p {HUGEPAGES_SYSCTL}; got=$(cat /proc/sys/vm/nr_hugepages); "
+            f'[ "$got" -ge {pages} ] || {{ echo "only $got of {pages} hugepages could be '
+            'reserved (memory is fragmented): reboot the host to reserve them at boot" >&2; '
+            "exit 1; }"
+        ],
+        _if=sysctl.did_change,
+    )
+
+
+def _download_image(settings: GuestVmSettings, cache: str) -> None:
+    """Download the image once into the cache, checking its SHA-512 before keeping it."""
+    name = posixpath.basename(cache)
+    part = shlex.quote(f"{cache}.part")
+    if settings.image_sha512:
+        get_sum = f"sum={settings.image_sha512}"
+    else:
+        sums = shlex.quote(settings.image_sha512sums_url)
+        get_sum = (
+            f"sum=$(curl -fsSL {sums} | awk -v f={shlex.quote(name)} "
+            "'$2 == f || $2 == \"*\" f {print $1}'); "
+            f'[ -n "$sum" ] || {{ echo "{name} is not listed in {sums}" >&2; exit 1; }}'
+        )
+    server.shell(
+        name=f"Download {name}",
+        commands=[
+            f"mkdir -p {shlex.quote(posixpath.dirname(cache))}; {get_sum}; "
+            f"curl -fsSL --retry 3 -o {part} {shlex.quote(settings.image_url)} && "
+            f'echo "$sum  {cache}.part" | sha512sum -c --quiet || '
+            f'{{ rm -f {part}; echo "{name}: download failed or SHA-512 mismatch" >&2; exit 1; }}; '
+            f"mv {part} {shlex.quote(cache)}"
+        ],
+    )
+
+
+def _vm(vm: Vm, settings: GuestVmSettings, paths: VmPaths, cache: str, state: dict) -> None:
+    base = BaseSettings.from_host(host)
+    libvirt = LibvirtSettings.from_host(host)
+    disk, size = shlex.quote(paths.disk), f"{vm.disk_gb}G"
+
+    if paths.disk not in state["files"]:
+        # Never overwrite: the guard is in the command too, and the copy is moved in with -n.
+        server.shell(
+            name=f"{vm.name}: system disk from the image",
+            commands=[
+                f"test -e {disk} && exit 0; "
+                f"cp --sparse=always {shlex.quote(cache)} {disk}.part && "
+                f"qemu-img resize -q {disk}.part {size} && mv -n {disk}.part {disk}"
+            ],
+        )
+    elif state["disk_sizes"].get(paths.disk, 0) < vm.disk_gb * GIB:
+        running = vm.name in state["running"]
+        server.shell(
+            name=f"{vm.name}: grow the system disk to {size}",
+            commands=[
+                f"{VIRSH} blockresize {vm.name} {disk} {size}"
+                if running
+                else f"qemu-img resize -q {disk} {size}"
+            ],
+        )
+
+    seed = render.seed_files(vm, base.admin_user, base.admin_ssh_keys)
+    seed_sum = render.digest(*seed.values())
+    # The marker holds the digest of the seed the ISO was built from; the fact reads its sha256.
+    if state["sums"].get(paths.seed_sum) != render.digest(seed_sum) or (
+        paths.seed not in state["files"]
+    ):
+        files.directory(name=f"{vm.name}: seed folder", path=paths.seed_dir, mode="700")
+        for filename, content in seed.items():
+            files.put(
+                name=f"{vm.name}: cloud-init {filename}",
+                src=StringIO(content),
+                dest=f"{paths.seed_dir}/{filename}",
+                mode="600",
+            )
+        iso = shlex.quote(paths.seed)
+        server.shell(
+            name=f"{vm.name}: cloud-init seed ISO",
+            commands=[
+                f"cd {shlex.quote(paths.seed_dir)} && "
+                f"xorriso -as mkisofs -quiet -output {iso}.part -volid cidata -joliet -rock "
+                f"{' '.join(seed)} && mv {iso}.part {iso} && "
+                f"printf %s {seed_sum} > {shlex.quote(paths.seed_sum)}"
+            ],
+        )
+
+    xml = render.domain_xml(vm, settings.domain_type, libvirt.bridge, paths)
+    if vm.name not in state["domains"] or state["sums"].get(paths.xml) != render.digest(xml):
+        files.put(
+            name=f"{vm.name}: domain XML",
+            src=StringIO(xml),
+            dest=f"{paths.xml}.new",
+            mode="600",
+        )
+        # The stored copy becomes the reference only once libvirt has accepted it.
+        server.shell(
+            name=f"{vm.name}: define the domain",
+            commands=[f"{VIRSH} define {paths.xml}.new && mv {paths.xml}.new {paths.xml}"],
+        )
+    if vm.autostart and vm.name not in state["autostart"]:
+        server.shell(name=f"{vm.name}: autostart", commands=[f"{VIRSH} autostart {vm.name}"])
+    if not vm.autostart and vm.name in state["autostart"]:
+        server.shell(
+            name=f"{vm.name}: no autostart", commands=[f"{VIRSH} autostart --disable {vm.name}"]
+        )
+    if vm.autostart and vm.name not in state["running"]:
+        server.shell(name=f"{vm.name}: start", commands=[f"{VIRSH} start {vm.name}"])

@@ -1,0 +1,228 @@
+"""Settings of the guest_vm role: the source image and the list of VMs each hypervisor runs."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from roles.common import checks
+from roles.common.settings import RoleSettings, setting, type_matches, type_name
+
+DEBIAN_IMAGES = "https://cloud.debian.org/images/cloud/bookworm/latest"
+_UUID_NAMESPACE = uuid.UUID("5d1f5b0e-3c1a-4b44-9a57-7f1e3e6f2a10")
+
+
+@dataclass(frozen=True)
+class Vm:
+    """One VM, validated. ``uuid`` and ``mac`` are derived from the name unless given, so a
+    re-run keeps both (libvirt refuses to re-define a name under another UUID)."""
+
+    name: str
+    vcpus: int = 4
+    memory_mb: int = 8192
+    hugepages: bool = False
+    cpu_pins: list[int] = field(default_factory=list)
+    disk_gb: int = 64
+    gpus: list[str] = field(default_factory=list)
+    address: str = "dhcp"
+    gateway: str = ""
+    dns: list[str] = field(default_factory=list)
+    hostname: str = ""
+    mac: str = ""
+    uuid: str = ""
+    autostart: bool = True
+
+    def __post_init__(self):
+        digest = hashlib.sha256(self.name.encode()).digest()
+        if not self.hostname:
+            object.__setattr__(self, "hostname", self.name)
+        if not self.mac:  # 52:54:00 is QEMU's locally administered prefix
+            object.__setattr__(self, "mac", "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3]))
+        if not self.uuid:
+            object.__setattr__(self, "uuid", str(uuid.uuid5(_UUID_NAMESPACE, self.name)))
+
+    @property
+    def static(self) -> bool:
+        return self.address != "dhcp"
+
+    @property
+    def ip(self) -> str | None:
+        """The VM's address without its prefix (None with DHCP)."""
+        return self.address.split("/")[0] if self.static else None
+
+
+# What each VM key means (the README's settings table links here): key -> (type, doc).
+VM_KEYS: dict[str, tuple[Any, str]] = {
+    "name": (str, "libvirt domain name, also the default hostname (required)"),
+    "vcpus": (int, "virtual CPUs (one socket, this many cores)"),
+    "memory_mb": (int, "memory in MiB"),
+    "hugepages": (bool, "back the memory with 2 MiB hugepages reserved on the host"),
+    "cpu_pins": (list[int], "host CPU for each vCPU, in order (empty: no pinning)"),
+    "disk_gb": (int, "system disk size in GiB; raising it grows the disk, it never shrinks"),
+    "gpus": (list[str], "PCI addresses passed through, every function (0000:01:00.0, ...)"),
+    "address": (str, "'dhcp' or a static address with prefix, e.g. 192.168.1.50/24"),
+    "gateway": (str, "default gateway with a static address"),
+    "dns": (list[str], "DNS servers with a static address"),
+    "hostname": (str, "hostname set by cloud-init (default: name)"),
+    "mac": (str, "MAC address (default: derived from the name, 52:54:00:...)"),
+    "uuid": (str, "domain UUID (default: derived from the name); give it to adopt a domain"),
+    "autostart": (bool, "start with the host"),
+}
+_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _vm_problems(i: int, raw: dict) -> list[tuple[str, str]]:
+    """Problems of one VM dict, each keyed ``guest_vm_vms[i].key``."""
+    key = lambda k: f"guest_vm_vms[{i}].{k}"  # noqa: E731
+    problems = []
+    for k, value in raw.items():
+        if k not in VM_KEYS:
+            close = difflib.get_close_matches(str(k), VM_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(VM_KEYS)}"
+            problems.append((key(k), f"unknown VM setting; {hint}"))
+        elif not type_matches(value, VM_KEYS[k][0]):
+            expected = type_name(VM_KEYS[k][0])
+            problems.append((key(k), f"got {value!r}; expected {expected}"))
+    if "name" not in raw:
+        problems.append((key("name"), "missing; every VM needs a name like 'ai-guest'"))
+    if problems:
+        return problems
+    vm = Vm(**raw)
+    rules = [
+        ("name", _NAME.fullmatch(vm.name), "use 1-63 of a-z 0-9 '-', starting with a letter"),
+        ("hostname", _HOSTNAME.fullmatch(vm.hostname), "use a-z 0-9 '-' (a DNS label)"),
+        ("vcpus", 1 <= vm.vcpus <= 256, "use 1 to 256"),
+        ("memory_mb", 512 <= vm.memory_mb <= 4 * 1024 * 1024, "use at least 512 (MiB)"),
+        ("disk_gb", 4 <= vm.disk_gb <= 65536, "use at least 4 (GiB)"),
+        (
+            "cpu_pins",
+            not vm.cpu_pins or len(vm.cpu_pins) == vm.vcpus,
+            f"give one host CPU per vCPU ({vm.vcpus}), or none",
+        ),
+        (
+            "cpu_pins",
+            len(set(vm.cpu_pins)) == len(vm.cpu_pins) and min(vm.cpu_pins, default=0) >= 0,
+            "each host CPU once, numbered from 0",
+        ),
+        ("mac", re.fullmatch(checks.MAC_ADDRESS, vm.mac), "use the form 52:54:00:12:34:56"),
+        ("uuid", _is_uuid(vm.uuid), "use a UUID like 6f1c...-...; or leave it out"),
+        ("gateway", not vm.gateway or vm.static, "only with a static address"),
+        ("dns", not vm.dns or vm.static, "only with a static address"),
+    ]
+    problems += [(key(k), f"{getattr(vm, k)!r}: {fix}") for k, ok, fix in rules if not ok]
+    bad_gpu = checks.matches(checks.PCI_ADDRESS, "a PCI address like 0000:01:00.0")(vm.gpus)
+    if bad_gpu:
+        problems.append((key("gpus"), bad_gpu))
+    if len(set(vm.gpus)) != len(vm.gpus):
+        problems.append((key("gpus"), "lists a PCI address twice"))
+    if vm.static:
+        msg = checks.cidr_address(vm.address)
+        if msg:
+            problems.append((key("address"), f"{msg}; or 'dhcp'"))
+        elif vm.gateway and checks.ip_address(vm.gateway):
+            problems.append((key("gateway"), checks.ip_address(vm.gateway)))
+        elif (
+            vm.gateway
+            and ipaddress.ip_address(vm.gateway) not in ipaddress.ip_interface(vm.address).network
+        ):
+            problems.append((key("gateway"), f"{vm.gateway} is not in {vm.address}'s network"))
+    for server in vm.dns:
+        if checks.ip_address(server):
+            problems.append((key("dns"), checks.ip_address(server)))
+    return problems
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class GuestVmSettings(RoleSettings):
+    PREFIX = "guest_vm"
+    GROUPS = ("hypervisors",)
+
+    vms: list[dict] = setting(
+        [],
+        "the VMs this hypervisor runs: a list of dicts with the keys of the VM table below "
+        "(name, vcpus, memory_mb, hugepages, cpu_pins, disk_gb, gpus, address, gateway, dns, "
+        "hostname, mac, uuid, autostart)",
+    )
+    image_url: str = setting(
+        f"{DEBIAN_IMAGES}/debian-12-generic-amd64.qcow2",
+        "Debian 12 cloud image each new VM disk is copied from (https://, http:// or file:///)",
+        checks.url("https", "http", "file"),
+    )
+    image_sha512: str = setting(
+        "",
+        "the image's SHA-512 (empty: look it up in image_sha512sums_url)",
+        checks.matches(r"|[0-9a-f]{128}", "a SHA-512 in hex (128 characters), or empty"),
+    )
+    image_sha512sums_url: str = setting(
+        f"{DEBIAN_IMAGES}/SHA512SUMS",
+        "SHA512SUMS file listing the image by file name (used when image_sha512 is empty)",
+        checks.url("https", "http", "file"),
+    )
+    domain_type: str = setting(
+        "kvm",
+        "libvirt domain type: 'kvm' (hardware virtualization) or 'qemu' (emulation, no /dev/kvm)",
+        checks.one_of("kvm", "qemu"),
+    )
+
+    def machines(self) -> list[Vm]:
+        """The VMs as validated objects (call after validation)."""
+        return [Vm(**raw) for raw in self.vms]
+
+    def hugepages_mb(self) -> int:
+        """Memory the host must reserve as hugepages for the VMs that ask for them."""
+        return sum(vm.memory_mb for vm in self.machines() if vm.hugepages)
+
+    def check(self):
+        problems = []
+        for i, raw in enumerate(self.vms):
+            problems += _vm_problems(i, raw)
+        if problems:
+            return problems
+        vms = self.machines()
+        problems += _duplicates(vms, "name", "each VM needs its own name")
+        problems += _duplicates(vms, "mac", "each VM needs its own MAC")
+        problems += _duplicates(vms, "uuid", "each VM needs its own UUID")
+        problems += _duplicates(vms, "ip", "each VM needs its own address", skip=None)
+        problems += _shared_items(vms, "gpus", "a GPU can be passed to one VM only")
+        problems += _shared_items(vms, "cpu_pins", "pinned host CPUs must not overlap")
+        return problems
+
+
+def _duplicates(vms: list[Vm], attr: str, why: str, skip: Any = "") -> list[tuple[str, str]]:
+    seen, problems = {}, []
+    for i, vm in enumerate(vms):
+        value = getattr(vm, attr)
+        if value == skip:
+            continue
+        if value in seen:
+            problems.append(
+                (f"guest_vm_vms[{i}].{attr}", f"{value!r} is also VM {seen[value]}'s; {why}")
+            )
+        seen.setdefault(value, i)
+    return problems
+
+
+def _shared_items(vms: list[Vm], attr: str, why: str) -> list[tuple[str, str]]:
+    owner, problems = {}, []
+    for i, vm in enumerate(vms):
+        for item in getattr(vm, attr):
+            if item in owner and owner[item] != i:
+                problems.append(
+                    (f"guest_vm_vms[{i}].{attr}", f"{item!r} is also in VM {owner[item]}; {why}")
+                )
+            owner.setdefault(item, i)
+    return problems

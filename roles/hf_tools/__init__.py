@@ -1,0 +1,46 @@
+"""Hugging Face tools on the AI guest: git and the `hf` CLI (huggingface_hub, pinned, in its own
+virtualenv) for the admin's manual downloads; the tabbyapi role downloads its models with it."""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, server
+
+from roles.common import host_state
+from roles.hf_tools.facts import parse_probe, probe
+from roles.hf_tools.settings import HfToolsSettings
+
+__all__ = ["HfToolsSettings", "hf_command", "install"]
+
+LINK = "/usr/local/bin/hf"
+PACKAGES = ["git", "python3-venv"]
+
+
+def hf_command() -> str:
+    """The `hf` executable the deploy itself uses (the venv's, not whatever PATH finds)."""
+    return f"{HfToolsSettings.from_host(host).venv}/bin/hf"
+
+
+@deploy("Hugging Face tools")
+def install():
+    """Ensures git and python3-venv are installed, huggingface_hub at the pinned version is in
+    its own virtualenv, and `hf` is on every user's PATH (/usr/local/bin)."""
+    settings = HfToolsSettings.from_host(host)
+    state = host_state.read(packages=PACKAGES, probe=probe(settings.venv, LINK))
+    installed, link = parse_probe(state.probe)
+    host_state.packages(state, "Hugging Face tools: git and python3-venv", PACKAGES)
+    if installed != settings.huggingface_hub_version:
+        venv = shlex.quote(settings.venv)
+        server.shell(
+            name=f"Hugging Face tools: huggingface_hub {settings.huggingface_hub_version}",
+            commands=[
+                f"test -x {venv}/bin/pip || python3 -m venv {venv}",
+                f"{venv}/bin/pip install --quiet --disable-pip-version-check "
+                f"huggingface_hub=={settings.huggingface_hub_version}",
+            ],
+        )
+    if link != hf_command():
+        files.link(name="Hugging Face tools: hf on the PATH", path=LINK, target=hf_command())

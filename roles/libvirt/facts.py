@@ -1,0 +1,159 @@
+"""Facts of the libvirt role, each one round trip that reads everything one step needs."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from pyinfra.api import FactBase
+
+
+def sections(lines: list[str]) -> dict[str, list[str]]:
+    """Split output printed as ``[name]`` header lines followed by their content."""
+    found: dict[str, list[str]] = {}
+    current = None
+    for line in lines:
+        header = re.fullmatch(r"\[([a-z0-9-]+)\]", line.strip())
+        if header:
+            current = found.setdefault(header.group(1), [])
+        elif current is not None:
+            current.append(line)
+    return found
+
+
+class UnitStates(FactBase):
+    """systemd units -> (enabled state, active state); ('', 'inactive') for a missing unit."""
+
+    def command(self, units: list[str]) -> str:
+        names = " ".join(shlex.quote(u) for u in units)
+        return (
+            f"for u in {names}; do "
+            'echo "$u|$(systemctl is-enabled "$u" 2>/dev/null)|$(systemctl is-active "$u" '
+            '2>/dev/null)"; done'
+        )
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        states = {}
+        for line in output:
+            parts = line.strip().split("|")
+            if len(parts) == 3:
+                states[parts[0]] = (parts[1], parts[2] or "inactive")
+        return states
+
+
+class NetworkLinks(FactBase):
+    """The host's network interfaces: name -> {"mac", "bridge" (its master), "ipv4" [cidr]}."""
+
+    command = (
+        "for d in /sys/class/net/*; do n=${d##*/}; "
+        'm=$(readlink "$d/master" 2>/dev/null); '
+        'echo "$n|$(cat "$d/address" 2>/dev/null)|${m##*/}|'
+        '$(ip -o -4 addr show dev "$n" 2>/dev/null | awk \'{printf "%s ", $4}\')"; done'
+    )
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        links = {}
+        for line in output:
+            parts = line.strip().split("|")
+            if len(parts) == 4:
+                name, mac, master, ipv4 = parts
+                links[name] = {"mac": mac, "bridge": master, "ipv4": ipv4.split()}
+        return links
+
+
+class IfupdownConfig(FactBase):
+    """Debian: /etc/network/interfaces as text (None when ifupdown has no such file)."""
+
+    command = "cat /etc/network/interfaces 2>/dev/null || echo '#absent'"
+
+    def process(self, output):
+        text = "\n".join(output) + "\n"
+        return None if text.strip() == "#absent" else text
+
+
+class NmConnections(FactBase):
+    """NetworkManager profiles: name -> {field: value} for ``names``, plus "active" (profiles
+    active per device) for the profiles of ``devices``; empty without nmcli."""
+
+    FIELDS = (
+        "connection.id,connection.type,connection.interface-name,connection.autoconnect,"
+        "connection.master,connection.slave-type,ipv4.method,ipv4.addresses,ipv4.gateway,"
+        "ipv4.dns,bridge.stp,bridge.mac-address"
+    )
+
+    def command(self, names: list[str]) -> str:
+        quoted = " ".join(shlex.quote(n) for n in names)
+        return (
+            "command -v nmcli >/dev/null || exit 0; "
+            "echo '[active]'; nmcli -t -f NAME,DEVICE connection show --active; "
+            f'for c in {quoted}; do echo "[profile]"; '
+            f'nmcli -t -f {self.FIELDS} connection show "$c" 2>/dev/null; done'
+        )
+
+    @staticmethod
+    def default():
+        return {"active": {}, "profiles": {}}
+
+    def process(self, output):
+        result = self.default()
+        current = None
+        for line in output:
+            line = line.rstrip("\n")
+            if line == "[active]":
+                current = "active"
+            elif line == "[profile]":
+                current = {}
+            elif current == "active":
+                name, _, device = _unescape_split(line)
+                result["active"].setdefault(device, []).append(name)
+            elif isinstance(current, dict):
+                key, _, value = _unescape_split(line)
+                current[key] = value
+                if key == "connection.id":
+                    result["profiles"][value] = current
+        return result
+
+
+def _unescape_split(line: str) -> tuple[str, str, str]:
+    """Split a terse nmcli line on its first unescaped ':' and unescape the value."""
+    match = re.match(r"((?:[^:\\]|\\.)*):(.*)", line)
+    if not match:
+        return line, "", ""
+    unescape = lambda s: re.sub(r"\\(.)", r"\1", s)  # noqa: E731
+    return unescape(match.group(1)), ":", unescape(match.group(2))
+
+
+class SelinuxImageDir(FactBase):
+    """EL9: whether SELinux is enabled, whether a local file-context rule labels ``path`` as
+    virt_image_t, and the type the folder has now."""
+
+    def command(self, path: str) -> str:
+        rule = shlex.quote(f"{path}(/.*)?")
+        return (
+            "echo '[status]'; sestatus 2>/dev/null | head -1; "
+            "echo '[rules]'; semanage fcontext -l -C 2>/dev/null | "
+            f"grep -F -- {rule} || true; "
+            f"echo '[type]'; stat -c %C {shlex.quote(path)} 2>/dev/null || true"
+        )
+
+    @staticmethod
+    def default():
+        return {"enabled": False, "rule": False, "type": None}
+
+    def process(self, output):
+        found = sections(output)
+        status = " ".join(found.get("status", []))
+        context = " ".join(found.get("type", [])).strip()
+        return {
+            "enabled": bool(re.search(r"SELinux status:\s+enabled", status)),
+            "rule": any(":virt_image_t:" in line for line in found.get("rules", [])),
+            "type": context.split(":")[2] if context.count(":") >= 3 else None,
+        }

@@ -1,0 +1,72 @@
+"""Settings of the libvirt role: the virtualization stack, the guests' bridge, the image folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from roles.common import checks
+from roles.common.settings import RoleSettings, setting
+
+DHCP = "dhcp"
+
+
+def _bridge_address(value: str) -> str | None:
+    return None if value == DHCP else checks.cidr_address(value)
+
+
+@dataclass(frozen=True)
+class LibvirtSettings(RoleSettings):
+    PREFIX = "libvirt"
+    GROUPS = ("hypervisors",)
+
+    bridge: str = setting(
+        "br0",
+        "Linux bridge the VMs' network cards join (created on the hypervisor)",
+        checks.matches(checks.INTERFACE, "an interface name (at most 15 of A-Z a-z 0-9 _ . -)"),
+    )
+    bridge_uplink: str = setting(
+        "",
+        "host NIC enslaved to the bridge so VMs sit on the LAN (e.g. enp3s0); empty: a bridge "
+        "without uplink (VMs reach only the host and each other)",
+        checks.matches(f"|{checks.INTERFACE}", "an interface name like enp3s0, or empty"),
+    )
+    bridge_address: str = setting(
+        DHCP,
+        "the host's address on the bridge: 'dhcp' or a static address with prefix "
+        "(192.168.1.5/24); with an uplink it replaces the uplink's own address",
+        _bridge_address,
+    )
+    bridge_gateway: str = setting(
+        "",
+        "default gateway with a static bridge_address (empty: none)",
+        checks.matches(r"|[0-9a-fA-F.:]+", "an IP address or empty"),
+    )
+    bridge_dns: list[str] = setting(
+        [], "DNS servers with a static bridge_address (EL9: NetworkManager needs them)"
+    )
+    image_dir: str = setting(
+        "/var/lib/libvirt/images",
+        "folder for VM disks, cloud-init seeds and the image cache (EL9: labelled virt_image_t)",
+        checks.absolute_path,
+    )
+
+    def check(self):
+        problems = []
+        if self.bridge_uplink == self.bridge:
+            problems.append(
+                (self.key("bridge_uplink"), "must be a NIC, not the bridge itself; e.g. enp3s0")
+            )
+        if self.bridge_address == DHCP and (self.bridge_gateway or self.bridge_dns):
+            key = "bridge_gateway" if self.bridge_gateway else "bridge_dns"
+            problems.append(
+                (self.key(key), "only applies to a static bridge_address; DHCP provides it")
+            )
+        for server in self.bridge_dns:
+            msg = checks.ip_address(server)
+            if msg:
+                problems.append((self.key("bridge_dns"), msg))
+        if self.bridge_gateway:
+            msg = checks.ip_address(self.bridge_gateway)
+            if msg:
+                problems.append((self.key("bridge_gateway"), msg))
+        return problems

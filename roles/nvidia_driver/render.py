@@ -1,0 +1,37 @@
+"""Pure rendering for the nvidia_driver role: file contents from settings, no host access."""
+
+from __future__ import annotations
+
+from roles.common.apt_repo import AptRepo
+from roles.common.templates import render
+from roles.nvidia_driver.settings import NvidiaDriverSettings
+
+BLACKLIST_PATH = "/etc/modprobe.d/blacklist-nouveau.conf"
+PIN_PATH = "/etc/apt/preferences.d/nvidia-driver-pin"
+
+# Names of the packages built from NVIDIA's driver sources (apt_preferences globs). Broad on
+# purpose: the pin only raises versions of this branch, so a package matched here that has no
+# such version (nvidia-container-toolkit 1.x, say) keeps its normal candidate.
+PINNED_PACKAGES = "*nvidia* libcuda* libnv* libxnvctrl*"
+
+
+def blacklist_nouveau() -> str:
+    return render("nvidia_driver/blacklist-nouveau.conf.j2")
+
+
+def branch_pin(settings: NvidiaDriverSettings) -> str:
+    return render(
+        "nvidia_driver/nvidia-driver-pin.pref.j2", branch=settings.branch, packages=PINNED_PACKAGES
+    )
+
+
+def cuda_repo(settings: NvidiaDriverSettings) -> AptRepo:
+    """NVIDIA's CUDA repository: a flat repository (suite "/"), like cuda-keyring sets up."""
+    return AptRepo(
+        name="nvidia-cuda",
+        title="NVIDIA CUDA repository",
+        uri=settings.cuda_repo_url.rstrip("/"),
+        suites=("/",),
+        components=(),
+        key_url=settings.cuda_key_url,
+    )

@@ -1,0 +1,144 @@
+"""Ollama on the Debian 12 AI guest: a compose project with a pinned image, the GPU reserved,
+published on one address, started at boot by systemd, its models pulled through its API."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from pyinfra import host, logger
+from pyinfra.api import deploy, operation
+from pyinfra.operations import files, server
+
+from roles.common import host_state
+from roles.common.host_state import UNCHANGED
+from roles.common.platform import DEBIAN, os_family
+from roles.common.services import (
+    client_address,
+    listen_address,
+    unit_lifecycle,
+    wait_until_answering,
+)
+from roles.docker import compose_command
+from roles.ollama import facts, render
+from roles.ollama.facts import OllamaModels, canonical_model
+from roles.ollama.settings import OllamaSettings
+
+__all__ = ["OllamaSettings", "install", "pull_missing_models"]
+
+
+@operation()
+def pull_missing_models(api: str, models: list[str], timeout: int):
+    """Pull (POST /api/pull, stream false) each of ``models`` that GET /api/tags lacks.
+
+    The list is read when the operation runs, after the service answered, so a model already
+    there is never pulled again and a converged host reports no change.
+    """
+    present = host.get_fact(OllamaModels, api=api) or set()
+    q = shlex.quote
+    for model in models:
+        if canonical_model(model) in present:
+            host.noop(f"Ollama has {model}")
+            continue
+        body = json.dumps({"model": model, "stream": False})
+        yield (
+            f"out=$(curl -sS --fail-with-body -m {int(timeout)} -X POST "
+            f"-H 'Content-Type: application/json' -d {q(body)} {q(api + '/api/pull')}) "
+            f'&& echo "$out" | grep -q \'"success"\' '
+            f'|| {{ echo {q(f"pulling {model} failed:")} "$out" >&2; exit 1; }}'
+        )
+
+
+def _image(settings: OllamaSettings, have_image: bool) -> bool:
+    """Get the image if Docker lacks it: load the archive, else pull. Whether it will be there."""
+    if have_image:
+        return True
+    q = shlex.quote
+    image = q(settings.image)
+    if settings.image_archive:
+        archive = q(settings.image_archive)
+        missing = q(f"{settings.image_archive} is missing: copy the `docker save` archive there")
+        wrong = q(f"{settings.image_archive} does not hold {settings.image}")
+        server.shell(
+            name=f"Ollama: load {settings.image} from {settings.image_archive}",
+            commands=[
+                f"test -f {archive} || {{ echo {missing} >&2; exit 1; }}",
+                f"docker load --quiet --input {archive}",
+                f"docker image inspect {image} >/dev/null || {{ echo {wrong} >&2; exit 1; }}",
+            ],
+        )
+        return True
+    if settings.pull_image:
+        server.shell(
+            name=f"Ollama: pull {settings.image}", commands=[f"docker pull --quiet {image}"]
+        )
+        return True
+    logger.warning(
+        f"{host.name}: {settings.image} is not on the guest, ollama_pull_image is False and no "
+        "ollama_image_archive is set: the Ollama stack is installed but not started"
+    )
+    return False
+
+
+@deploy("Ollama")
+def install():
+    """Ensures the Ollama compose project: the pinned image (pulled, or loaded from an archive),
+    compose.yaml generated from the settings (GPU reserved, port published on one address, the
+    models in a host folder kept across re-deploys), a systemd unit that brings it up at boot
+    after Docker, the API answering, and every wanted model present (pulled only when missing).
+    """
+    settings = OllamaSettings.from_host(host)
+    if not settings.enabled:
+        return
+    os_family(host, allowed=(DEBIAN,))
+    compose = compose_command()
+    compose_path = f"{settings.project_dir}/{render.COMPOSE_FILE}"
+    folders = {settings.project_dir: "755", settings.data_dir: "750"}
+    # The published address is needed for the probe's /api/tags URL: an explicit one is known,
+    # 'auto' is resolved first (the only case that costs a second round trip on a first run).
+    publish = listen_address(settings.bind_address, settings.key("bind_address"))
+    api = f"http://{client_address(publish)}:{settings.port}"
+    state = host_state.read(
+        paths=[compose_path, render.UNIT_PATH],
+        units=[render.UNIT],
+        probe=facts.probe(settings.image, f"{api}/api/tags", list(folders)),
+    )
+    found = facts.parse_state(state.probe)
+    runnable = _image(settings, found.image)
+
+    for path, mode in folders.items():
+        if found.dirs.get(path) != mode:
+            files.directory(name=f"Ollama: {path}", path=path, mode=mode)
+    compose_file = host_state.put(
+        state, "Ollama: compose.yaml", compose_path, render.compose_yaml(settings, publish)
+    )
+    if compose_file is not UNCHANGED:
+        server.shell(
+            name="Ollama: compose.yaml is valid",
+            commands=[f"{render.compose_invocation(compose, settings)} config --quiet"],
+            _if=compose_file.did_change,
+        )
+    unit = host_state.put(
+        state, "Ollama: systemd unit", render.UNIT_PATH, render.unit(settings, compose)
+    )
+    unit_lifecycle(state, "Ollama", render.UNIT, unit, runnable, reload_on=[compose_file])
+    if not runnable:
+        return
+    compose_logs = f"{render.compose_invocation(compose, settings)} logs --no-color --tail 30"
+    wait_until_answering(
+        name="Ollama: answers /api/version",
+        service="Ollama",
+        url=f"{api}/api/version",
+        timeout=settings.start_timeout,
+        logs_command=(
+            f"{compose_logs} 2>&1; journalctl -u {render.UNIT} -n 30 --no-pager 2>/dev/null"
+        ),
+    )
+    have = found.models or set()
+    if any(canonical_model(m) not in have for m in settings.models):
+        pull_missing_models(
+            name=f"Ollama: models {', '.join(settings.models)}",
+            api=api,
+            models=settings.models,
+            timeout=settings.pull_timeout,
+        )

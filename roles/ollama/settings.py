@@ -1,0 +1,189 @@
+"""Settings of the ollama role (AI guest): image, published address, GPU, tuning, models.
+
+The tuning variables and their values follow upstream's envconfig/config.go (ollama/ollama).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from roles.common import checks
+from roles.common.settings import RoleSettings, setting
+from roles.tabbyapi.settings import TabbyapiSettings
+
+# [host/][namespace/]model[:tag], each part as upstream's types/model/name.go allows it.
+MODEL_NAME = (
+    r"([A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}/)?([A-Za-z0-9_][A-Za-z0-9_-]{0,79}/)?"
+    r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,79})?"
+)
+# name[:tag][@sha256:digest]; a tag or digest is required (pinned), "latest" is not a pin.
+IMAGE = r"[a-z0-9][a-z0-9._/:-]*?(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?"
+# Variables the compose file itself sets from other settings, or that would break it.
+RESERVED_ENV = ("OLLAMA_HOST", "OLLAMA_MODELS")
+
+
+def publish_address(value: str) -> str | None:
+    """One address: Ollama has no authentication, so never all interfaces."""
+    if value == "auto":
+        return None
+    problem = checks.ip_address(value)
+    if problem:
+        return problem
+    if ipaddress.ip_address(value).is_unspecified:
+        return (
+            f"{value!r} publishes Ollama on every interface, and Ollama has no authentication; "
+            "use 'auto' (the guest's LAN address), that address itself, or 127.0.0.1"
+        )
+    return None
+
+
+def pinned_image(value: str) -> str | None:
+    if not re.fullmatch(IMAGE, value):
+        return f"{value!r} is not an image reference like ollama/ollama:0.32.15"
+    name = value.split("@")[0]
+    tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else ""
+    if "@" not in value and tag in ("", "latest"):
+        return f"{value!r} is not pinned; name a release tag such as ollama/ollama:0.32.15"
+    return None
+
+
+def go_duration(value: str) -> str | None:
+    """OLLAMA_KEEP_ALIVE: a Go duration (5m, 1h30m, -1) or a number of seconds."""
+    if re.fullmatch(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+", value):
+        return None
+    return f"{value!r} is not a duration like 5m, 1h, 0 (unload at once) or -1 (keep loaded)"
+
+
+@dataclass(frozen=True)
+class OllamaSettings(RoleSettings):
+    PREFIX = "ollama"
+    GROUPS = ("ai_guests",)
+
+    enabled: bool = setting(True, "run Ollama (embeddings, GGUF models) on the guest")
+    image: str = setting(
+        "ollama/ollama:0.32.15",
+        "the Ollama image, pinned by tag or digest (a registry mirror's name works too)",
+        pinned_image,
+    )
+    image_archive: str = setting(
+        "",
+        "a `docker save` archive of the image on the guest, loaded when the image is missing "
+        "(air-gapped guests); empty: pull it",
+        checks.optional(checks.absolute_path),
+    )
+    pull_image: bool = setting(
+        True,
+        "pull the image from its registry when it is missing and no archive is set; False "
+        "without an archive leaves the stack stopped until the image exists",
+    )
+    project_dir: str = setting(
+        "/opt/ollama", "folder of the compose project (compose.yaml)", checks.absolute_path
+    )
+    data_dir: str = setting(
+        "/var/lib/ollama",
+        "host folder holding the models (mounted at /root/.ollama); never deleted by the deploy",
+        checks.absolute_path,
+    )
+    bind_address: str = setting(
+        "auto",
+        "the one address the API is published on: 'auto' (the guest's LAN address), an IP, or "
+        "127.0.0.1 for local clients only; never all interfaces (Ollama has no authentication)",
+        publish_address,
+    )
+    port: int = setting(11434, "TCP port of Ollama's API", checks.port)
+    gpu: bool = setting(True, "reserve the NVIDIA GPUs for the container (False: CPU only)")
+    gpu_device_ids: list[str] = setting(
+        [],
+        "GPUs to reserve, by index or UUID as nvidia-smi shows them; empty: all",
+        checks.matches(r"[0-9]+|GPU-[0-9a-fA-F-]+", "a GPU index like '0' or a GPU-... UUID"),
+    )
+    keep_alive: str = setting(
+        "5m", "OLLAMA_KEEP_ALIVE: how long an idle model stays loaded", go_duration
+    )
+    flash_attention: bool = setting(True, "OLLAMA_FLASH_ATTENTION (needed by a quantized cache)")
+    kv_cache_type: str = setting(
+        "q8_0",
+        "OLLAMA_KV_CACHE_TYPE: f16, q8_0 (half the memory) or q4_0",
+        checks.one_of("f16", "q8_0", "q4_0"),
+    )
+    num_parallel: int = setting(
+        1, "OLLAMA_NUM_PARALLEL: requests one model serves at once", checks.in_range(1, 64)
+    )
+    max_loaded_models: int = setting(
+        0,
+        "OLLAMA_MAX_LOADED_MODELS: models loaded at once; 0 lets Ollama decide",
+        checks.in_range(0, 64),
+    )
+    context_length: int = setting(
+        0,
+        "OLLAMA_CONTEXT_LENGTH: default context in tokens; 0 lets Ollama decide from the VRAM",
+        checks.in_range(0, 4_194_304),
+    )
+    environment: dict[str, str] = setting(
+        {},
+        "more OLLAMA_* variables for the container, e.g. {'OLLAMA_MAX_QUEUE': '256'}",
+    )
+    models: list[str] = setting(
+        ["nomic-embed-text"],
+        "models pulled when /api/tags lacks them (nomic-embed-text: Continue's embeddings)",
+        checks.matches(MODEL_NAME, "an Ollama model name like nomic-embed-text or qwen2.5:7b"),
+    )
+    start_timeout: int = setting(
+        120, "seconds the deploy waits for /api/version after a start", checks.in_range(5, 3600)
+    )
+    pull_timeout: int = setting(7200, "seconds one model pull may take", checks.in_range(30, 86400))
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        for name in self.environment:
+            if not re.fullmatch(r"OLLAMA_[A-Z0-9_]+", name):
+                problems.append((self.key("environment"), f"{name!r} is not an OLLAMA_* name"))
+            elif name in RESERVED_ENV:
+                problems.append(
+                    (
+                        self.key("environment"),
+                        f"{name} is set by the deploy (use ollama_port / ollama_data_dir)",
+                    )
+                )
+        if self.kv_cache_type != "f16" and not self.flash_attention:
+            problems.append(
+                (
+                    self.key("kv_cache_type"),
+                    f"{self.kv_cache_type} needs ollama_flash_attention = True (Ollama falls back "
+                    "to f16 without it)",
+                )
+            )
+        if self.gpu_device_ids and not self.gpu:
+            problems.append((self.key("gpu_device_ids"), "is set but ollama_gpu is False"))
+        return problems
+
+    @classmethod
+    def problems_in(cls, data):
+        """Also refuse a port tabbyAPI uses on the same address (both run on the guest)."""
+        settings, problems = super().problems_in(data)
+        if settings is None or problems or not settings.enabled:
+            return settings, problems
+        tabby, tabby_problems = TabbyapiSettings.problems_in(data)
+        if tabby is None or tabby_problems or not tabby.enabled:
+            return settings, problems
+        if tabby.port == settings.port and _may_overlap(tabby.host, settings.bind_address):
+            problems.append(
+                (
+                    cls.key("port"),
+                    f"{settings.port} is tabbyAPI's port too (tabbyapi_port) on the same address; "
+                    "give Ollama another one (its default is 11434)",
+                )
+            )
+        return settings, problems
+
+
+def _may_overlap(a: str, b: str) -> bool:
+    """Whether two listen addresses can be the same socket address on one host."""
+    wildcard = ("0.0.0.0", "::")
+    if a == b or a in wildcard or b in wildcard:
+        return True
+    # 'auto' is the LAN address: it may equal another explicit address, never a loopback one.
+    other = b if a == "auto" else a if b == "auto" else None
+    return other is not None and not ipaddress.ip_address(other).is_loopback

@@ -1,0 +1,96 @@
+"""The tabbyapi role's probe: what its install looks like on the guest, read together with its
+files, packages and unit in the role's one HostState round trip (roles/common/host_state.py)."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from roles.common.services import ADDRESS_PROBE, parse_primary_address
+from roles.tabbyapi.render import INSTALL_STAMP, MODEL_STAMP
+
+
+@dataclass
+class TabbyapiState:
+    head: str = ""  # commit checked out in <install_dir>/src ("" without a checkout)
+    ref: str = ""  # the wanted ref resolved in that checkout ("" if unknown there)
+    origin: str = ""  # its remote.origin.url
+    installed: str = ""  # the install stamp: what the last successful pip install was for
+    python: tuple[int, int] | None = None  # version of the virtualenv's base interpreter
+    gpus: int = 0  # NVIDIA GPUs nvidia-smi lists (0 before the driver works)
+    user_exists: bool = False
+    models: dict[str, str] = field(default_factory=dict)  # complete folder -> its stamp
+    dirs: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (mode, user:group)
+    links: dict[str, str] = field(default_factory=dict)  # symlink -> its target
+    address: str | None = None  # the guest's primary IPv4 address
+
+
+def parse_state(lines: list[str]) -> TabbyapiState:
+    state = TabbyapiState()
+    for line in lines:
+        kind, _, value = line.partition(" ")
+        value = value.strip()
+        if kind in ("head", "ref", "origin", "installed"):
+            setattr(state, kind, value)
+        elif kind == "python" and value:
+            major, _, minor = value.partition(".")
+            state.python = (int(major), int(minor))
+        elif kind == "gpus" and value.isdigit():
+            state.gpus = int(value)
+        elif kind == "user":
+            state.user_exists = value == "yes"
+        elif kind == "model" and value:
+            folder, _, stamp = value.partition(" ")
+            state.models[folder] = stamp.strip()
+        elif kind == "dir":
+            mode, owner, path = value.split(" ", 2)
+            state.dirs[path] = (mode, owner)
+        elif kind == "link":
+            path, _, target = value.partition(" ")
+            state.links[path] = target
+    state.address = parse_primary_address(lines)
+    return state
+
+
+def probe(
+    src: str,
+    venv: str,
+    ref: str,
+    python: str,
+    user: str,
+    model_dir: str,
+    folders: list[str],
+    dirs: list[str],
+    links: list[str],
+) -> str:
+    """Checkout, install stamp, interpreter, GPU count, the service user, which model folders
+    are complete (a config.json and at least one *.safetensors: a failed download leaves
+    neither), the role's folders and links, and the guest's primary address."""
+    q = shlex.quote
+    git = f"git -C {q(src)}"
+    lines = [
+        f"echo head $({git} rev-parse -q --verify HEAD 2>/dev/null)",
+        f"echo ref $({git} rev-parse -q --verify {q(ref + '^{commit}')} 2>/dev/null)",
+        f"echo origin $({git} config --get remote.origin.url 2>/dev/null)",
+        f"echo installed $(cat {q(venv + '/' + INSTALL_STAMP)} 2>/dev/null)",
+        f"echo python $({q(python)} -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
+        " 2>/dev/null)",
+        "echo gpus $(nvidia-smi -L 2>/dev/null | grep -c '^GPU')",
+        f"getent passwd {q(user)} >/dev/null && echo user yes || echo user no",
+        ADDRESS_PROBE,
+    ]
+    for folder in folders:
+        path = q(f"{model_dir}/{folder}")
+        lines.append(
+            f"if [ -f {path}/config.json ] && ls {path}/*.safetensors >/dev/null 2>&1; then "
+            f"echo model {q(folder)} $(cat {path}/{MODEL_STAMP} 2>/dev/null); fi"
+        )
+    if dirs:
+        paths = " ".join(q(d) for d in dirs)
+        lines.append(
+            f'for d in {paths}; do [ -d "$d" ] && echo "dir $(stat -c \'%a %U:%G\' "$d") $d"; done'
+        )
+    if links:
+        paths = " ".join(q(link) for link in links)
+        lines.append(f'for l in {paths}; do [ -L "$l" ] && echo "link $l $(readlink "$l")"; done')
+    return "; ".join(lines)

@@ -1,0 +1,330 @@
+"""Settings of the tabbyapi role (AI guest): source, model, cache, GPUs, network.
+
+The config.yml options mirror upstream's `common/config_models.py` (theroyallab/tabbyAPI); their
+allowed values are checked here so a typo fails before anything changes on the guest.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from roles.common import checks, secrets
+from roles.common.settings import RoleSettings, setting
+
+# exllamav3 cache modes: the legacy names, or "k_bits,v_bits" with each from 2 to 8
+# (upstream CACHE_TYPE); the draft model accepts only the legacy names (CACHE_SIZES).
+CACHE_NAMES = ("FP16", "Q8", "Q6", "Q4")
+CACHE_BITS = re.compile(r"[2-8]\s*,\s*[2-8]")
+CONFIG_SECTIONS = (
+    "network",
+    "logging",
+    "model",
+    "draft_model",
+    "sampling",
+    "lora",
+    "embeddings",
+    "memory",
+    "developer",
+)
+HF_REPO = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
+GIT_REF = r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}"
+FOLDER = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}"
+
+
+def cache_mode(value: str) -> str | None:
+    if value in CACHE_NAMES or CACHE_BITS.fullmatch(value):
+        return None
+    return (
+        f"{value!r} is not an exllamav3 cache mode; use FP16, Q8, Q6, Q4 or 'k,v' bits from "
+        "2 to 8 such as '8,8' or '4,6'"
+    )
+
+
+def bind_address(value: str) -> str | None:
+    """'auto' (the guest's primary address), or one IP address."""
+    return None if value == "auto" else checks.ip_address(value)
+
+
+def git_source(value: str | None) -> str | None:
+    """A git URL, an scp-like ``user@host:path``, a local mirror path, or None (no source)."""
+    if value is None or value.startswith("/"):
+        return None
+    if re.fullmatch(r"[A-Za-z0-9_.-]+@[A-Za-z0-9.-]+:\S+", value):
+        return None
+    return checks.url("http", "https", "ssh", "git", "file")(value)
+
+
+def optional(check):
+    """``check`` for a setting whose None means "not wanted"."""
+    return lambda value: None if value is None else check(value)
+
+
+def model_folder(repo: str, revision: str) -> str:
+    """The folder a Hugging Face repo lands in: its name, plus the revision unless 'main'."""
+    name = repo.rsplit("/", 1)[-1]
+    return name if revision in ("", "main") else f"{name}-{revision.replace('/', '-')}"
+
+
+@dataclass(frozen=True)
+class TabbyapiSettings(RoleSettings):
+    PREFIX = "tabbyapi"
+    GROUPS = ("ai_guests",)
+
+    enabled: bool = setting(True, "install and run tabbyAPI (exllamav3, EXL3 models) on the guest")
+    user: str = setting(
+        "tabbyapi",
+        "system user the service runs as (owns its models, keys file and log)",
+        checks.matches(checks.NAME, "a user name"),
+    )
+    install_dir: str = setting(
+        "/opt/tabbyapi",
+        "code: the git checkout in <dir>/src and its virtualenv in <dir>/venv (root-owned)",
+        checks.absolute_path,
+    )
+    git_url: str | None = setting(
+        "https://github.com/theroyallab/tabbyAPI",
+        "tabbyAPI's git repository: a URL or a local mirror path; None when no source is "
+        "reachable (code, Python dependencies and the service start are then left out)",
+        git_source,
+    )
+    git_ref: str = setting(
+        "e632af41eba68abeadc3437c62674360f2f8cbf1",
+        "commit (or tag) checked out; upstream is a rolling release without tags, so pin a "
+        "commit (default: main of 2026-08-13)",
+        checks.matches(GIT_REF, "a commit id or tag name"),
+    )
+    pip_extras: list[str] = setting(
+        ["cu12"],
+        "tabbyAPI's dependency sets: cu12 (CUDA 12.8 wheels, Python 3.10-3.13) or cu13 (CUDA 13, "
+        "Python 3.12+, so not Debian 12's 3.11), optionally extras (embeddings)",
+        checks.matches(r"cu12|cu13|extras", "a dependency set: cu12, cu13 or extras"),
+    )
+    python: str = setting(
+        "/usr/bin/python3",
+        "interpreter the virtualenv is made with (3.10 to 3.13 for cu12)",
+        checks.absolute_path,
+    )
+    host: str = setting(
+        "auto",
+        "address tabbyAPI listens on: 'auto' (the guest's primary LAN address), one IP, or "
+        "0.0.0.0 for all (authentication always stays on)",
+        bind_address,
+    )
+    port: int = setting(5000, "TCP port of tabbyAPI's OpenAI-compatible API", checks.port)
+    model_dir: str = setting(
+        "/var/lib/tabbyapi/models",
+        "where models are downloaded and loaded from (kept across re-deploys)",
+        checks.absolute_path,
+    )
+    model_repo: str | None = setting(
+        "ArtusDev/Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3",
+        "Hugging Face repo of the EXL3 model to download; None: place the model yourself",
+        optional(checks.matches(HF_REPO, "a Hugging Face repo id like 'owner/name'")),
+    )
+    model_revision: str = setting(
+        "4.0bpw_H6",
+        "branch, tag or commit of model_repo (EXL3 repos keep one branch per bit rate)",
+        checks.matches(GIT_REF, "a branch, tag or commit of the repo"),
+    )
+    model_name: str = setting(
+        "",
+        "folder under model_dir loaded at start; empty: derived from model_repo and its "
+        "revision ('' with no repo: start without a model)",
+        checks.optional(checks.matches(FOLDER, "a folder name (letters, digits, . _ + -)")),
+    )
+    max_seq_len: int | None = setting(
+        32768,
+        "context length in tokens; -1 reads it from the model, None uses tabbyAPI's default",
+        optional(checks.in_range(-1, 4_194_304)),
+    )
+    cache_size: int | None = setting(
+        None,
+        "K/V cache size in tokens (a multiple of 256, at least max_seq_len); None: max_seq_len",
+        optional(checks.in_range(256, 16_777_216)),
+    )
+    cache_mode: str = setting(
+        "8,8",
+        "K/V cache precision: FP16, Q8, Q6, Q4 or exllamav3's 'k,v' bits (2-8) like '8,8'",
+        cache_mode,
+    )
+    draft_mode: str = setting(
+        "model",
+        "speculative decoding: model (with draft_model_repo/name), mtp, ngram or disabled",
+        checks.one_of("model", "disabled", "mtp", "ngram"),
+    )
+    draft_model_repo: str | None = setting(
+        None,
+        "Hugging Face repo of a small EXL3 draft model (same tokenizer); None: no draft model",
+        optional(checks.matches(HF_REPO, "a Hugging Face repo id like 'owner/name'")),
+    )
+    draft_model_revision: str = setting(
+        "main",
+        "branch, tag or commit of draft_model_repo",
+        checks.matches(GIT_REF, "a branch, tag or commit of the repo"),
+    )
+    draft_model_name: str = setting(
+        "",
+        "folder under model_dir of the draft model; empty: derived from draft_model_repo",
+        checks.optional(checks.matches(FOLDER, "a folder name (letters, digits, . _ + -)")),
+    )
+    draft_cache_mode: str = setting(
+        "FP16",
+        "K/V cache precision of the draft model: FP16, Q8, Q6 or Q4",
+        checks.one_of(*CACHE_NAMES),
+    )
+    gpu_split_auto: bool = setting(
+        True, "spread the model over all GPUs automatically (ignored with one GPU)"
+    )
+    gpu_split: list[float] = setting(
+        [],
+        "GB of VRAM to use on each GPU, in order (with gpu_split_auto False or tensor_parallel)",
+    )
+    autosplit_reserve: list[float] = setting(
+        [96], "MB of VRAM kept free on each GPU by the automatic split"
+    )
+    tensor_parallel: bool = setting(False, "tensor parallelism across several GPUs")
+    tensor_parallel_backend: str = setting(
+        "native",
+        "tensor parallel transport: native (PCIe) or nccl (NVLink)",
+        checks.one_of("native", "nccl"),
+    )
+    draft_gpu_split: list[float] = setting(
+        [], "GB of VRAM per GPU for the draft model; empty: automatic"
+    )
+    config_overrides: dict[str, dict] = setting(
+        {},
+        "further config.yml options by section, e.g. {'model': {'chunk_size': 1024}} (see "
+        "upstream's config_sample.yml); network.disable_auth is refused",
+    )
+    start_timeout: int = setting(
+        900,
+        "seconds the deploy waits for /health after a (re)start: loading a large model takes time",
+        checks.in_range(10, 7200),
+    )
+    hf_token_required: bool = setting(
+        False,
+        "the model repos are gated or private: fail early unless the secret hf_token is set",
+    )
+
+    @property
+    def src(self) -> str:
+        return f"{self.install_dir}/src"
+
+    @property
+    def venv(self) -> str:
+        return f"{self.install_dir}/venv"
+
+    @property
+    def model(self) -> str:
+        """The model folder loaded at start ('' for none)."""
+        if self.model_name or not self.model_repo:
+            return self.model_name
+        return model_folder(self.model_repo, self.model_revision)
+
+    @property
+    def draft_model(self) -> str:
+        if self.draft_model_name or not self.draft_model_repo:
+            return self.draft_model_name
+        return model_folder(self.draft_model_repo, self.draft_model_revision)
+
+    def downloads(self) -> list[tuple[str, str, str]]:
+        """(repo, revision, folder) of every model to download."""
+        wanted = [
+            (self.model_repo, self.model_revision, self.model),
+            (self.draft_model_repo, self.draft_model_revision, self.draft_model),
+        ]
+        return [(repo, rev, folder) for repo, rev, folder in wanted if repo]
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        key = self.key
+        if self.model and not re.fullmatch(FOLDER, self.model):
+            problems.append(
+                (key("model_name"), f"derived folder {self.model!r} is unusable; set it")
+            )
+        if "cu12" in self.pip_extras and "cu13" in self.pip_extras:
+            problems.append((key("pip_extras"), "choose one of cu12 and cu13, not both"))
+        elif not {"cu12", "cu13"} & set(self.pip_extras):
+            problems.append(
+                (
+                    key("pip_extras"),
+                    "add cu12 (or cu13): without it exllamav3 and torch are not installed and "
+                    "tabbyAPI refuses to start",
+                )
+            )
+        if self.max_seq_len == 0:
+            problems.append((key("max_seq_len"), "0 is no context; use -1, None or a length"))
+        if self.cache_size is not None:
+            if self.cache_size % 256:
+                problems.append((key("cache_size"), f"{self.cache_size} is not a multiple of 256"))
+            elif self.max_seq_len and self.max_seq_len > 0 and self.cache_size < self.max_seq_len:
+                problems.append(
+                    (
+                        key("cache_size"),
+                        f"{self.cache_size} is less than max_seq_len {self.max_seq_len}; "
+                        "raise it or leave it None",
+                    )
+                )
+        problems += self._gpu_problems()
+        problems += self._override_problems()
+        if self.hf_token_required and not secrets.get("hf_token"):
+            problems.append(
+                (
+                    key("hf_token_required"),
+                    "the secret hf_token is missing: export AICODER_HF_TOKEN=hf_... or add "
+                    f"'hf_token: hf_...' to {secrets.secrets_file()} (mode 0600)",
+                )
+            )
+        return problems
+
+    def _gpu_problems(self) -> list[tuple[str, str]]:
+        key = self.key
+        problems = []
+        for name in ("gpu_split", "draft_gpu_split"):
+            if any(v <= 0 for v in getattr(self, name)):
+                problems.append((key(name), "every GPU's share must be more than 0 GB"))
+        if any(v < 0 for v in self.autosplit_reserve):
+            problems.append((key("autosplit_reserve"), "a reserve cannot be negative"))
+        if self.gpu_split and self.gpu_split_auto and not self.tensor_parallel:
+            problems.append(
+                (
+                    key("gpu_split"),
+                    "is ignored while tabbyapi_gpu_split_auto is True; set that to False to use "
+                    "this split (or empty the split)",
+                )
+            )
+        if self.tensor_parallel and len(self.gpu_split) == 1:
+            problems.append(
+                (
+                    key("gpu_split"),
+                    "tensor parallelism needs several GPUs: give one share per GPU, or leave "
+                    "the split empty for an automatic one",
+                )
+            )
+        if self.tensor_parallel_backend == "nccl" and not self.tensor_parallel:
+            problems.append(
+                (key("tensor_parallel_backend"), "nccl is used only with tensor_parallel True")
+            )
+        return problems
+
+    def _override_problems(self) -> list[tuple[str, str]]:
+        problems = []
+        for section, values in self.config_overrides.items():
+            if section not in CONFIG_SECTIONS:
+                problems.append(
+                    (
+                        self.key("config_overrides"),
+                        f"unknown config.yml section {section!r}; use one of "
+                        f"{', '.join(CONFIG_SECTIONS)}",
+                    )
+                )
+            elif section == "network" and "disable_auth" in values:
+                problems.append(
+                    (
+                        self.key("config_overrides"),
+                        "network.disable_auth is refused: the API always requires its key "
+                        "(the client config gets it from the secrets)",
+                    )
+                )
+        return problems

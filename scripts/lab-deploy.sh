@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Boots the local lab (Debian 12 machines on this host) and deploys this checkout to it with the
+# real pyinfra CLI. Arguments go to `python -m lab up` (e.g. --machines guest,hv).
+# Instance and state: AICODER_LAB_NAME (default lab), AICODER_LAB_DIR (default .lab).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+py=.venv/bin/python
+
+$py -m lab up "$@"
+inventory=$($py -m lab inventory)
+started=$SECONDS
+.venv/bin/pyinfra -y "$inventory" deploy.py
+echo "deployed in $((SECONDS - started)) s"
+cat <<EOT
+
+The lab is up. Next:
+  $py -m lab status                  machines and addresses
+  $py -m lab ssh guest               a root shell in the AI guest
+  AICODER_INVENTORY=$inventory .venv/bin/pytest tests/infra
+                                     the infra checks against the lab
+  $py -m lab down                    stop everything and restore this host's network
+EOT

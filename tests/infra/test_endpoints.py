@@ -1,0 +1,269 @@
+"""End-to-end checks from the control machine, where the editor runs: the APIs the Continue
+config points at answer as Continue needs them to.
+
+For each AI guest: tabbyAPI lists its model with the API key and refuses a request without
+it, and completes a short prompt; Ollama returns an embedding of the expected dimension. When
+a clients host (@local) is in the inventory, the config.yaml and .env the deploy wrote there are
+the current ones, and each model in that config answers at its apiBase with the key from .env.
+
+A service that is not on the guest at all (its source was unreachable: the lab's offline
+settings) skips with that reason; one that is installed but cannot be reached from here fails.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+import testinfra
+import yaml
+
+from roles.client import config_paths
+from roles.client.deployed import deployment, guest_settings
+from roles.client.render import API_KEY_SECRET, OLLAMA, TABBYAPI, Deployment, config_yaml
+from roles.client.settings import ClientSettings
+from roles.common import secrets
+from roles.ollama.settings import OllamaSettings
+from roles.planner.catalogue import EMBED_DIMENSIONS
+from roles.tabbyapi import render as tabbyapi_render
+from roles.tabbyapi.settings import TabbyapiSettings
+
+TIMEOUT = 10  # seconds for an API call; a completion gets longer
+COMPLETION_TIMEOUT = 300
+
+
+class GuestView:
+    """What the client role reads from a pyinfra host, served from the inventory's data and,
+    for facts, commands run on the guest through testinfra: the checks then compute the same
+    addresses and models as the deploy."""
+
+    def __init__(self, name: str, data: dict, testinfra_host):
+        self.name = name
+        self.data = _Data(data)
+        self._host = testinfra_host
+        self.connected = True
+
+    def get_fact(self, fact_cls, **kwargs):
+        fact = fact_cls()
+        output = self._host.check_output(str(fact.command(**kwargs)))
+        return fact.process(output.splitlines())
+
+
+class _Data:
+    def __init__(self, values: dict):
+        self._values = dict(values)
+
+    def dict(self) -> dict:
+        return dict(self._values)
+
+    def get(self, key, default=None):
+        return self._values.get(key, default)
+
+    def __setattr__(self, key, value):
+        if key.startswith("_"):
+            super().__setattr__(key, value)
+        else:
+            self._values[key] = value
+
+
+def client_settings(inventory_hosts) -> ClientSettings:
+    clients = inventory_hosts.get("clients", [])
+    settings, problems = ClientSettings.problems_in(clients[0].data if clients else {})
+    assert not problems, f"invalid client settings in the inventory: {problems}"
+    return settings
+
+
+def call(url: str, key: str | None = None, body: dict | None = None, timeout: float = TIMEOUT):
+    """(HTTP status, parsed JSON or text) of a GET, or a POST of ``body``."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body else None)
+    request.add_header("Content-Type", "application/json")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read().decode(errors="replace")
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def reachable(url: str) -> str | None:
+    """None if something answers HTTP at ``url``, else why not."""
+    try:
+        call(url, timeout=5)
+    except (urllib.error.URLError, OSError) as error:
+        return str(getattr(error, "reason", error))
+    return None
+
+
+@pytest.fixture
+def view(request, guest, host_data) -> GuestView:
+    return GuestView(request.node.callspec.params["guest"].name, host_data, guest)
+
+
+@pytest.fixture
+def served(view, inventory_hosts) -> Deployment:
+    """The models and URLs the deploy put into the Continue config for this guest."""
+    return deployment(view, client_settings(inventory_hosts))
+
+
+@pytest.fixture
+def api_key() -> str:
+    key = secrets.get("tabbyapi_api_key")
+    if not key:
+        pytest.skip(
+            f"no tabbyapi_api_key secret here ({secrets.secrets_file()}, or "
+            "AICODER_TABBYAPI_API_KEY): run the checks where the deploy ran, or set "
+            "AICODER_SECRETS_FILE"
+        )
+    return key
+
+
+@pytest.fixture
+def tabbyapi(view, guest, served) -> str:
+    """tabbyAPI's base URL, once it is known to be installed and running on the guest."""
+    settings = guest_settings(view, TabbyapiSettings)
+    if not settings.enabled:
+        pytest.skip("tabbyapi_enabled is False: no tabbyAPI on this guest")
+    if not settings.git_url:
+        pytest.skip(
+            "tabbyapi_git_url is None (no reachable source, e.g. the lab offline): tabbyAPI's "
+            "code and service were left out by the deploy"
+        )
+    unit = guest.service(tabbyapi_render.UNIT)
+    if not unit.is_enabled and not unit.is_running:
+        pytest.skip(f"{tabbyapi_render.UNIT} is not installed on the guest")
+    why = reachable(served.tabbyapi_base.rsplit("/v1", 1)[0] + "/health")
+    assert why is None, f"tabbyAPI is installed but {served.tabbyapi_base} is unreachable: {why}"
+    return served.tabbyapi_base
+
+
+def _gpu_reason(guest) -> str | None:
+    if guest.run("nvidia-smi -L").rc != 0:
+        return "no NVIDIA GPU usable on the guest (nvidia-smi fails): no model can be loaded"
+    return None
+
+
+@pytest.fixture
+def ollama(view, guest, served) -> str:
+    """Ollama's base URL, once it is known to be installed and running on the guest."""
+    settings = guest_settings(view, OllamaSettings)
+    if not settings.enabled:
+        pytest.skip("ollama_enabled is False: no Ollama on this guest")
+    if guest.run("command -v docker").rc != 0:
+        pytest.skip("Docker is not installed on the guest: Ollama's stack cannot be there")
+    if guest.run(f"docker image inspect {settings.image}").rc != 0:
+        pytest.skip(
+            f"the image {settings.image} is not on the guest (no registry reachable, e.g. the "
+            "lab offline, and no ollama_image_archive): Ollama was not started"
+        )
+    why = reachable(f"{served.ollama_base}/api/version")
+    assert why is None, f"Ollama is installed but {served.ollama_base} is unreachable: {why}"
+    return served.ollama_base
+
+
+# --- tabbyAPI -----------------------------------------------------------------------------------
+
+
+def test_tabbyapi_lists_its_model_with_the_key(tabbyapi, api_key, served):
+    status, body = call(f"{tabbyapi}/models", key=api_key)
+    assert status == 200, body
+    ids = {m["id"] for m in body["data"]}
+    wanted = {m.model for m in served.models if m.backend == TABBYAPI}
+    assert wanted <= ids, f"the config names {wanted}; tabbyAPI lists {ids}"
+
+
+def test_tabbyapi_refuses_requests_without_the_key(tabbyapi):
+    status, _ = call(f"{tabbyapi}/models")
+    assert status in (401, 403)
+    status, _ = call(f"{tabbyapi}/models", key="not-the-key")
+    assert status in (401, 403)
+
+
+def test_tabbyapi_completes_a_short_prompt(tabbyapi, api_key, served, guest):
+    reason = _gpu_reason(guest)
+    if reason:
+        pytest.skip(reason)
+    models = [m.model for m in served.models if m.backend == TABBYAPI]
+    if not models:
+        pytest.skip("tabbyAPI has no model configured (tabbyapi_model_repo/model_name unset)")
+    (model,) = models
+    body = {"model": model, "prompt": "def add(a, b):\n    return", "max_tokens": 8}
+    status, result = call(f"{tabbyapi}/completions", api_key, body, COMPLETION_TIMEOUT)
+    assert status == 200, result
+    assert result["choices"][0]["text"].strip(), result
+
+
+# --- Ollama ------------------------------------------------------------------------------------
+
+
+def test_ollama_embeds_with_the_expected_dimension(ollama, served):
+    embedders = [m.model for m in served.models if m.backend == OLLAMA and "embed" in m.roles]
+    if not embedders:
+        pytest.skip("no embedding model is configured for Continue on this guest")
+    for model in embedders:
+        status, tags = call(f"{ollama}/api/tags")
+        names = {t["name"] for t in tags.get("models", [])}
+        assert {model, f"{model}:latest"} & names, f"{model} is not pulled (have {names})"
+        status, result = call(f"{ollama}/api/embed", body={"model": model, "input": "hello"})
+        assert status == 200, result
+        (vector,) = result["embeddings"]
+        expected = EMBED_DIMENSIONS.get(model.split(":")[0])
+        assert len(vector) == expected if expected else vector, f"{model}: {len(vector)} values"
+
+
+# --- the editor's files on the control machine ------------------------------------------------
+
+
+@pytest.fixture
+def written(client, inventory_hosts) -> tuple[str, str, ClientSettings]:
+    """(config.yaml, .env, settings) the deploy wrote on the clients host."""
+    settings = client_settings(inventory_hosts)
+    config, env = config_paths(settings, client.check_output("echo ~"))
+    if not client.file(config).exists:
+        pytest.skip(f"{config} does not exist: the deploy has not run for the clients group yet")
+    return config, env, settings
+
+
+def _guest_of(settings: ClientSettings, inventory_hosts) -> GuestView:
+    guests = inventory_hosts.get("ai_guests", [])
+    chosen = [g for g in guests if g.name == settings.guest] if settings.guest else guests
+    assert len(chosen) == 1, "client_guest names no single ai_guests host"
+    return GuestView(chosen[0].name, chosen[0].data, testinfra.get_host(chosen[0].spec))
+
+
+def test_continue_config_is_current_and_its_key_private(client, written, inventory_hosts):
+    config, env, settings = written
+    view = _guest_of(settings, inventory_hosts)
+    expected = config_yaml(deployment(view, settings), settings.name, settings.autocomplete_options)
+    assert client.file(config).content_string == expected, (
+        f"{config} differs from what the deploy writes now: re-run the deploy"
+    )
+    assert client.file(env).mode == 0o600
+    text = client.file(env).content_string
+    lines = [line for line in text.splitlines() if line.startswith(f"{API_KEY_SECRET}=")]
+    assert len(lines) == 1, f"{env} must hold one {API_KEY_SECRET}= line"
+    key = secrets.get("tabbyapi_api_key")
+    if key:  # compared, never printed
+        assert lines[0] == f"{API_KEY_SECRET}={key}", "the key in .env is not the guest's key"
+
+
+def test_every_model_in_the_config_answers_at_its_api_base(request, client, written):
+    if request.node.callspec.params["client"].spec != "local://":
+        pytest.skip("the clients host is not this machine: its editor's view is not checked here")
+    config, env, _ = written
+    pairs = (line.split("=", 1) for line in client.file(env).content_string.splitlines())
+    key = dict(p for p in pairs if len(p) == 2).get(API_KEY_SECRET)
+    for model in yaml.safe_load(client.file(config).content_string)["models"]:
+        base = model["apiBase"].rstrip("/")
+        url = f"{base}/models" if model["provider"] == "openai" else f"{base}/api/tags"
+        why = reachable(url)
+        if why:
+            pytest.skip(f"{model['name']}: {url} does not answer ({why}); see the guest checks")
+        status, body = call(url, key=key if model["provider"] == "openai" else None)
+        assert status == 200, f"{model['name']}: {url} answered {status}"

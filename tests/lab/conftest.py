@@ -1,0 +1,278 @@
+"""Fixtures for lab tests: real Debian 12 machines (systemd-nspawn) deployed with the pyinfra CLI.
+
+Shared by every tests/lab/test_*.py, all session-scoped so the suite boots and deploys once:
+- `lab`: the test lab instance (AICODER_TEST_LAB_NAME, default "test"; machines from
+  AICODER_TEST_LAB_MACHINES, default "guest"), always torn down at the end, also on failure
+  or Ctrl-C. `lab.ssh("guest", "cmd")` runs a command in a machine.
+- `deploys`: `pyinfra -y <lab inventory> deploy.py` run twice in a row (fresh, then re-run).
+- `deployed`: the lab after a successful first deploy (fails the test with pyinfra's output
+  otherwise): what a test of a role's effect on a machine asks for.
+- `lab_factory(name, machines)`: a context manager for another, private lab instance;
+  `host_state()` snapshots what labs change on the host; `lab_timings` collects timings that
+  are printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from lab import proc  # noqa: E402
+from lab.config import Lab  # noqa: E402
+
+TOOLS = ["systemd-nspawn", "mmdebstrap", "script", "ssh", "ssh-keygen", "nft", "ip"]
+TIMINGS: dict[str, float] = {}  # shown at the end of the run
+DEPLOY_TIMEOUT = 3600
+
+
+def pytest_collection_modifyitems(items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.lab)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if TIMINGS:
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in TIMINGS.items())
+        terminalreporter.write_line(f"lab timings: {parts}")
+
+
+def skip_reason() -> str | None:
+    """Why lab machines cannot boot here, or None."""
+    if os.geteuid() != 0:
+        return "lab machines need root (systemd-nspawn, bridges, nft)"
+    missing = [t for t in TOOLS if not shutil.which(t)]
+    if missing:
+        return f"missing {', '.join(missing)}: run scripts/bootstrap.sh"
+    return None
+
+
+@dataclass
+class LabInstance:
+    """A lab instance driven through its real command line (`python -m lab ...`)."""
+
+    name: str
+    dir: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "AICODER_LAB_NAME": self.name, "AICODER_LAB_DIR": str(self.dir)}
+
+    @property
+    def config(self) -> Lab:
+        return Lab(self.name, self.dir)
+
+    @property
+    def inventory(self) -> Path:
+        return self.dir / "inventory.py"
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 900):
+        result = subprocess.run(
+            [sys.executable, "-m", "lab", *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"python -m lab {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        return result
+
+    def ssh(self, machine: str, command: str, check: bool = True, timeout: float = 600):
+        """Run a shell command in a machine as root; fails the test if it fails and `check`."""
+        result = self.cli("ssh", machine, command, check=False, timeout=timeout)
+        if check and result.returncode != 0:
+            pytest.fail(f"{machine}: {command!r} exited {result.returncode}:\n"
+                        f"{result.stdout}{result.stderr}")  # fmt: skip
+        return result
+
+    def machine_state(self, machine: str) -> dict:
+        return json.loads((self.dir / "machines" / machine / "state.json").read_text())
+
+
+@contextmanager
+def lab_instance(name: str, machines: str):
+    """Bring a lab instance up for the block and always take it down after it."""
+    inst = LabInstance(name, REPO / ".lab" / "tests" / name)
+    inst.dir.mkdir(parents=True, exist_ok=True)
+    owner_file = inst.dir / "owner.json"
+    if owner_file.exists():
+        owner = json.loads(owner_file.read_text())
+        if proc.alive(owner) and owner["pid"] != os.getpid():
+            pytest.fail(
+                f"lab instance {name!r} is used by another test run (PID {owner['pid']}); "
+                "set AICODER_TEST_LAB_NAME to run beside it"
+            )
+    inst.cli("down")  # what a killed earlier run may have left
+    owner_file.write_text(json.dumps(proc.ident(os.getpid())))
+    before = host_snapshot(other_than=name)
+    try:
+        started = time.monotonic()
+        inst.cli("up", "--machines", machines)
+        TIMINGS.setdefault(f"{name} up", time.monotonic() - started)
+        yield inst
+    finally:
+        started = time.monotonic()
+        inst.cli("down", check=False)
+        TIMINGS.setdefault(f"{name} down", time.monotonic() - started)
+        owner_file.unlink(missing_ok=True)
+    # Reached only when nothing failed above: `down` must leave the host as `up` found it.
+    after = host_snapshot(other_than=name)
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert not changed, f"lab {name!r} left the host changed (before, after): {changed}"
+
+
+@pytest.fixture(scope="session")
+def lab():
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    name = os.environ.get("AICODER_TEST_LAB_NAME", "test")
+    machines = os.environ.get("AICODER_TEST_LAB_MACHINES", "guest")
+    with lab_instance(name, machines) as inst:
+        yield inst
+
+
+@dataclass
+class DeployRun:
+    returncode: int
+    output: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def changed_operations(self) -> list[str]:
+        """Operations that changed a host, from pyinfra's results table ("Success" column:
+        pyinfra counts an operation that changed something as success, else as no change)."""
+        text = re.sub(r"\x1b\[[0-9;]*m", "", self.output)
+        _, found, table = text.partition("--> Results:")
+        assert found, f"no results table in pyinfra's output:\n{self.tail()}"
+        rows = table.strip().splitlines()
+        header = rows[0].split()
+        assert header[-5:] == ["Hosts", "Success", "Error", "No", "Change"], header
+        changed = []
+        for row in rows[1:]:
+            if row.lstrip().startswith("-->") or not row.strip():
+                break
+            name, _hosts, success, _error, _no_change = row.strip().rsplit(None, 4)
+            if name != "Grand total" and success != "-":
+                changed.append(name)
+        return changed
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.output.splitlines()[-lines:])
+
+
+def pyinfra_deploy(inventory: Path) -> DeployRun:
+    """The real CLI, from the repo, as a user runs it."""
+    exe = Path(sys.executable).with_name("pyinfra")
+    cmd = [str(exe) if exe.exists() else "pyinfra", "-y", str(inventory), "deploy.py"]
+    started = time.monotonic()
+    result = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=DEPLOY_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return DeployRun(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
+
+
+@pytest.fixture(scope="session")
+def deploys(lab) -> tuple[DeployRun, DeployRun | None]:
+    """(fresh deploy, immediate re-run). The re-run comes right after the first so that what
+    later tests do to the machines cannot show up as changes."""
+    if not (REPO / "deploy.py").exists():
+        pytest.skip("no deploy.py in the repo yet")
+    first = pyinfra_deploy(lab.inventory)
+    TIMINGS["deploy"] = first.seconds
+    second = None
+    if first.ok:
+        second = pyinfra_deploy(lab.inventory)
+        TIMINGS["re-deploy"] = second.seconds
+    return first, second
+
+
+@pytest.fixture(scope="session")
+def deployed(lab, deploys) -> LabInstance:
+    """The lab after a successful deploy."""
+    first, _ = deploys
+    if not first.ok:
+        pytest.fail(f"the deploy failed (exit {first.returncode}):\n{first.tail()}")
+    return lab
+
+
+def _run(*cmd: str) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True).stdout
+
+
+def host_snapshot(other_than: str | None = None) -> dict[str, object]:
+    """What the lab touches on the host: links, routes, nft ruleset, ip_forward, cgroups.
+
+    Leaves out what belongs to lab instances other than `other_than`'s, which another test run
+    or engineer may bring up or down meanwhile.
+    """
+    others = []
+    for reg in Path("/run/aicoder-lab/instances").glob("*"):
+        if reg.name != other_than:
+            others.append(Lab(reg.name, Path(json.loads(reg.read_text())["dir"])))
+    bridges = {o.bridge for o in others}
+    ifaces = set(bridges)
+    for bridge in bridges:
+        for line in _run("ip", "-o", "link", "show", "master", bridge).splitlines():
+            ifaces.add(line.split(":")[1].strip().split("@")[0])
+    links = [
+        " ".join(line.split()[:2])  # name and state; addresses of veths are random
+        for line in _run("ip", "-br", "link").splitlines()
+        if line.split()[0].split("@")[0] not in ifaces
+    ]
+    routes = [
+        line
+        for line in _run("ip", "route", "show", "table", "all").splitlines()
+        if not any(f"dev {b} " in line + " " for b in bridges)
+    ]
+    tables = re.split(r"^(?=table )", _run("nft", "list", "ruleset"), flags=re.M)
+    ruleset = [t for t in tables if not any(f"table inet {o.nft_table} " in t for o in others)]
+    cgroups = sorted(
+        str(p)
+        for p in Path("/sys/fs/cgroup").glob("*/aicoder-lab-*")
+        if not any(p.name == o.cgroup for o in others)
+    )
+    return {
+        "links": links,
+        "routes": routes,
+        "nft": ruleset,
+        "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
+        "cgroups": cgroups,
+    }
+
+
+@pytest.fixture(scope="session")
+def lab_factory():
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    return lab_instance
+
+
+@pytest.fixture(scope="session")
+def host_state():
+    return host_snapshot
+
+
+@pytest.fixture(scope="session")
+def lab_timings() -> dict[str, float]:
+    return TIMINGS

@@ -1,0 +1,107 @@
+"""The client role on the lab: this machine as the inventory's `@local` clients host, next to
+the deployed lab guest. The deploy writes the Continue config (to a scratch folder, not the
+real ~/.continue), a re-run changes nothing, Continue's schema accepts the file, and the
+end-to-end checks from this machine pass or skip with their reasons."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "node"))
+from continue_validator import validate  # noqa: E402
+
+from roles.common import secrets  # noqa: E402
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def client_inventory(deployed, tmp_path_factory) -> tuple[Path, Path]:
+    """(inventory, config path): the lab's inventory plus `@local` in the clients group."""
+    folder = tmp_path_factory.mktemp("client")
+    config = folder / "continue" / "config.yaml"
+    inventory = folder / "inventory.py"
+    inventory.write_text(
+        f"exec(open({str(deployed.inventory)!r}).read())\n"
+        f"clients = [('@local', {{'client_config_path': {str(config)!r}}})]\n"
+    )
+    return inventory, config
+
+
+def pyinfra(inventory: Path, *args: str) -> tuple[int, str, float]:
+    """(exit code, output, seconds) of the real CLI; pyinfra reports on stderr."""
+    exe = Path(sys.executable).with_name("pyinfra")
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(exe) if exe.exists() else "pyinfra", "-y", str(inventory), "deploy.py", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    output = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
+    return done.returncode, output, time.monotonic() - started
+
+
+def client_ops(output: str) -> dict[str, str]:
+    """The client's operations in pyinfra's results table -> "changed" or "unchanged"."""
+    _, _, table = output.partition("--> Results:")
+    found = {}
+    for row in table.splitlines():
+        if row.strip().startswith("Client:"):
+            name, _hosts, success, _error, _unchanged = row.strip().rsplit(None, 4)
+            found[name] = "unchanged" if success == "-" else "changed"
+    return found
+
+
+def test_deploy_writes_the_config_and_a_rerun_changes_nothing(client_inventory, lab_timings):
+    inventory, config = client_inventory
+    code, first, seconds = pyinfra(inventory)  # the whole inventory, as a user runs it
+    assert code == 0, first[-4000:]
+    assert set(client_ops(first).values()) == {"changed"}, first[-3000:]
+    lab_timings["deploy with the client"] = seconds
+    code, again, seconds = pyinfra(inventory, "--limit", "clients")
+    assert code == 0, again[-3000:]
+    assert set(client_ops(again).values()) == {"unchanged"}, again[-3000:]
+    lab_timings["client re-run (--limit clients)"] = seconds
+
+    written = yaml.safe_load(config.read_text())
+    guest_ip = next(d for _, d in _lab_guests(inventory))["ssh_hostname"]
+    assert {m["apiBase"].split("//")[1].split(":")[0] for m in written["models"]} == {guest_ip}
+    env = config.parent / ".env"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert "TABBYAPI_API_KEY=" in env.read_text()
+    key = secrets.get("tabbyapi_api_key")
+    assert key and key not in first + again
+    code, messages = validate(config)
+    assert code == 0, messages
+
+
+def test_endpoint_checks_pass_or_say_why_they_skip(client_inventory):
+    inventory, config = client_inventory
+    if not config.exists():
+        pytest.skip("the client deploy did not run (see the test before)")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/infra/test_endpoints.py", "-p",
+         "no:cacheprovider", "-q", "-rs"],
+        cwd=REPO, env={**os.environ, "AICODER_INVENTORY": str(inventory)},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert "test_continue_config_is_current" not in done.stdout.split("short test summary")[-1]
+    for line in done.stdout.splitlines():
+        if line.startswith("SKIPPED"):
+            assert ": " in line.split("py:", 1)[-1], f"a skip without a reason: {line}"
+
+
+def _lab_guests(inventory: Path):
+    scope: dict = {}
+    exec(inventory.read_text(), scope)
+    return scope["ai_guests"]

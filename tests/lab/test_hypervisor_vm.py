@@ -1,0 +1,176 @@
+"""The hypervisor roles on a real lab machine: libvirt, the bridge, and a guest VM really booted.
+
+The lab machine `hv` (its own lab instance, so the shared lab stays light) is the hypervisor.
+It has no usable /dev/kvm, so the VM is emulated (domain type qemu, settings in lab/overrides.py)
+and is created from the lab's own Debian 12 cloud image (lab/cloud_image.py) in place of the
+official one, which cannot be downloaded here. The test reaches the VM over SSH through the hv
+machine, checks what cloud-init applied, re-runs the deploy (nothing may change, the disk must be
+the same file and a marker written inside the VM must survive), then restarts the hv machine and
+waits for the VM to come back by itself. A VM boot under TCG takes a minute or two.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from lab.overrides import OVERRIDES  # noqa: E402
+
+pytestmark = pytest.mark.lab
+
+LAB_NAME = "test-hv"
+VM = OVERRIDES["hypervisors"]["guest_vm_vms"][0]
+VM_IP = VM["address"].split("/")[0]
+DISK = f"/var/lib/libvirt/images/{VM['name']}.qcow2"
+MARKER = "/var/tmp/aicoder-lab-marker"
+VM_BOOT_TIMEOUT = 600  # TCG on 2 shared cores; a boot with cloud-init's first run takes 1-3 min
+
+
+@dataclass
+class Hypervisor:
+    lab: object  # LabInstance of tests/lab/conftest.py
+    first: object  # DeployRun of tests/lab/conftest.py
+    second: object | None = None
+    before_second: dict | None = None
+    host_links_before: str = ""
+
+    def sh(self, command: str, check: bool = True):
+        return self.lab.ssh("hv", command, check=check)
+
+    def vm(self, command: str, check: bool = True, timeout: float = 60):
+        """Run ``command`` in the VM as the admin user, over SSH through the hv machine."""
+        key = str(self.lab.config.key)
+        opts = []
+        for option in ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null",
+                       "LogLevel=ERROR", "BatchMode=yes", "ConnectTimeout=10"):  # fmt: skip
+            opts += ["-o", option]
+        jump = " ".join(
+            ["ssh", "-i", key, *opts, "-W", "%h:%p", f"root@{self.lab.machine_state('hv')['ip']}"]
+        )
+        cmd = ["ssh", "-i", key, *opts, "-o", f"ProxyCommand={jump}", f"aicoder@{VM_IP}", command]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            pytest.fail(f"VM: {command!r} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    def wait_for_vm(self) -> float:
+        """Seconds until the VM answers over SSH (fails after VM_BOOT_TIMEOUT)."""
+        started = time.monotonic()
+        while time.monotonic() - started < VM_BOOT_TIMEOUT:
+            try:
+                if (
+                    self.vm("cloud-init status --wait >/dev/null; true", check=False).returncode
+                    == 0
+                ):
+                    return time.monotonic() - started
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(5)
+        console = self.sh(f"virsh -c qemu:///system domstate {VM['name']}", check=False).stdout
+        pytest.fail(f"the VM did not answer SSH within {VM_BOOT_TIMEOUT} s (state: {console})")
+
+    def disk_identity(self) -> dict:
+        inode, size = self.sh(f"stat -c '%i %s' {DISK}").stdout.split()
+        domid = self.sh(f"virsh -c qemu:///system domid {VM['name']}").stdout.strip()
+        return {"inode": int(inode), "size": int(size), "domid": domid}
+
+
+@pytest.fixture(scope="module")
+def hv(lab_factory, lab_timings):
+    # The shared conftest's deploy runner (several conftest modules exist, so none is importable
+    # by name; the fixture's function leads to its module).
+    pyinfra_deploy = sys.modules[lab_factory.__module__].pyinfra_deploy
+    host_links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    with lab_factory(LAB_NAME, "hv") as lab:
+        first = pyinfra_deploy(lab.inventory)
+        lab_timings["hv deploy"] = first.seconds
+        hyper = Hypervisor(lab, first, host_links_before=host_links)
+        if first.ok:
+            lab_timings["hv VM first boot to SSH"] = hyper.wait_for_vm()
+            hyper.vm(f"echo {secrets.token_hex(8)} > {MARKER}; sync")
+            marker = hyper.vm(f"cat {MARKER}").stdout
+            hyper.before_second = {**hyper.disk_identity(), "marker": marker}
+            hyper.second = pyinfra_deploy(lab.inventory)
+            lab_timings["hv re-deploy"] = hyper.second.seconds
+        yield hyper
+
+
+@pytest.fixture(scope="module")
+def deployed_hv(hv):
+    if not hv.first.ok:
+        pytest.fail(f"the deploy to the hv machine failed (exit {hv.first.returncode}):\n"
+                    f"{hv.first.tail(120)}")  # fmt: skip
+    return hv
+
+
+def test_virtualization_stack_is_installed_and_running(deployed_hv):
+    deployed_hv.sh("dpkg -s qemu-system-x86 libvirt-daemon-system ovmf virtinst xorriso >/dev/null")
+    assert deployed_hv.sh("systemctl is-enabled libvirtd.service").stdout.strip() == "enabled"
+    assert deployed_hv.sh("systemctl is-active libvirtd.socket").stdout.strip() == "active"
+    guests = deployed_hv.sh("cat /etc/default/libvirt-guests").stdout
+    assert "ON_SHUTDOWN=shutdown" in guests
+
+
+def test_bridge_is_inside_the_machine_only(deployed_hv):
+    inside = deployed_hv.sh("ip -4 -br addr show dev br0").stdout
+    assert "10.77.0.1/24" in inside, inside
+    # The VM's tap device is a port of the bridge.
+    assert deployed_hv.sh("ls /sys/class/net/br0/brif").stdout.split()
+    host_links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    names = lambda text: {line.split()[0].split("@")[0] for line in text.splitlines()}  # noqa: E731
+    assert "br0" not in names(host_links) - names(deployed_hv.host_links_before)
+
+
+def test_vm_is_defined_from_the_settings_autostarted_and_running(deployed_hv):
+    info = deployed_hv.sh(f"virsh -c qemu:///system dominfo {VM['name']}").stdout
+    assert re.search(r"State:\s+running", info) and re.search(r"Autostart:\s+enable", info), info
+    xml = deployed_hv.sh(f"virsh -c qemu:///system dumpxml --inactive {VM['name']}").stdout
+    assert "<domain type='qemu'" in xml and "<boot order='1'/>" in xml
+    assert "<vcpupin vcpu='0' cpuset='1'/>" in xml
+    assert "firmware='efi'" in xml and "<source bridge='br0'/>" in xml
+
+
+def test_cloud_init_applied_hostname_user_and_key(deployed_hv):
+    vm = deployed_hv.vm
+    assert vm("hostname").stdout.strip() == VM["hostname"]
+    assert vm("id -un").stdout.strip() == "aicoder"
+    keys = vm("cat ~/.ssh/authorized_keys").stdout
+    assert deployed_hv.lab.config.key.with_suffix(".pub").read_text().split()[1] in keys
+    assert vm("sudo -n true").returncode == 0
+    assert VM["address"] in vm("ip -4 -br addr").stdout
+    status = vm("cloud-init status --long", check=False).stdout
+    assert "status: done" in status, status
+
+
+def test_second_deploy_changes_nothing_and_keeps_the_disk(deployed_hv):
+    second = deployed_hv.second
+    assert second is not None and second.ok, second and second.tail(120)
+    assert second.changed_operations() == [], second.tail(120)
+    before = deployed_hv.before_second
+    after = deployed_hv.disk_identity()
+    # The same file (not re-created from the image), never smaller, and the VM not restarted.
+    assert after["inode"] == before["inode"] and after["size"] >= before["size"]
+    assert after["domid"] == before["domid"]
+    assert deployed_hv.vm(f"cat {MARKER}").stdout == before["marker"]
+
+
+def test_vm_comes_back_by_itself_after_the_host_restarts(deployed_hv, lab_timings):
+    before = deployed_hv.disk_identity()
+    started = time.monotonic()
+    deployed_hv.lab.cli("restart", "hv")
+    lab_timings["hv restart"] = time.monotonic() - started
+    lab_timings["hv VM back to SSH after restart"] = deployed_hv.wait_for_vm()
+    info = deployed_hv.sh(f"virsh -c qemu:///system domstate {VM['name']}").stdout
+    assert info.strip() == "running"
+    assert deployed_hv.disk_identity()["inode"] == before["inode"]
+    assert deployed_hv.vm(f"cat {MARKER}").stdout == deployed_hv.before_second["marker"]
+    assert "10.77.0.1/24" in deployed_hv.sh("ip -4 -br addr show dev br0").stdout

@@ -1,0 +1,131 @@
+"""The lab itself and the deploy on it: boot, deploy, infra checks, idempotency, Docker, down."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from lab import proc
+
+REPO = Path(__file__).resolve().parents[2]
+SCRATCH = "test-b"  # a second lab instance, for tests that change a machine or take it down
+
+pytestmark = pytest.mark.lab
+
+
+def test_guest_boots_with_its_own_name_and_network(lab):
+    cmd = "systemctl is-system-running --wait; hostname; ip -4 -br addr show host0"
+    out = lab.ssh("guest", cmd, check=False)
+    state, hostname, addr = out.stdout.splitlines()[:3]
+    assert state == "running", lab.ssh("guest", "systemctl --failed", check=False).stdout
+    assert hostname == lab.config.machine_id("guest")
+    assert lab.machine_state("guest")["ip"] in addr
+    # The Debian mirror and PyPI through the host's masquerade, with the host's CA trusted.
+    lab.ssh("guest", "apt-get -q update >/dev/null && python3 -c 'import urllib.request as u; "
+                     'u.urlopen("https://pypi.org/simple/pip/", timeout=20)\'')  # fmt: skip
+
+
+def test_inventory_is_self_contained(lab):
+    """pyinfra imports the inventory file on its own: it must need nothing from the repo."""
+    code = f"exec(open({str(lab.inventory)!r}).read()); print(ai_guests[0][0])"
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == lab.config.machine_id("guest")
+
+
+def test_deploy_succeeds(deploys):
+    first, _ = deploys
+    assert first.ok, f"pyinfra exited {first.returncode}:\n{first.tail()}"
+
+
+def test_infra_checks_pass_on_the_deployed_lab(deployed, tmp_path):
+    report = tmp_path / "infra.xml"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/infra", "-p", "no:cacheprovider", "-q", "-rs",
+         f"--junitxml={report}"],
+        cwd=REPO,
+        env={**os.environ, "AICODER_INVENTORY": str(deployed.inventory)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    suite = ET.parse(report).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    ran = int(suite.get("tests")) - int(suite.get("skipped"))
+    assert ran > 0, f"the infra suite ran no test:\n{result.stdout}"
+
+
+def test_second_deploy_changes_nothing(deploys):
+    first, second = deploys
+    if not first.ok:
+        pytest.skip("the first deploy failed")
+    assert second.ok, f"the re-run failed (exit {second.returncode}):\n{second.tail()}"
+    changed = second.changed_operations()
+    assert not changed, f"the re-run changed {changed}:\n{second.tail()}"
+
+
+@pytest.fixture(scope="module")
+def scratch(lab_factory, host_state):
+    """A second lab instance with one machine, and the host as it was before it came up."""
+    before = host_state(other_than=SCRATCH)
+    with lab_factory(SCRATCH, "guest") as inst:
+        yield inst, before
+
+
+def test_docker_runs_containers_with_limits_in_a_machine(scratch, lab_timings, tmp_path):
+    inst, _ = scratch
+    busybox = shutil.which("busybox")
+    if not busybox or subprocess.run(["ldd", busybox], capture_output=True).returncode == 0:
+        pytest.skip("needs a static busybox for the test image: apt-get install busybox-static")
+    started = time.monotonic()
+    inst.ssh("guest", "export DEBIAN_FRONTEND=noninteractive; apt-get -q update >/dev/null && "
+                      "apt-get -q install -y docker.io >/dev/null")  # fmt: skip
+    lab_timings["docker.io install"] = time.monotonic() - started
+    # No registry is reachable: import a one-binary image made from the host's busybox.
+    image = tmp_path / "busybox.tar"
+    with tarfile.open(image, "w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+    with open(image, "rb") as f:
+        imported = subprocess.run(
+            [sys.executable, "-m", "lab", "ssh", "guest", "docker import - lab/busybox:1"],
+            cwd=REPO, env=inst.env, stdin=f, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    started = time.monotonic()
+    out = inst.ssh(
+        "guest",
+        "docker run --rm --memory 64m --cpus 0.5 lab/busybox:1 /bin/busybox cat "
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+    )
+    lab_timings["docker run"] = time.monotonic() - started
+    # The limits reached the container's cgroups: Docker could write the v1 hierarchies.
+    assert out.stdout.split() == [str(64 * 1024 * 1024), "50000"], out.stdout
+
+
+def test_up_keeps_running_machines(scratch):
+    inst, _ = scratch
+    pid = inst.machine_state("guest")["nspawn"]["pid"]
+    inst.cli("up", "--machines", "guest")
+    assert inst.machine_state("guest")["nspawn"]["pid"] == pid, "up restarted a running machine"
+
+
+def test_down_restores_the_host(scratch, host_state, lab_timings):
+    inst, before = scratch
+    procs = [inst.machine_state("guest")[k] for k in ("script", "nspawn", "leader")]
+    assert host_state(other_than=SCRATCH) != before, "the lab changed nothing on the host?"
+    started = time.monotonic()
+    inst.cli("down")
+    lab_timings[f"{SCRATCH} down"] = time.monotonic() - started
+    assert host_state(other_than=SCRATCH) == before
+    assert not [p for p in procs if proc.alive(p)], "processes of the lab still run"
+    inst.cli("down")  # a second down is fine
+    assert not inst.inventory.exists()

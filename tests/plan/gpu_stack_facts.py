@@ -1,0 +1,77 @@
+"""Fake host state for the plan tests of nvidia_driver, docker and container_toolkit.
+
+Each role reads everything it manages with one HostState fact (roles/common/host_state.py);
+these helpers answer that read from recorded lab outputs (fixtures/README-gpu-stack.md) or build
+the lines a host would print, e.g. a host where every file already holds what a fresh run
+uploads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from harness import fixture, os_release_response
+from pyinfra.facts.files import File
+
+# The other guest roles resolve "auto" addresses and the firewall's LAN from facts these tests
+# do not describe; give them fixed values so the whole deploy.py plans.
+GUEST = {
+    "firewall_allowed_networks": ["192.168.1.0/24"],
+    "tabbyapi_host": "10.213.143.10",
+    "ollama_bind_address": "10.213.143.10",
+}
+
+# Each role's HostState command, told apart by its probe (first match wins, see @fake).
+NVIDIA_STATE = re.compile(r"echo initramfs yes.*sed 's/\^/probe /'")
+DOCKER_STATE = re.compile(r"getent group docker.*sed 's/\^/probe /'")
+TOOLKIT_STATE = re.compile(r"/sys/module/nvidia/version.*sed 's/\^/probe /'")
+
+ROLES = ("NVIDIA driver", "Docker", "NVIDIA container toolkit")
+
+
+def recorded(name: str) -> list[str]:
+    return fixture(name).splitlines()
+
+
+def responses(nvidia=(), docker=(), toolkit=(), extra: dict | None = None) -> dict:
+    """Fake responses of a Debian 12 guest whose three state reads print these lines."""
+    found = {
+        NVIDIA_STATE: list(nvidia),
+        DOCKER_STATE: list(docker),
+        TOOLKIT_STATE: list(toolkit),
+    }
+    found.update(extra or {})
+    found.update(os_release_response(fixture("os-release.debian-12.txt")))
+    return found
+
+
+def file_line(path: str, content: str, mode: str = "644") -> str:
+    return f"file {mode} root:root {hashlib.sha1(content.encode()).hexdigest()} {path}"
+
+
+def package_lines(names, version: str = "1.0-1") -> list[str]:
+    return [f"package ii  {name.partition('=')[0]} {name.partition('=')[2] or version}"
+            for name in names]  # fmt: skip
+
+
+def dpkg_l(names, version: str = "1.0-1") -> dict:
+    """The response of pyinfra's DebPackages fact (``dpkg -l``), which apt.packages reads when
+    it runs, for a host with these packages installed."""
+    return {"dpkg -l": [f"ii  {name}  {version}  amd64  recorded package" for name in names]}
+
+
+def file_fact(*paths: str) -> dict:
+    """Responses of pyinfra's File fact (read by files.file/put when they run): these exist."""
+    return {
+        str(File().command(path=path)): (
+            f"user=root group=root mode=-rw-r--r-- atime=0 mtime=0 ctime=0 size=1 '{path}'"
+        )
+        for path in paths
+    }
+
+
+def role_ops(plan, role: str | None = None) -> list[tuple[str, list[str]]]:
+    """The changed operations of this part's roles (or of one of them)."""
+    roles = (role,) if role else ROLES
+    return [(n, c) for n, c in plan.changed if n.split(" | ")[0] in roles]

@@ -1,0 +1,73 @@
+"""Fake host state for the plan tests of hf_tools, tabbyapi and ollama.
+
+Each of these roles reads what it manages with one HostState fact (roles/common/host_state.py)
+plus its own probe; these helpers build the lines such a read prints on a guest in a described
+state: files that hold exactly what a fresh run uploads, the packages and units, and the probe
+lines in the format the roles' probes print (see tests/plan/fixtures/README-guest-services.md
+for the recorded ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from harness import fixture, os_release_response, run_plan
+
+ADDRESS = "192.168.1.20"
+LAN = {"firewall_allowed_networks": ["192.168.1.0/24"]}
+
+# Each role's HostState command, told apart by its probe (first match wins, see @fake).
+HF_STATE = re.compile(r"import huggingface_hub as h.*sed 's/\^/probe /'")
+TABBY_STATE = re.compile(r"echo head \$\(git .*sed 's/\^/probe /'")
+OLLAMA_STATE = re.compile(r"echo image present.*sed 's/\^/probe /'")
+
+
+def responses(extra: dict | None = None) -> dict:
+    """A Debian 12 guest whose primary address is ADDRESS, plus ``extra`` (matched first)."""
+    return {
+        **(extra or {}),
+        "ip -4 -o route get 192.0.2.1": f"route {ADDRESS}",
+        **os_release_response(fixture("os-release.debian-12.txt")),
+    }
+
+
+def file_line(path: str, content: str, mode: str = "644", owner: str = "root:root") -> str:
+    return f"file {mode} {owner} {hashlib.sha1(content.encode()).hexdigest()} {path}"
+
+
+def package_lines(names) -> list[str]:
+    return [f"package ii  {name} 1.0-1" for name in names]
+
+
+def unit_line(unit: str, enabled: str = "enabled", active: str = "active") -> str:
+    return f"unit {unit} enabled={enabled} active={active}"
+
+
+def probe_lines(lines) -> list[str]:
+    return [f"probe {line}" for line in lines]
+
+
+def address_lines() -> list[str]:
+    """What the address probe prints on a guest whose default route leaves from ADDRESS."""
+    return [f"route {ADDRESS}", f"addr {ADDRESS}/24"]
+
+
+def use_secrets(monkeypatch, tmp_path, api_key: str, admin_key: str) -> None:
+    """The user's secrets for a test: the tabbyAPI keys given, nothing else, no real file."""
+    monkeypatch.setenv("AICODER_SECRETS_FILE", str(tmp_path / "secrets.yml"))
+    monkeypatch.setenv("AICODER_TABBYAPI_API_KEY", api_key)
+    monkeypatch.setenv("AICODER_TABBYAPI_ADMIN_KEY", admin_key)
+    monkeypatch.delenv("AICODER_HF_TOKEN", raising=False)
+
+
+def guest_plan(data: dict | None = None, extra: dict | None = None):
+    """The whole deploy planned for an ai_guests host with ``data`` and ``extra`` answers."""
+    plan = run_plan({"ai_guests": {**LAN, **(data or {})}}, responses(extra))
+    assert plan.error is None, plan.error
+    return plan
+
+
+def own(plan, pattern: re.Pattern) -> list[str]:
+    """Names of the changed operations whose name matches ``pattern``."""
+    return [name for name in plan.names() if pattern.match(name)]

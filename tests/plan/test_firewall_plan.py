@@ -1,0 +1,193 @@
+"""Plan tests of the firewall role: the real deploy on recorded Debian 12 and EL9 facts."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+from harness import fixture, os_release_response, run_plan
+from pyinfra.facts.files import File, Sha1File
+from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
+
+from roles.firewall import NFT_CANDIDATE, NFT_DROPIN
+from roles.firewall.facts import FirewallHostNetwork
+from roles.firewall.render import NFT_FILE
+
+NETWORK_FACT = FirewallHostNetwork().command()
+LAB_NETWORK = fixture("firewall-host-network.debian-12-docker.txt")  # LAN 10.213.143.0/24
+NO_NETWORK = "route4 []\nroute6 []\naddr []\nssh "
+EL9_RELEASES = [
+    "os-release.rocky-9.4.txt",
+    "os-release.almalinux-9.4.txt",
+    "os-release.rhel-9.4.txt",
+]
+# The services resolve "auto" addresses from their own facts; the firewall does not need them.
+GUEST = {"tabbyapi_host": "10.213.143.10", "ollama_bind_address": "10.213.143.10"}
+MODES = {"600": "-rw-------", "644": "-rw-r--r--", "755": "-rwxr-xr-x"}
+DEBIAN_FILES = {
+    NFT_CANDIDATE: "600",
+    "/etc/nftables.conf": "755",
+    NFT_FILE: "600",
+    NFT_DROPIN: "644",
+}
+EL9_FILES = {
+    "/etc/firewalld/zones/aicoder-admin.xml": "644",
+    "/etc/firewalld/zones/public.xml": "644",
+}
+
+
+def responses(release: str, network: str = LAB_NETWORK, extra: dict | None = None) -> dict:
+    found = {NETWORK_FACT: network}
+    found.update(extra or {})
+    found.update(os_release_response(fixture(release)))
+    return found
+
+
+def firewall_ops(plan) -> list[tuple[str, list[str]]]:
+    return [(name, cmds) for name, cmds in plan.changed if name.startswith("Firewall")]
+
+
+def converged(uploaded: dict[str, str], modes: dict[str, str], service: str, package: str) -> dict:
+    """Facts of a host where every file already holds what a fresh run uploads, the package is
+    installed and the service is active and enabled."""
+    found = {}
+    for path, mode in modes.items():
+        sha1 = hashlib.sha1(uploaded[path].encode()).hexdigest()
+        found[str(File().command(path=path))] = (
+            f"user=root group=root mode={MODES[mode]} atime=0 mtime=0 ctime=0 size=1 '{path}'"
+        )
+        found[str(Sha1File().command(path=path))] = f"{sha1}  {path}"
+        parent = path.rsplit("/", 1)[0]
+        found[str(File().command(path=parent))] = (
+            f"user=root group=root mode=drwxr-xr-x atime=0 mtime=0 ctime=0 size=1 '{parent}'"
+        )
+    found[str(SystemdStatus().command(services=[service]))] = f"Id={service}\nSubState=exited"
+    found[str(SystemdEnabled().command(services=[service]))] = (
+        f"Id={service}\nUnitFileState=enabled"
+    )
+    found["dpkg -l"] = f"ii  {package}  1.0.6-2+deb12u2  amd64  packet filtering"
+    found["rpm --queryformat"] = f"{package} 1.3.4-7.el9"
+    return found
+
+
+# --- Debian 12 (guest, and a Debian hypervisor: the same code path) ----------------------------
+
+
+def test_fresh_debian_guest_gets_a_checked_ruleset_for_its_lan_then_loads_it():
+    plan = run_plan({"ai_guests": GUEST}, responses("os-release.debian-12.txt"))
+    assert plan.error is None, plan.error
+    commands = [c for _, cmds in firewall_ops(plan) for c in cmds]
+    assert any("apt-get" in c and "install nftables" in c for c in commands)
+    check = commands.index(f"nft -c -f {NFT_CANDIDATE} || {{ rm -f {NFT_CANDIDATE}; exit 1; }}")
+    assert check < commands.index(f"upload {NFT_FILE}") < commands.index(f"nft -f {NFT_FILE}")
+    assert "systemctl enable nftables.service" in commands
+    rules = plan.files[NFT_FILE]
+    assert rules == plan.files[NFT_CANDIDATE]
+    assert "elements = { 10.213.143.0/24 }" in rules  # the recorded host's LAN
+    assert "tcp dport { 5000, 11434 }" in rules  # tabbyAPI and Ollama
+    assert not re.search(r"^\s*flush", plan.files["/etc/nftables.conf"], re.M)
+
+
+def test_first_run_loads_before_any_service_role_and_right_after_base():
+    plan = run_plan({"ai_guests": GUEST}, responses("os-release.debian-12.txt"))
+    names = plan.names()
+    load = next(i for i, n in enumerate(names) if n.endswith("Load the firewall table"))
+    assert all(n.startswith(("Base", "Firewall")) for n in names[:load])
+
+
+def test_debian_hypervisor_uses_nftables_without_service_ports():
+    plan = run_plan({"hypervisors": {}}, responses("os-release.debian-12.txt"))
+    assert plan.error is None, plan.error
+    rules = plan.files[NFT_FILE]
+    assert 'comment "services"' not in rules and "tcp dport { 22 }" in rules
+    assert not plan.find("firewall-cmd")
+
+
+def test_deploy_from_outside_the_allowed_networks_keeps_its_own_address():
+    data = {"firewall_allowed_networks": ["192.168.50.0/24", "fd00:50::/64"]}
+    plan = run_plan({"ai_guests": {**GUEST, **data}}, responses("os-release.debian-12.txt"))
+    rules = plan.files[NFT_FILE]
+    assert "elements = { 192.168.50.0/24 }" in rules and "elements = { fd00:50::/64 }" in rules
+    assert 'ip saddr 10.213.143.1 tcp dport { 22 } accept comment "deploy source"' in rules
+
+
+def test_converged_debian_host_plans_nothing():
+    fresh = run_plan({"ai_guests": GUEST}, responses("os-release.debian-12.txt"))
+    facts = converged(fresh.files, DEBIAN_FILES, "nftables.service", "nftables")
+    plan = run_plan({"ai_guests": GUEST}, responses("os-release.debian-12.txt", extra=facts))
+    assert plan.error is None, plan.error
+    assert firewall_ops(plan) == []
+
+
+# --- EL9 hypervisor: firewalld -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("release", EL9_RELEASES)
+def test_el9_hypervisor_gets_firewalld_zones_checked_then_reloaded(release):
+    plan = run_plan({"hypervisors": {}}, responses(release))
+    assert plan.error is None, plan.error
+    commands = [c for _, cmds in firewall_ops(plan) for c in cmds]
+    assert "dnf install -y firewalld" in commands
+    check = commands.index("firewall-offline-cmd --check-config")
+    assert check < commands.index("firewall-cmd --reload")
+    assert "systemctl enable firewalld.service" in commands
+    admin = plan.files["/etc/firewalld/zones/aicoder-admin.xml"]
+    assert '<source address="10.213.143.0/24" />' in admin and '<service name="ssh" />' in admin
+    public = plan.files["/etc/firewalld/zones/public.xml"]
+    assert "ssh" not in public and "<forward />" in public
+    assert not plan.find(r"\bnft\b|apt-get")
+
+
+def test_el9_zone_name_is_a_setting():
+    plan = run_plan(
+        {"hypervisors": {"firewall_firewalld_zone": "FedoraServer"}},
+        responses("os-release.rocky-9.4.txt"),
+    )
+    assert "/etc/firewalld/zones/FedoraServer.xml" in plan.files
+
+
+@pytest.mark.parametrize("release", EL9_RELEASES)
+def test_converged_el9_hypervisor_plans_nothing(release):
+    fresh = run_plan({"hypervisors": {}}, responses(release))
+    facts = converged(fresh.files, EL9_FILES, "firewalld.service", "firewalld")
+    plan = run_plan({"hypervisors": {}}, responses(release, extra=facts))
+    assert plan.error is None, plan.error
+    assert firewall_ops(plan) == []
+
+
+# --- refusals before any change ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"firewall_allowed_networks": ["0.0.0.0/0"]}, "firewall_allow_anywhere = True"),
+        ({"firewall_allowed_networks": ["192.168.1.0/24", "::/0"]}, "firewall_allow_anywhere"),
+        ({"firewall_allowed_networks": ["192.168.1.300/24"]}, "not a network in CIDR form"),
+    ],
+)
+def test_bad_networks_stop_the_deploy_before_any_operation(data, fragment):
+    plan = run_plan({"ai_guests": {**GUEST, **data}}, responses("os-release.debian-12.txt"))
+    assert plan.error is not None and not plan.changed
+    assert "firewall_allowed_networks" in str(plan.error) and fragment in str(plan.error)
+
+
+def test_anywhere_with_the_explicit_flag_is_deployed():
+    data = {"firewall_allowed_networks": ["0.0.0.0/0"], "firewall_allow_anywhere": True}
+    plan = run_plan({"ai_guests": {**GUEST, **data}}, responses("os-release.debian-12.txt"))
+    assert plan.error is None, plan.error
+    assert "elements = { 0.0.0.0/0 }" in plan.files[NFT_FILE]
+
+
+def test_host_without_a_lan_and_no_setting_is_refused_before_any_operation():
+    plan = run_plan({"hypervisors": {}}, responses("os-release.rocky-9.4.txt", NO_NETWORK))
+    assert plan.error is not None and not plan.changed
+    assert re.search(r"set firewall_allowed_networks", str(plan.error))
+
+
+def test_disabled_firewall_plans_nothing():
+    plan = run_plan(
+        {"ai_guests": {**GUEST, "firewall_enabled": False}}, responses("os-release.debian-12.txt")
+    )
+    assert plan.error is None and firewall_ops(plan) == []

@@ -1,0 +1,210 @@
+"""The vfio role through the real deploy.py on recorded EL9 hosts (and the lab VM's Debian 12):
+the exact commands, a converged host planning nothing, and reboots only when allowed."""
+
+import pytest
+from harness import fixture, run_plan
+from pyinfra.operations import server as pyinfra_server
+from vfio_facts import (
+    GT710,
+    INTEL_CPU,
+    X570_GROUPS,
+    X570_LSPCI_BOUND,
+    el9_fresh_amd,
+    grubby_after,
+    host,
+    isolated_gpus,
+)
+
+from roles.preflight import facts, parse
+from roles.vfio import render
+
+HV = {"vfio_only": True, "firewall_allowed_networks": ["192.168.1.0/24"]}
+GT710_DATA = {**HV, "vfio_gpus": [GT710]}
+ALMA_LINE = (
+    "crashkernel=1G-4G:192M,4G-64G:256M,64G-:512M resume=/dev/mapper/almalinux-swap "
+    "rd.lvm.lv=almalinux/root rd.lvm.lv=almalinux/swap"
+)
+# files.put's own housekeeping around an upload, and python.call's functions
+_HOUSEKEEPING = ("mkdir -p ", "chown ", "chmod ", "FunctionCommand(")
+
+
+def vfio_ops(plan) -> list[tuple[str, list[str]]]:
+    return [(name, cmds) for name, cmds in plan.changed if name.startswith("VFIO")]
+
+
+def vfio_commands(plan) -> list[str]:
+    return [c for _, cmds in vfio_ops(plan) for c in cmds if not c.startswith(_HOUSEKEEPING)]
+
+
+def vfio_names(plan) -> list[str]:
+    return [name.rpartition(" | ")[2] for name, _ in vfio_ops(plan)]
+
+
+def test_el9_amd_host_plans_grubby_default_grub_modprobe_dracut_and_reports_the_reboot(caplog):
+    plan = run_plan({"hypervisors": GT710_DATA}, el9_fresh_amd())
+    assert plan.error is None, plan.error
+    commands = vfio_commands(plan)
+    assert commands[0] == "grubby --update-kernel=ALL --args=iommu=pt"
+    # files.line's sed on /etc/default/grub (pyinfra escapes the slashes of the new line)
+    assert commands[1].startswith("sed -i") and "' /etc/default/grub" in commands[1]
+    assert "s/^GRUB_CMDLINE_LINUX=.*$/GRUB_CMDLINE_LINUX=" in commands[1]
+    assert ALMA_LINE.replace("/", r"\/") + ' iommu=pt"/' in commands[1]
+    assert commands[2:] == [
+        "upload /etc/modprobe.d/vfio.conf",
+        "upload /etc/dracut.conf.d/vfio.conf",
+        "dracut -f --regenerate-all",
+    ]
+    modprobe = plan.files["/etc/modprobe.d/vfio.conf"]
+    assert "options vfio-pci ids=10de:128b,10de:0e0f\n" in modprobe
+    assert "softdep nouveau pre: vfio-pci\n" in modprobe
+    assert 'force_drivers+=" vfio vfio_iommu_type1 vfio_pci "' in plan.files[render.DRACUT_CONF]
+    names = vfio_names(plan)
+    assert names[-1].startswith("VFIO: REBOOT PENDING (vfio_reboot is False): kernel arguments")
+    assert not plan.find("reboot")
+    assert "REBOOT PENDING" in caplog.text and f"{GT710} from no driver to vfio-pci" in caplog.text
+
+
+def test_el9_intel_host_with_the_iommu_still_off_gets_only_the_arguments_first(caplog):
+    # Rocky 9.4 without IOMMU arguments on an Intel CPU: no IOMMU groups yet, so the GPU's
+    # group cannot be checked, and nothing is bound to vfio-pci until it can.
+    found = host(
+        cpuinfo=INTEL_CPU,
+        cmdline=fixture("cmdline.rocky-9.4.no-iommu.txt"),
+        lspci=X570_LSPCI_BOUND,
+        grubby=fixture("grubby-info-all.rocky-9.1.txt"),
+        default_grub=fixture("default-grub.almalinux-9.4.txt"),
+    )
+    plan = run_plan({"hypervisors": GT710_DATA}, found)
+    assert plan.error is None, plan.error
+    commands = vfio_commands(plan)
+    assert commands[0] == "grubby --update-kernel=ALL --args='intel_iommu=on iommu=pt'"
+    assert r'rd.lvm.lv=almalinux\/swap intel_iommu=on iommu=pt"/' in commands[1]
+    assert len(commands) == 2  # no modprobe.d, no dracut: the GPU is not verified yet
+    assert "run the deploy again" in caplog.text
+
+
+def converged_sections(**extra) -> dict:
+    """The AMD host after the deploy and its reboot: iommu=pt in /proc/cmdline (RHEL 9.4's
+    recorded one has it), both functions on vfio-pci (the X570's recorded lspci), the arguments
+    in every boot entry and in /etc/default/grub."""
+    sections = {
+        "cmdline": fixture("cmdline.rhel-9.4.iommu-pt.txt"),
+        "lspci": X570_LSPCI_BOUND,
+        "dmesg": fixture("dmesg-iommu.amd-vi.ubuntu-20.04.with-params.txt"),
+        "grubby": grubby_after(fixture("grubby-info-all.rocky-9.1.txt"), ["iommu=pt"]),
+        "default_grub": fixture("default-grub.almalinux-9.4.txt").replace(
+            f'{ALMA_LINE}"', f'{ALMA_LINE} iommu=pt"'
+        ),
+    }
+    sections.update(extra)
+    return sections
+
+
+def el9_converged(**extra):
+    """Fake responses of the converged host, its files as the role writes them for it."""
+    sections = converged_sections(**extra)
+    written = run_plan({"hypervisors": GT710_DATA}, el9_fresh_amd(**sections)).files
+    files = {p: written[p] for p in (render.MODPROBE_CONF, render.DRACUT_CONF)}
+    return el9_fresh_amd(files=files, **sections)
+
+
+def test_converged_el9_host_plans_nothing():
+    plan = run_plan({"hypervisors": GT710_DATA}, el9_converged())
+    assert plan.error is None, plan.error
+    assert vfio_ops(plan) == []
+
+
+def test_a_converged_host_never_reboots_even_when_allowed():
+    plan = run_plan({"hypervisors": {**GT710_DATA, "vfio_reboot": True}}, el9_converged())
+    assert vfio_ops(plan) == [] and not plan.find("reboot")
+
+
+def test_a_stale_initramfs_is_rebuilt_even_when_the_files_are_in_place():
+    stale = "/boot/initramfs-5.14.0-427.13.1.el9_4.x86_64.img\n"
+    plan = run_plan({"hypervisors": GT710_DATA}, el9_converged(stale_initramfs=stale))
+    assert vfio_commands(plan) == ["dracut -f --regenerate-all"]
+
+
+def test_a_changed_softdep_rewrites_modprobe_and_rebuilds_the_initramfs():
+    # The files were written for a host whose lspci named no modules; this one names them.
+    stale_files = run_plan({"hypervisors": GT710_DATA}, el9_fresh_amd()).files
+    files = {p: stale_files[p] for p in (render.MODPROBE_CONF, render.DRACUT_CONF)}
+    plan = run_plan({"hypervisors": GT710_DATA}, el9_fresh_amd(files=files, **converged_sections()))
+    assert vfio_commands(plan) == ["upload /etc/modprobe.d/vfio.conf", "dracut -f --regenerate-all"]
+    assert "softdep nvidia_drm pre: vfio-pci\n" in plan.files[render.MODPROBE_CONF]
+
+
+def test_a_gpu_on_another_driver_is_only_a_pending_reboot():
+    plan = run_plan({"hypervisors": GT710_DATA}, el9_converged(lspci=X570_GROUPS))
+    names = vfio_names(plan)
+    assert len(names) == 1 and names[0].startswith("VFIO: REBOOT PENDING")
+    assert f"{GT710} from no driver to vfio-pci" in names[0]
+
+
+def after_reboot(monkeypatch, sections: dict):
+    """Let pyinfra's reboot skip its waiting (real sleeps; the fake host reports an unchanged
+    uptime, which it takes as rebooted) and make the read after the reboot see ``sections``."""
+    monkeypatch.setattr(pyinfra_server, "sleep", lambda seconds: None)
+    lines = [line for name, text in sections.items() for line in (f"@@ {name}", *text.splitlines())]
+    first_read = facts.read  # the preflight's, with the role's files
+
+    def read(paths=()):
+        return first_read(paths) if paths else facts.vfio_state(parse.split_sections(lines))
+
+    monkeypatch.setattr(facts, "read", read)
+
+
+def test_reboot_when_allowed_then_the_binding_is_checked(monkeypatch):
+    after_reboot(monkeypatch, {**converged_sections(), "groups": X570_GROUPS})
+    found = el9_fresh_amd()
+    found["/proc/uptime"] = "100"
+    plan = run_plan({"hypervisors": {**GT710_DATA, "vfio_reboot": True}}, found)
+    assert plan.error is None, plan.error
+    assert plan.find(r"^\( sleep 1 && reboot \)")
+    names = vfio_names(plan)
+    assert names[-2].startswith("VFIO: reboot to apply kernel arguments iommu=pt")
+    assert names[-1] == "VFIO: check the kernel arguments and the vfio-pci binding after the reboot"
+    assert not any("PENDING" in name for name in names)
+
+
+def test_a_gpu_not_on_vfio_pci_after_the_reboot_fails_the_deploy_saying_so(monkeypatch, caplog):
+    after_reboot(monkeypatch, {**converged_sections(lspci=""), "groups": X570_GROUPS})
+    found = el9_fresh_amd()
+    found["/proc/uptime"] = "100"
+    with pytest.raises(Exception, match="No hosts remaining"):
+        run_plan({"hypervisors": {**GT710_DATA, "vfio_reboot": True}}, found)
+    assert (
+        f"{GT710} is bound to no driver, not vfio-pci: see `lspci -nnk -s {GT710}`" in caplog.text
+    )
+
+
+def test_debian_lab_vm_capture_plans_the_drop_in_update_grub_modprobe_and_initramfs():
+    recorded = fixture("vfio-host.debian-12-lab-vm.fresh.txt")
+    found = host(os_release="os-release.debian-12.txt")
+    found[next(iter(found))] = "\n".join(f"probe {line}" for line in recorded.splitlines())
+    plan = run_plan({"hypervisors": {**HV, "vfio_gpus": ["0000:00:05.0"]}}, found)
+    assert plan.error is None, plan.error
+    commands = vfio_commands(plan)
+    assert commands[:3] == [
+        "upload /etc/default/grub.d/vfio.cfg",
+        "update-grub",
+        "upload /etc/modprobe.d/vfio.conf",
+    ]
+    assert commands[-1] == "update-initramfs -u -k all"
+    assert plan.files[render.GRUB_DROPIN].endswith(
+        'GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX intel_iommu=on iommu=pt"\n'
+    )
+    modprobe = plan.files[render.MODPROBE_CONF]
+    assert "options vfio-pci ids=1002:5046,8086:293e\n" in modprobe
+    assert "softdep aty128fb pre: vfio-pci\n" in modprobe  # lspci's modules for the stand-in
+
+
+def test_a_vm_given_an_isolated_gpu_passes_and_a_converged_host_plans_nothing():
+    # The helper other roles' plan tests use for a hypervisor whose GPU is isolated already.
+    functions = ["0000:01:00.0", "0000:01:00.1"]
+    for os_release in ("os-release.debian-12.txt", "os-release.rocky-9.4.txt"):
+        data, found = isolated_gpus(functions, os_release)
+        vms = [{"name": "ai", "gpus": functions}]
+        plan = run_plan({"hypervisors": {**HV, **data, "guest_vm_vms": vms}}, found)
+        assert plan.error is None, plan.error
+        assert vfio_ops(plan) == []

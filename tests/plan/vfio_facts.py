@@ -1,0 +1,125 @@
+"""Fake hypervisor reads for the plan tests of preflight and vfio (sources: README-vfio.md).
+
+The roles read a hypervisor with one HostState fact whose probe prints one section per source
+(``@@ cmdline``, ``@@ groups``, ...). These helpers answer it from recorded outputs: a host is a
+set of sections, each the recorded output of the command the probe runs, plus the files the
+vfio role manages.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gpu_stack_facts import file_line
+from harness import fixture, os_release_response
+
+from roles.preflight.evaluate import evaluate
+from roles.preflight.facts import vfio_state
+from roles.vfio import render
+
+VFIO_READ = re.compile(r"echo '@@ cpuinfo'")  # the probe inside the HostState command
+
+INTEL_CPU = fixture("cpuinfo-grep.intel-i7-4800mq.insights-fixture.txt")
+AMD_CPU = fixture("cpuinfo-grep.amd-tcg-svm.debian-12-lab-vm.txt")
+NO_VIRT_CPU = fixture("cpuinfo-grep.amd-no-svm.debian-12-build-machine.txt")
+NO_IOMMU_ACPI = fixture("acpi-tables.debian-12-build-machine.txt")  # no DMAR, no IVRS
+
+# The X570 host of yyu/vm: GT 710 (24:00.x) passed through, RX 570 (2d:00.x) for the host.
+X570_GROUPS = fixture("iommu-groups.clean.gt710-x570.ubuntu-20.04.txt")
+X570_LSPCI_BOUND = fixture("lspci-nnk.gt710-vfio.x570.ubuntu-20.04.txt")
+GT710 = "0000:24:00.0"
+# No source prints boot_vga (SOURCES.md); these lines say what yyu/vm describes: the RX 570
+# drives the host's display.
+X570_BOOT_VGA = (
+    "/sys/bus/pci/devices/0000:24:00.0/boot_vga:0\n/sys/bus/pci/devices/0000:2d:00.0/boot_vga:1\n"
+)
+
+EL9_ARGS_DONE = "iommu=pt"  # what grubby --update-kernel=ALL --args=iommu=pt leaves (AMD)
+
+
+def probe_lines(**sections: str) -> list[str]:
+    """The probe's output for these sections (name -> the recorded command output)."""
+    lines = []
+    for name, text in sections.items():
+        lines.append(f"probe @@ {name}")
+        lines += [f"probe {line}" for line in text.splitlines()]
+    return lines
+
+
+def host(os_release: str = "os-release.rocky-9.4.txt", files: dict | None = None, **sections):
+    """Fake responses of a hypervisor: its os-release, the VFIO read (with ``files``, path ->
+    content, as the role writes them) and, for files.line when it runs, the recorded
+    GRUB_CMDLINE_LINUX line of /etc/default/grub."""
+    lines = [file_line(path, content) for path, content in (files or {}).items()]
+    found = {VFIO_READ: "\n".join(lines + probe_lines(**sections))}
+    grub = [line for line in sections.get("default_grub", "").splitlines()
+            if line.startswith("GRUB_CMDLINE_LINUX=")]  # fmt: skip
+    if grub:
+        found[re.compile(r"GRUB_CMDLINE_LINUX=.* /etc/default/grub")] = grub
+    found.update(os_release_response(fixture(os_release)))
+    return found
+
+
+def grubby_after(recorded: str, args: list[str]) -> str:
+    """``grubby --info=ALL`` after ``grubby --update-kernel=ALL --args=...``: each entry's args
+    with those it lacked appended."""
+
+    def add(match):
+        present = match[1].split()
+        return 'args="' + " ".join(present + render.missing_args(present, args)) + '"'
+
+    return re.sub(r'^args="([^"]*)"', add, recorded, flags=re.M)
+
+
+def el9_fresh_amd(files: dict | None = None, **extra):
+    """Rocky 9.4, an AMD CPU (AMD-Vi on by default: IOMMU groups present), the X570 board with
+    its GT 710 alone in group 23, no IOMMU arguments yet, nothing of the vfio role's yet."""
+    sections = {
+        "cpuinfo": AMD_CPU,
+        "cmdline": fixture("cmdline.rocky-9.4.no-iommu.txt"),
+        "groups": X570_GROUPS,
+        "boot_vga": X570_BOOT_VGA,
+        "dmesg": fixture("dmesg-iommu.amd-vi.ubuntu-20.04.no-params.txt"),
+        "grubby": fixture("grubby-info-all.rocky-9.1.txt"),
+        "default_grub": fixture("default-grub.almalinux-9.4.txt"),
+    }
+    sections.update(extra)
+    return host(files=files, **sections)
+
+
+def isolated_gpus(addresses: list[str], os_release: str = "os-release.debian-12.txt"):
+    """(host data, fake responses) of a hypervisor where the vfio role has converged for the
+    GPU functions ``addresses`` (one IOMMU group per slot, every function on vfio-pci): for
+    plan tests of roles that pass those GPUs to VMs (guest_vm). Built, not recorded."""
+    gpus = sorted({a for a in addresses if a.endswith(".0")}) or sorted(addresses)[:1]
+    groups, lspci = [], []
+    for address in sorted(addresses):
+        gpu = address.endswith(".0")
+        kind, ids = ("VGA compatible controller [0300]", "10de:2204") if gpu else (
+            "Audio device [0403]", "10de:1aef")  # fmt: skip
+        line = f"{address} {kind}: NVIDIA Corporation Device [{ids}] (rev a1)"
+        groups.append(f"IOMMU Group {20 + int(address.split(':')[1], 16)} {line}")
+        lspci += [line, "\tKernel driver in use: vfio-pci"]
+    sections = {
+        "cpuinfo": AMD_CPU,
+        "cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro iommu=pt",
+        "lspci": "\n".join(lspci),
+        "groups": "\n".join(groups),
+        "grubby": 'index=0\nkernel="/boot/vmlinuz"\nargs="ro iommu=pt"\n',
+        "default_grub": 'GRUB_CMDLINE_LINUX="iommu=pt"\n',
+        "grub_cfg": "\tlinux /vmlinuz root=/dev/sda1 ro iommu=pt\n",
+        "initramfs_modules": "\n".join(
+            [
+                render.BLOCK_MARKER.format(mark="BEGIN"),
+                render.initramfs_modules(),
+                render.BLOCK_MARKER.format(mark="END"),
+            ]
+        ),
+    }
+    verdict = evaluate(vfio_state(sections), gpus)
+    files = {
+        render.MODPROBE_CONF: render.modprobe_conf(verdict.passthrough),
+        render.DRACUT_CONF: render.dracut_conf(),
+        render.GRUB_DROPIN: render.grub_dropin(render.kernel_args(verdict.platform)),
+    }
+    return {"vfio_gpus": gpus}, host(os_release, files=files, **sections)

@@ -1,0 +1,128 @@
+"""guest_vm settings: every bad VM value is refused with a key like guest_vm_vms[0].memory_mb."""
+
+import pytest
+
+from roles.common.settings import SettingsError, validate_host
+from roles.guest_vm.settings import GuestVmSettings, Vm
+
+
+class FakeHost:
+    def __init__(self, data):
+        self.name = "testhost"
+        self.data = type("Data", (), {"dict": lambda _self: dict(data)})()
+
+
+def problems(vms, **other):
+    data = {"guest_vm_vms": vms, **{f"guest_vm_{k}": v for k, v in other.items()}}
+    with pytest.raises(SettingsError) as caught:
+        validate_host(FakeHost(data), [GuestVmSettings])
+    return dict(caught.value.problems)
+
+
+GOOD = {"name": "ai", "vcpus": 2, "memory_mb": 4096}
+
+
+def test_defaults_and_a_full_vm_are_valid():
+    vm = {
+        "name": "ai-guest",
+        "vcpus": 4,
+        "memory_mb": 16384,
+        "hugepages": True,
+        "cpu_pins": [2, 3, 4, 5],
+        "disk_gb": 100,
+        "gpus": ["0000:01:00.0", "0000:01:00.1"],
+        "address": "192.168.1.50/24",
+        "gateway": "192.168.1.1",
+        "dns": ["192.168.1.1"],
+        "hostname": "ai",
+        "mac": "52:54:00:aa:bb:cc",
+        "uuid": "6f1c0d6e-0b1a-4c8e-9d1e-2a3b4c5d6e7f",
+        "autostart": True,
+    }
+    validate_host(FakeHost({"guest_vm_vms": [vm]}), [GuestVmSettings])
+    validate_host(FakeHost({}), [GuestVmSettings])
+
+
+BAD_VMS = [
+    ({"vcpus": 2}, "guest_vm_vms[0].name", "missing"),
+    ({**GOOD, "memory_mb": 100}, "guest_vm_vms[0].memory_mb", "at least 512"),
+    ({**GOOD, "memory_mb": "4G"}, "guest_vm_vms[0].memory_mb", "expected an integer"),
+    ({**GOOD, "memroy_mb": 4096}, "guest_vm_vms[0].memroy_mb", "did you mean 'memory_mb'"),
+    ({**GOOD, "name": "AI guest"}, "guest_vm_vms[0].name", "a-z"),
+    ({**GOOD, "vcpus": 0}, "guest_vm_vms[0].vcpus", "1 to 256"),
+    ({**GOOD, "cpu_pins": [1]}, "guest_vm_vms[0].cpu_pins", "one host CPU per vCPU (2)"),
+    ({**GOOD, "cpu_pins": [1, 1]}, "guest_vm_vms[0].cpu_pins", "each host CPU once"),
+    ({**GOOD, "gpus": ["01:00.0"]}, "guest_vm_vms[0].gpus", "PCI address like 0000:01:00.0"),
+    ({**GOOD, "gpus": ["0000:01:00.0"] * 2}, "guest_vm_vms[0].gpus", "twice"),
+    ({**GOOD, "address": "192.168.1.50"}, "guest_vm_vms[0].address", "prefix length"),
+    ({**GOOD, "address": "dhcp", "gateway": "10.0.0.1"}, "guest_vm_vms[0].gateway", "static"),
+    (
+        {**GOOD, "address": "10.0.0.5/24", "gateway": "10.0.1.1"},
+        "guest_vm_vms[0].gateway",
+        "not in",
+    ),
+    ({**GOOD, "mac": "52-54-00-aa-bb-cc"}, "guest_vm_vms[0].mac", "52:54:00:12:34:56"),
+    ({**GOOD, "uuid": "not-a-uuid"}, "guest_vm_vms[0].uuid", "UUID"),
+    ({**GOOD, "disk_gb": 2}, "guest_vm_vms[0].disk_gb", "at least 4"),
+]
+
+
+@pytest.mark.parametrize(("vm", "key", "fragment"), BAD_VMS)
+def test_bad_vm_value_names_its_key(vm, key, fragment):
+    found = problems([vm])
+    assert key in found, found
+    assert fragment in found[key]
+
+
+def test_a_gpu_given_to_two_vms_is_refused():
+    found = problems(
+        [
+            {"name": "a", "gpus": ["0000:01:00.0"]},
+            {"name": "b", "gpus": ["0000:02:00.0", "0000:01:00.0"]},
+        ]
+    )
+    assert "one VM only" in found["guest_vm_vms[1].gpus"]
+
+
+def test_overlapping_cpu_pins_are_refused():
+    found = problems(
+        [
+            {"name": "a", "vcpus": 2, "cpu_pins": [2, 3]},
+            {"name": "b", "vcpus": 2, "cpu_pins": [3, 4]},
+        ]
+    )
+    assert "overlap" in found["guest_vm_vms[1].cpu_pins"]
+
+
+def test_duplicate_names_macs_and_addresses_are_refused():
+    found = problems(
+        [
+            {"name": "a", "address": "10.0.0.5/24", "mac": "52:54:00:00:00:01"},
+            {"name": "a", "address": "10.0.0.5/24", "mac": "52:54:00:00:00:01"},
+        ]
+    )
+    assert {"guest_vm_vms[1].name", "guest_vm_vms[1].mac", "guest_vm_vms[1].ip"} <= set(found)
+
+
+def test_top_level_settings_are_checked():
+    found = problems([], domain_type="xen", image_url="ftp://x/y.qcow2", image_sha512="abc")
+    assert {"guest_vm_domain_type", "guest_vm_image_url", "guest_vm_image_sha512"} <= set(found)
+
+
+def test_uuid_and_mac_are_stable_and_differ_per_name():
+    a, b = Vm(name="a"), Vm(name="b")
+    assert (a.uuid, a.mac) == (Vm(name="a").uuid, Vm(name="a").mac)
+    assert a.uuid != b.uuid and a.mac != b.mac
+    assert a.mac.startswith("52:54:00:") and a.hostname == "a"
+
+
+def test_hugepages_total_counts_only_vms_that_ask():
+    settings, _ = GuestVmSettings.problems_in(
+        {
+            "guest_vm_vms": [
+                {"name": "a", "memory_mb": 4096, "hugepages": True},
+                {"name": "b", "memory_mb": 8192},
+            ]
+        }
+    )
+    assert settings.hugepages_mb() == 4096

@@ -1,0 +1,172 @@
+"""nvidia_driver role: settings validation, file rendering, the driver-state fact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from roles.common import host_state
+from roles.nvidia_driver import facts, render
+from roles.nvidia_driver.facts import DriverState, parse_state
+from roles.nvidia_driver.settings import NvidiaDriverSettings
+
+FIXTURES = Path(__file__).resolve().parents[1] / "plan" / "fixtures"
+
+
+def problems(**values) -> dict[str, str]:
+    data = {NvidiaDriverSettings.key(k): v for k, v in values.items()}
+    _, found = NvidiaDriverSettings.problems_in(data)
+    return dict(found)
+
+
+def settings(**values) -> NvidiaDriverSettings:
+    data = {NvidiaDriverSettings.key(k): v for k, v in values.items()}
+    instance, found = NvidiaDriverSettings.problems_in(data)
+    assert not found, found
+    return instance
+
+
+def test_defaults_are_valid_and_use_debian_packages():
+    s = settings()
+    assert s.source == "debian"
+    assert s.packages[0] == "linux-headers-amd64"  # headers first: DKMS needs them
+    assert {"nvidia-driver", "nvidia-kernel-dkms", "firmware-misc-nonfree"} <= set(s.packages)
+
+
+def test_unknown_source_names_the_key_and_the_choices():
+    found = problems(source="cuda")
+    assert "'cuda' is not one of 'debian', 'nvidia'" in found["nvidia_driver_source"]
+
+
+@pytest.mark.parametrize("branch", ["55", "5500", "550.54", "r550", "latest", "050"])
+def test_malformed_branch_is_refused(branch):
+    found = problems(branch=branch)
+    assert "a driver branch number like '580'" in found["nvidia_driver_branch"]
+
+
+def test_branch_given_as_a_number_says_a_string_is_expected():
+    found = problems(branch=550)
+    assert "expected a string" in found["nvidia_driver_branch"]
+
+
+@pytest.mark.parametrize("url", ["developer.download.nvidia.com/compute", "ftp://x/y", "https//x"])
+def test_malformed_repository_url_is_refused(url):
+    found = problems(cuda_repo_url=url)
+    assert "is not a URL" in found["nvidia_driver_cuda_repo_url"]
+
+
+def test_malformed_key_url_is_refused_but_empty_means_derived():
+    assert (
+        "is not a URL"
+        in problems(cuda_repo_key_url="3bf863cc.pub")["nvidia_driver_cuda_repo_key_url"]
+    )
+    assert settings(cuda_repo_url="http://mirror.lan/cuda/").cuda_key_url == (
+        "http://mirror.lan/cuda/3bf863cc.pub"
+    )
+
+
+def test_bad_package_names_and_empty_lists_are_refused():
+    assert (
+        "is not a package name"
+        in problems(debian_packages=["Nvidia Driver"])["nvidia_driver_debian_packages"]
+    )
+    assert "must not be empty" in problems(nvidia_packages=[])["nvidia_driver_nvidia_packages"]
+
+
+def test_nvidia_source_installs_the_headless_packages():
+    s = settings(source="nvidia", branch="570")
+    assert s.packages == [
+        "linux-headers-amd64",
+        "nvidia-driver-cuda",
+        "nvidia-kernel-open-dkms",
+        "nvidia-persistenced",
+    ]
+
+
+def test_blacklist_disables_nouveau_and_modesetting():
+    text = render.blacklist_nouveau()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert lines == ["blacklist nouveau", "options nouveau modeset=0"]
+
+
+def test_branch_pin_pins_driver_packages_to_the_branch():
+    text = render.branch_pin(settings(source="nvidia", branch="570"))
+    stanza = dict(
+        line.split(": ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert stanza == {
+        "Package": "*nvidia* libcuda* libnv* libxnvctrl*",
+        "Pin": "version 570.*",
+        "Pin-Priority": "1000",
+    }
+
+
+def test_cuda_repository_is_a_flat_deb822_source_with_signed_by():
+    repo = render.cuda_repo(settings(source="nvidia"))
+    assert repo.key_path == "/etc/apt/keyrings/nvidia-cuda.asc"
+    assert repo.source_path == "/etc/apt/sources.list.d/nvidia-cuda.sources"
+    body = [line for line in repo.source_text().splitlines() if not line.startswith("#")]
+    assert body == [
+        "Types: deb",
+        "URIs: https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64",
+        "Suites: /",
+        "Signed-By: /etc/apt/keyrings/nvidia-cuda.asc",
+    ]
+    assert repo.key_url.endswith("/debian12/x86_64/3bf863cc.pub")
+
+
+def test_probe_reads_everything_in_one_command():
+    probe = facts.probe("linux-headers-cloud-amd64")
+    for piece in ("uname -r", "linux-headers-cloud-amd64", "updates/dkms", "/sys/module/$m",
+                  "0x10de", "update-initramfs"):  # fmt: skip
+        assert piece in probe
+
+
+def recorded(name: str) -> DriverState:
+    """The driver probe lines of a recorded HostState output (see fixtures/README-gpu-stack)."""
+    return parse_state(host_state.parse((FIXTURES / name).read_text().splitlines()).probe)
+
+
+def test_state_of_a_lab_guest_after_the_deploy():
+    """In a container the running kernel is the host's; the module is built for the kernel of
+    the installed linux-headers-amd64, which is what the guest boots."""
+    state = recorded("host-state.nvidia-driver.debian-12-lab-deployed.txt")
+    assert state.target_kernel == "6.1.0-56-amd64"
+    assert state.running_kernel == "6.18.44-fc-v657"
+    assert state.module_built("6.1.0-56-amd64")
+    assert not state.module_built(state.running_kernel)
+    assert "nvidia-current" in state.dkms["6.1.0-56-amd64"]
+    assert not state.gpus and not state.reboot_pending
+    assert not state.has_initramfs_tools
+
+
+def test_state_of_a_fresh_guest():
+    state = recorded("host-state.nvidia-driver.debian-12-lab-fresh.txt")
+    assert state.target_kernel == "" and state.dkms == {}
+    assert not state.module_built(state.running_kernel)
+
+
+def test_module_files_of_debian_and_nvidia_packages_and_compressed_ones():
+    state = parse_state(
+        [
+            "running 6.1.0-28-amd64",
+            "headers linux-headers-6.1.0-28-amd64 (= 6.1.119-1)",
+            "ko /lib/modules/6.1.0-28-amd64/updates/dkms/nvidia-current.ko",
+            "ko /lib/modules/6.1.0-27-amd64/updates/dkms/nvidia.ko.xz",
+            "ko /lib/modules/6.1.0-26-amd64/updates/dkms/something-else.ko",
+            "gpu 0000:01:00.0",
+            "loaded nouveau",
+            "initramfs yes",
+        ]
+    )
+    assert state.target_kernel == "6.1.0-28-amd64"
+    assert state.module_built("6.1.0-28-amd64") and state.module_built("6.1.0-27-amd64")
+    assert not state.module_built("6.1.0-26-amd64")
+    assert state.reboot_pending  # a GPU, nouveau loaded, nvidia not
+    assert state.has_initramfs_tools
+
+
+def test_gpu_with_nvidia_loaded_needs_no_reboot():
+    state = parse_state(["gpu 0000:06:00.0", "loaded nvidia"])
+    assert not state.reboot_pending

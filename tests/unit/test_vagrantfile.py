@@ -1,0 +1,123 @@
+"""The Vagrantfile: valid for Vagrant, the two machines of the project with nested
+virtualization on both providers, and its inventory giving pyinfra's @vagrant hosts the right
+groups and settings."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from pyinfra.api import State
+from pyinfra.connectors import vagrant as vagrant_connector
+from pyinfra.context import ctx_state
+from pyinfra_cli.inventory import make_inventory_from_files
+
+from roles.client.settings import ClientSettings
+from roles.common.settings import classes_for_groups, validate_host
+
+ROOT = Path(__file__).resolve().parents[2]
+VAGRANTFILE = ROOT / "Vagrantfile"
+INVENTORY = ROOT / "vagrant" / "inventory.py"
+TEXT = VAGRANTFILE.read_text()
+
+
+def test_vagrant_validates_the_vagrantfile(tmp_path):
+    if shutil.which("vagrant"):
+        # Vagrant validates the libvirt provider's options too when vagrant-libvirt is there.
+        # Its machine state goes to a scratch folder, not .vagrant/ in the repository.
+        env = {**os.environ, "VAGRANT_DOTFILE_PATH": str(tmp_path / ".vagrant")}
+        done = subprocess.run(
+            ["vagrant", "validate"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    elif shutil.which("ruby"):
+        done = subprocess.run(["ruby", "-c", str(VAGRANTFILE)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        pytest.skip("vagrant is not installed: checked the Ruby syntax only (apt install vagrant)")
+    else:
+        pytest.skip("neither vagrant nor ruby is installed (apt install vagrant vagrant-libvirt)")
+
+
+def _define(name: str) -> str:
+    """The body of ``config.vm.define "<name>"`` up to the next define."""
+    match = re.search(rf'config\.vm\.define "{name}".*?(?=config\.vm\.define|\Z)', TEXT, re.S)
+    assert match, f"no machine {name!r} in the Vagrantfile"
+    return match.group(0)
+
+
+def test_an_el9_hypervisor_with_nested_virtualization_on_both_providers():
+    assert 'ENV.fetch("AICODER_HYPERVISOR_BOX", "generic/rocky9")' in TEXT
+    hypervisor = _define("hypervisor")
+    assert "hv.vm.box = HYPERVISOR_BOX" in hypervisor
+    assert "lv.nested = true" in hypervisor and 'lv.cpu_mode = "host-passthrough"' in hypervisor
+    assert '"--nested-hw-virt", "on"' in hypervisor
+
+
+def test_a_debian_12_guest_deployed_by_pyinfra_after_up_and_provision():
+    assert 'ENV.fetch("AICODER_GUEST_BOX", "debian/bookworm64")' in TEXT
+    guest = _define("guest")
+    assert "guest.vm.box = GUEST_BOX" in guest
+    assert "trigger.after [:up, :provision]" in guest
+    assert '-y vagrant/inventory.py deploy.py"' in guest
+    # Both machines must be up when the trigger runs (vagrant-libvirt starts them in parallel).
+    assert 'ENV["VAGRANT_NO_PARALLEL"] = "yes"' in TEXT
+
+
+def test_inventory_addresses_match_the_vagrantfile():
+    inventory = INVENTORY.read_text()
+    for name in ("HYPERVISOR_IP", "GUEST_IP"):
+        in_vagrantfile = re.search(rf'^{name} = "([0-9.]+)"', TEXT, re.M).group(1)
+        assert f'{name} = "{in_vagrantfile}"' in inventory
+
+
+def _fake_vagrant(command: str, splitlines: bool = False):
+    """`vagrant status --machine-readable` and `vagrant ssh-config` as Vagrant prints them."""
+    if command.startswith("vagrant status"):
+        out = "1700000000,hypervisor,state,running\n1700000000,guest,state,running\n"
+    else:
+        machine = command.split()[-1]
+        port = {"hypervisor": 2222, "guest": 2200}[machine]
+        out = (
+            f"Host {machine}\n  HostName 127.0.0.1\n  User vagrant\n  Port {port}\n"
+            f"  IdentityFile /repo/.vagrant/machines/{machine}/virtualbox/private_key\n\n"
+        )
+    return out.splitlines() if splitlines else out
+
+
+class _InlineThread:
+    """The connector asks Vagrant in threads; run them inline (this process mixes real
+    threads and gevent, which the pyinfra CLI patches at start)."""
+
+    def __init__(self, target, args):
+        self.target, self.args = target, args
+
+    def start(self):
+        self.target(*self.args)
+
+    def join(self):
+        pass
+
+
+def test_the_vagrant_connector_gives_each_machine_its_group_and_settings(monkeypatch):
+    monkeypatch.setattr(vagrant_connector.local, "shell", _fake_vagrant)
+    monkeypatch.setattr(vagrant_connector, "Thread", _InlineThread)
+    monkeypatch.setattr(vagrant_connector.get_vagrant_config, "cache", {})
+    with ctx_state.use(State()):
+        inventory = make_inventory_from_files(str(INVENTORY), cwd=str(ROOT))
+    hosts = {host.name: host for host in inventory}
+    assert set(hosts) == {"@vagrant/hypervisor", "@vagrant/guest", "@local"}
+    guest, hypervisor = hosts["@vagrant/guest"], hosts["@vagrant/hypervisor"]
+    assert {"ai_guests", "@vagrant"} <= set(guest.groups)
+    assert {"hypervisors", "@vagrant"} <= set(hypervisor.groups)
+    assert "clients" in hosts["@local"].groups
+    assert (guest.data.ssh_port, guest.data.ssh_user, guest.data._sudo) == (2200, "vagrant", True)
+    assert guest.data.tabbyapi_host == guest.data.ollama_bind_address == "192.168.56.11"
+    assert guest.data.ollama_gpu is False and guest.data.tabbyapi_model_repo is None
+    # Every host's settings are valid as the deploy will see them (group_data included).
+    for host in hosts.values():
+        validate_host(host, classes_for_groups(host.groups))
+    assert ClientSettings.from_host(hosts["@local"]).api_host == "192.168.56.11"

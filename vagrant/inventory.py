@@ -1,0 +1,40 @@
+"""pyinfra inventory of the Vagrant machines (docs/vagrant.md), used by the Vagrantfile's deploy
+trigger: ``pyinfra vagrant/inventory.py deploy.py`` from the repository root.
+
+pyinfra's @vagrant connector turns ``@vagrant/<machine>`` into that running machine's SSH
+details (``vagrant status`` and ``vagrant ssh-config``, run where the Vagrantfile is); the groups
+and settings come from here and group_data/, as for real hosts.
+"""
+
+# The host-only addresses set in the Vagrantfile: the host reaches the guest's APIs there.
+HYPERVISOR_IP = "192.168.56.10"
+GUEST_IP = "192.168.56.11"
+
+# Both boxes log in as "vagrant" with passwordless sudo. SSH arrives from the provider's
+# management network (vagrant-libvirt 192.168.121.0/24, VirtualBox NAT 10.0.2.0/24); the APIs
+# are reached on the host-only network.
+_VAGRANT = {
+    "_sudo": True,
+    "firewall_allowed_networks": ["192.168.121.0/24", "10.0.2.0/24", "192.168.56.0/24"],
+}
+
+hypervisors = [("@vagrant/hypervisor", dict(_VAGRANT))]
+
+ai_guests = [
+    (
+        "@vagrant/guest",
+        dict(
+            _VAGRANT,
+            # Listen on the host-only address: the default route's interface is the NAT one.
+            tabbyapi_host=GUEST_IP,
+            ollama_bind_address=GUEST_IP,
+            # No GPU in the box: tabbyAPI starts without a model (no 16 GB download it could
+            # not load), and Ollama serves the embeddings on the CPU.
+            tabbyapi_model_repo=None,
+            ollama_gpu=False,
+        ),
+    )
+]
+
+# This machine: the deploy writes the editor's Continue config here.
+clients = [("@local", {"client_api_host": GUEST_IP})]

@@ -11,7 +11,8 @@ APT_PACKAGES=(
   nftables iptables iproute2              # lab network
   openssh-client util-linux               # ssh into machines; `script` gives nspawn a terminal
   busybox-static                          # a tiny Docker image for the lab's Docker test
-  libvirt-clients                         # virt-xml-validate for the domain XML
+  libvirt-clients libxml2-utils           # virt-xml-validate (and its xmllint) for domain XML
+  fdisk                                   # sfdisk partitions the lab's disk images
   yamllint
   dosfstools mtools grub-efi-amd64-bin cloud-image-utils  # disk images, ESP, NoCloud seeds
   python3-venv

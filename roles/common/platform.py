@@ -5,6 +5,8 @@ from __future__ import annotations
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution
 
+from roles.common.memo import host_memo
+
 DEBIAN = "debian"
 EL9 = "el9"
 
@@ -25,7 +27,10 @@ def family_of(distro: dict) -> str | None:
 
 def os_family(host, allowed: tuple[str, ...] = (DEBIAN, EL9)) -> str:
     """The host's OS family, or a DeployError naming what is supported."""
-    distro = host.get_fact(LinuxDistribution)
+    memo = host_memo(host, "platform")
+    if "distro" not in memo:  # pyinfra 3 does not cache facts: read the release files once
+        memo["distro"] = host.get_fact(LinuxDistribution)
+    distro = memo["distro"]
     family = family_of(distro)
     if family not in allowed:
         pretty = distro.get("release_meta", {}).get("PRETTY_NAME") or distro.get("name")

@@ -13,14 +13,13 @@ from pyinfra.operations import files, server, systemd
 from roles.base.settings import BaseSettings
 from roles.common import apt_repo, host_state
 from roles.common.host_state import UNCHANGED
+from roles.common.memo import host_memo
 from roles.common.platform import DEBIAN, os_family
 from roles.docker import facts, render
 from roles.docker.facts import DAEMON_JSON, DaemonJson
 from roles.docker.settings import DockerSettings
 
 __all__ = ["DockerSettings", "compose_command", "install", "merge_daemon_json", "restart"]
-
-_CACHE = "_aicoder_daemon_json"  # per-host: daemon.json as the deploy will leave it
 
 
 def compose_command() -> list[str]:
@@ -36,7 +35,7 @@ def merge_daemon_json(name: str, keys: dict[str, Any]):
     container_toolkit) never undo each other. Written only when the merge changes the content
     (compared as JSON, so the file's formatting alone never causes a write); returns the write
     operation or UNCHANGED."""
-    cache = host.__dict__.setdefault(_CACHE, {})
+    cache = host_memo(host, "daemon_json")
     if "data" not in cache:
         cache["data"] = host.get_fact(DaemonJson)
     merged = render.merge(cache["data"], keys)
@@ -75,7 +74,7 @@ def install():
         probe=facts.probe(users),
     )
     probe = facts.parse_probe(state.probe)
-    host.__dict__.setdefault(_CACHE, {})["data"] = probe.daemon_json
+    host_memo(host, "daemon_json")["data"] = probe.daemon_json
 
     unknown = [u for u in settings.users if u not in probe.users]
     if unknown:

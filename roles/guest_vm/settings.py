@@ -56,7 +56,7 @@ class Vm:
         return self.address.split("/")[0] if self.static else None
 
 
-# What each VM key means (the README's settings table links here): key -> (type, doc).
+# What each VM key means: key -> (type, doc).
 VM_KEYS: dict[str, tuple[Any, str]] = {
     "name": (str, "libvirt domain name, also the default hostname (required)"),
     "vcpus": (int, "virtual CPUs (one socket, this many cores)"),
@@ -153,9 +153,9 @@ class GuestVmSettings(RoleSettings):
 
     vms: list[dict] = setting(
         [],
-        "the VMs this hypervisor runs: a list of dicts with the keys of the VM table below "
-        "(name, vcpus, memory_mb, hugepages, cpu_pins, disk_gb, gpus, address, gateway, dns, "
-        "hostname, mac, uuid, autostart)",
+        "the VMs this hypervisor runs, each a dict: name (required), vcpus, memory_mb, "
+        "hugepages, cpu_pins, disk_gb, gpus, address ('dhcp' or CIDR), gateway, dns, hostname, "
+        "mac, uuid, autostart (each explained in VM_KEYS, roles/guest_vm/settings.py)",
     )
     image_url: str = setting(
         f"{DEBIAN_IMAGES}/debian-12-generic-amd64.qcow2",

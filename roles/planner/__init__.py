@@ -12,6 +12,7 @@ from typing import Any
 
 from pyinfra import logger
 
+from roles.common.memo import host_memo
 from roles.common.settings import SettingsError
 from roles.ollama.settings import OllamaSettings
 from roles.planner.catalogue import EMBED
@@ -22,14 +23,13 @@ from roles.tabbyapi.settings import TabbyapiSettings
 
 __all__ = ["Plan", "PlanError", "PlannerSettings", "apply_plan", "plan_for_host", "planned_data"]
 
-_CACHE = "_aicoder_model_plan"
-
 
 def plan_for_host(host) -> Plan | None:
     """The plan for an ai_guests host (cached on it), None when no chat model is set, or a
     SettingsError naming the planner setting to change."""
-    if _CACHE in host.__dict__:
-        return host.__dict__[_CACHE]
+    memo = host_memo(host, "model_plan")
+    if "plan" in memo:
+        return memo["plan"]
     settings = PlannerSettings.from_host(host)
     result = None
     if settings.chat_model:
@@ -58,7 +58,7 @@ def plan_for_host(host) -> Plan | None:
         except PlanError as error:
             problem = (PlannerSettings.key("chat_model"), str(error))
             raise SettingsError(host.name, [problem]) from None
-    host.__dict__[_CACHE] = result
+    memo["plan"] = result
     return result
 
 

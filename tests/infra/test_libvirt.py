@@ -80,7 +80,7 @@ def test_each_vm_is_defined_autostarted_and_running(hypervisor, vms, libvirt):
         xml = hypervisor.check_output(f"{VIRSH} dumpxml --inactive {vm.name}")
         assert f"<source bridge='{libvirt.bridge}'/>" in xml and f"address='{vm.mac}'" in xml
         for gpu in vm.gpus:
-            domain, bus, rest = gpu.split(":")
+            _, bus, rest = gpu.split(":")
             slot, function = rest.split(".")
             wanted = f"bus='0x{bus}' slot='0x{slot}' function='0x{function}'"
             assert wanted in xml, f"{vm.name}: GPU {gpu} is not passed through"

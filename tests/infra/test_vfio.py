@@ -25,7 +25,7 @@ def gpus(host_data) -> list[str]:
 
 
 @pytest.fixture
-def state(hypervisor, gpus) -> VfioState:
+def state(gpus, hypervisor) -> VfioState:  # skip before connecting
     out = hypervisor.run(PROBE)
     assert out.rc == 0, out.stderr
     return vfio_state(parse.split_sections(out.stdout.splitlines()))

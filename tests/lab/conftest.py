@@ -241,8 +241,8 @@ def host_snapshot(other_than: str | None = None) -> dict[str, object]:
     ]
     routes = [
         line
-        for line in _run("ip", "route", "show", "table", "all").splitlines()
-        if not any(f"dev {b} " in line + " " for b in bridges)
+        for line in _run("ip", "route", "show", "table", "all").splitlines()  # v4 and v6
+        if not set(re.findall(r"\bdev (\S+)", line)) & ifaces
     ]
     tables = re.split(r"^(?=table )", _run("nft", "list", "ruleset"), flags=re.M)
     ruleset = [t for t in tables if not any(f"table inet {o.nft_table} " in t for o in others)]

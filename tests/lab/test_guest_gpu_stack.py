@@ -41,7 +41,8 @@ def test_dkms_module_is_built_for_the_installed_kernel_not_the_running_one(deplo
     kernel = installed_kernel(deployed)
     running = out(deployed, "uname -r")
     status = out(deployed, "dkms status")
-    assert re.search(rf"^nvidia-current/[\d.]+, {re.escape(kernel)}, x86_64: installed$", status, re.M), status  # fmt: skip
+    built = rf"^nvidia-current/[\d.]+, {re.escape(kernel)}, x86_64: installed$"
+    assert re.search(built, status, re.M), status
     assert kernel != running  # a container runs the host's kernel; the module is for the guest's
 
 

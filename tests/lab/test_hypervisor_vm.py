@@ -11,6 +11,7 @@ waits for the VM to come back by itself. A VM boot under TCG takes a minute or t
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import subprocess
@@ -161,6 +162,18 @@ def test_second_deploy_changes_nothing_and_keeps_the_disk(deployed_hv):
     assert after["inode"] == before["inode"] and after["size"] >= before["size"]
     assert after["domid"] == before["domid"]
     assert deployed_hv.vm(f"cat {MARKER}").stdout == before["marker"]
+
+
+def test_infra_checks_pass_on_the_hv_machine(deployed_hv):
+    """The users' checks of these roles (tests/infra/test_libvirt.py) against the hv machine."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/infra/test_libvirt.py", "-p", "no:cacheprovider",
+         "-q", "-rs"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "AICODER_INVENTORY": str(deployed_hv.lab.inventory)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert re.search(r"\d+ passed", result.stdout), result.stdout
 
 
 def test_vm_comes_back_by_itself_after_the_host_restarts(deployed_hv, lab_timings):

@@ -13,6 +13,7 @@ from vfio_facts import (
     grubby_after,
     host,
     isolated_gpus,
+    recorded_host,
 )
 
 from roles.preflight import facts, parse
@@ -179,9 +180,7 @@ def test_a_gpu_not_on_vfio_pci_after_the_reboot_fails_the_deploy_saying_so(monke
 
 
 def test_debian_lab_vm_capture_plans_the_drop_in_update_grub_modprobe_and_initramfs():
-    recorded = fixture("vfio-host.debian-12-lab-vm.fresh.txt")
-    found = host(os_release="os-release.debian-12.txt")
-    found[next(iter(found))] = "\n".join(f"probe {line}" for line in recorded.splitlines())
+    found = recorded_host("vfio-host.debian-12-lab-vm.fresh.txt")
     plan = run_plan({"hypervisors": {**HV, "vfio_gpus": ["0000:00:05.0"]}}, found)
     assert plan.error is None, plan.error
     commands = vfio_commands(plan)
@@ -208,3 +207,14 @@ def test_a_vm_given_an_isolated_gpu_passes_and_a_converged_host_plans_nothing():
         plan = run_plan({"hypervisors": {**HV, **data, "guest_vm_vms": vms}}, found)
         assert plan.error is None, plan.error
         assert vfio_ops(plan) == []
+
+
+def test_debian_lab_vm_after_deploy_and_reboot_plans_nothing():
+    # Recorded on the lab VM after the lab test's reboot: args in /proc/cmdline and grub.cfg,
+    # the initramfs-tools block, both stand-in functions on vfio-pci.
+    found = recorded_host("vfio-host.debian-12-lab-vm.converged.txt", gpus=["0000:00:05.0"])
+    plan = run_plan(
+        {"hypervisors": {**HV, "vfio_gpus": ["0000:00:05.0"], "vfio_reboot": True}}, found
+    )
+    assert plan.error is None, plan.error
+    assert vfio_ops(plan) == []

@@ -13,6 +13,7 @@ import re
 from gpu_stack_facts import file_line
 from harness import fixture, os_release_response
 
+from roles.preflight import parse
 from roles.preflight.evaluate import evaluate
 from roles.preflight.facts import vfio_state
 from roles.vfio import render
@@ -123,3 +124,18 @@ def isolated_gpus(addresses: list[str], os_release: str = "os-release.debian-12.
         render.GRUB_DROPIN: render.grub_dropin(render.kernel_args(verdict.platform)),
     }
     return {"vfio_gpus": gpus}, host(os_release, files=files, **sections)
+
+
+def recorded_host(name: str, os_release: str = "os-release.debian-12.txt", gpus=()):
+    """Fake responses from a whole recorded read (tests/plan/fixtures/vfio-host.*.txt), with
+    the role's files as it writes them for that host and ``gpus`` (the recordings hold the
+    probe's sections only)."""
+    sections = parse.split_sections(fixture(name).splitlines())
+    files = {}
+    if gpus:
+        verdict = evaluate(vfio_state(sections), list(gpus))
+        files = {
+            render.MODPROBE_CONF: render.modprobe_conf(verdict.passthrough),
+            render.GRUB_DROPIN: render.grub_dropin(render.kernel_args(verdict.platform)),
+        }
+    return host(os_release, files=files, **sections)

@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import yaml
@@ -135,45 +136,27 @@ def test_cpu_list_parses_kernel_ranges():
     assert cpu_list("0") == {0}
 
 
-# Recorded on the lab's hv machine (Debian 12, libvirt 9.0) after a deploy: see
-# tests/plan/fixtures/README.md for how.
-STATE_OUTPUT = """\
-[cpus]
-0-1
-[kvm]
-[hugepages]
-0
-[all]
-labvm
-
-[running]
-labvm
-
-[autostart]
-labvm
-
-[uuids]
-labvm 1b0f5ab1-5fd3-5a3c-9b9f-1a25c0c3f9f6
-[files]
-/var/lib/libvirt/images/cache/debian-12-lab-amd64.qcow2|1311233|1020723200
-/var/lib/libvirt/images/labvm.qcow2|1311240|1065418752
-/var/lib/libvirt/images/labvm-seed.iso|1311250|374784
-[disks]
-/var/lib/libvirt/images/labvm.qcow2|4294967296
-[sums]
-0f343b0931126a20f133d67c2b018a3b0f343b0931126a20f133d67c2b018a3b  /etc/aicoder/vms/labvm.xml
-[pci]
-"""
+# Recorded on the lab's hv machine: see tests/plan/fixtures/README-guest-vm.md.
+RECORDED_STATE = (
+    Path(__file__).resolve().parents[1]
+    / "plan"
+    / "fixtures"
+    / ("guest-vm-state.debian-12-lab-hv.txt")
+)
 
 
-def test_state_fact_parses_domains_files_and_sizes():
-    state = GuestVmState().process(STATE_OUTPUT.splitlines())
-    assert state["cpus"] == {0, 1} and state["kvm"] is False
+def test_state_fact_parses_a_recorded_host():
+    state = GuestVmState().process(RECORDED_STATE.read_text().splitlines())
+    assert state["cpus"] == {0, 1} and state["kvm"] is False and state["hugepages"] == 0
     assert state["domains"] == state["running"] == state["autostart"] == {"labvm"}
-    assert state["uuids"] == {"labvm": "1b0f5ab1-5fd3-5a3c-9b9f-1a25c0c3f9f6"}
-    assert state["files"]["/var/lib/libvirt/images/labvm.qcow2"]["inode"] == 1311240
-    assert state["disk_sizes"] == {"/var/lib/libvirt/images/labvm.qcow2": 4 * 1024**3}
-    assert list(state["sums"]) == ["/etc/aicoder/vms/labvm.xml"]
+    assert state["uuids"] == {"labvm": Vm(name="labvm").uuid}
+    assert state["files"]["/var/lib/libvirt/images/labvm.qcow2"]["inode"] == 15441926
+    assert state["disk_sizes"] == {"/var/lib/libvirt/images/labvm.qcow2": 6 * 1024**3}
+    assert set(state["sums"]) == {
+        "/etc/aicoder/vms/labvm.xml",
+        "/etc/aicoder/vms/labvm.cloud-init.sha256",
+    }
+    assert state["pci"] == set()
 
 
 def test_state_fact_of_a_fresh_host_is_empty():

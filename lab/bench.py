@@ -1,0 +1,147 @@
+"""Benchmark of the deploy on the lab: fresh deploy time, no-change re-run time and the number of
+remote commands of a no-change run, per role and in total (median of several runs).
+
+    python -m lab.bench [--runs 5] [--fresh] [--group ai_guests]
+
+Runs the real deploy.py in-process through pyinfra's API (the same code the CLI runs) and counts
+every command and file transfer each host's connector makes, attributed to the top-level
+``@deploy`` (role) that made it. ``--fresh`` first recreates the lab machines (``down`` + ``up``)
+so the first run is a fresh deploy. The lab must be up (``python -m lab up``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyinfra.api import Config, State
+from pyinfra.api.connect import connect_all
+from pyinfra.api.operations import run_ops
+from pyinfra.context import ctx_state
+from pyinfra_cli.inventory import make_inventory_from_files
+from pyinfra_cli.util import load_deploy_file
+
+from lab.config import Lab
+
+REPO = Path(__file__).resolve().parents[1]
+OUTSIDE = "(deploy.py: validation, planner)"
+
+
+@dataclass
+class RunStats:
+    """One deploy run: wall time, changed operations, and per-role remote calls and time."""
+
+    wall: float = 0.0
+    changed: int = 0
+    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+def _role_of(state: State, host) -> str:
+    """The top-level deploy that the host is working for right now."""
+    name = None
+    if host.current_op_hash:
+        names = state.get_op_meta(host.current_op_hash).names
+        name = sorted(names)[0] if names else None
+    name = name or host.current_deploy_name
+    return name.split(" | ")[0] if name and " | " in name else (name or OUTSIDE)
+
+
+def _instrument(state: State, host, stats: RunStats) -> None:
+    connector = host.connector
+    for method in ("run_shell_command", "put_file", "get_file"):
+        original = getattr(connector, method)
+
+        def timed(*args, _original=original, **kwargs):
+            role = _role_of(state, host)
+            started = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                stats.calls[role] += 1
+                stats.seconds[role] += time.perf_counter() - started
+
+        setattr(connector, method, timed)
+
+
+def run_deploy(inventory_path: Path, group: str) -> RunStats:
+    """Run deploy.py once against the hosts of ``group`` in the inventory; raise on failure."""
+    stats = RunStats()
+    started = time.perf_counter()
+    inventory = make_inventory_from_files(str(inventory_path), cwd=str(REPO))
+    hosts = list(inventory.get_group(group))
+    state = State(inventory, Config(), initial_limit=hosts)
+    with ctx_state.use(state):
+        connect_all(state)
+        for host in hosts:
+            _instrument(state, host, stats)
+        load_deploy_file(state, str(REPO / "deploy.py"))
+        run_ops(state)
+        for host in hosts:
+            for op_data in state.ops[host].values():
+                meta = op_data.operation_meta
+                stats.changed += int(meta.is_complete() and meta.did_change())
+        failed = [h.name for h in hosts if state.results[h].error_ops]
+    stats.wall = time.perf_counter() - started
+    if failed:
+        raise SystemExit(f"bench: the deploy failed on {', '.join(failed)}")
+    return stats
+
+
+def table(fresh: RunStats | None, reruns: list[RunStats]) -> str:
+    """The figures as a Markdown table: medians over the no-change runs."""
+    roles = sorted({r for run in [*reruns, *([fresh] if fresh else [])] for r in run.calls})
+
+    def med(values):
+        return statistics.median(values) if values else 0.0
+
+    head = "| role | fresh deploy s | no-change s | no-change remote commands |"
+    rows = [head, "|---|---:|---:|---:|"]
+    for role in roles:
+        fresh_s = f"{fresh.seconds.get(role, 0):.1f}" if fresh else "-"
+        rows.append(
+            f"| {role} | {fresh_s} | {med([r.seconds.get(role, 0) for r in reruns]):.2f} "
+            f"| {med([r.calls.get(role, 0) for r in reruns]):.0f} |"
+        )
+    fresh_wall = f"{fresh.wall:.1f}" if fresh else "-"
+    rows.append(
+        f"| **total (wall clock)** | {fresh_wall} | {med([r.wall for r in reruns]):.2f} "
+        f"| {med([sum(r.calls.values()) for r in reruns]):.0f} |"
+    )
+    changed = sorted({r.changed for r in reruns})
+    rows.append("")
+    rows.append(f"no-change runs: {len(reruns)}; operations changed in them: {changed}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="no-change runs (default 5)")
+    parser.add_argument("--fresh", action="store_true", help="recreate the machines first")
+    parser.add_argument("--group", default="ai_guests", help="inventory group (default ai_guests)")
+    args = parser.parse_args(argv)
+
+    lab = Lab.from_env()
+    lab_cli = [sys.executable, "-m", "lab"]
+    fresh = None
+    if args.fresh:
+        subprocess.run([*lab_cli, "down"], cwd=REPO, check=True)
+        subprocess.run([*lab_cli, "up"], cwd=REPO, check=True)
+        fresh = run_deploy(lab.inventory, args.group)
+        print(f"fresh deploy: {fresh.wall:.1f} s, {fresh.changed} operations changed", flush=True)
+    elif not lab.inventory.exists():
+        raise SystemExit("bench: the lab is not up; run `python -m lab up` first")
+    run_deploy(lab.inventory, args.group)  # converge first: the runs below must be no-change
+    reruns = [run_deploy(lab.inventory, args.group) for _ in range(args.runs)]
+    print(table(fresh, reruns))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ address on the lab bridge and a few per-machine files bind-mounted from
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -180,7 +181,8 @@ def power_off(lab: Lab, machine: str) -> None:
     st = state(lab, machine) or {}
     nspawn = st.get("nspawn")
     if proc.alive(nspawn):
-        ssh.run(lab, st["ip"], "systemctl --no-block poweroff", check=False, timeout=20)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a hung machine: SIGTERM below
+            ssh.run(lab, st["ip"], "systemctl --no-block poweroff", check=False, timeout=20)
         if not proc.wait_gone(nspawn, STOP_TIMEOUT):
             proc.kill(nspawn, signal.SIGTERM)  # nspawn asks the machine's init to power off
             if not proc.wait_gone(nspawn, 30):
@@ -188,6 +190,10 @@ def power_off(lab: Lab, machine: str) -> None:
                 proc.kill(st.get("leader"), signal.SIGKILL)
                 proc.kill(nspawn, signal.SIGKILL)
                 proc.wait_gone(nspawn, 10)
+    leader = st.get("leader")
+    if proc.alive(leader):  # nspawn was killed from outside and left the machine running
+        proc.kill(leader, signal.SIGKILL)
+        proc.wait_gone(leader, 10)
     script = st.get("script")
     if script and not proc.wait_gone(script, 10):
         proc.kill(script, signal.SIGKILL)

@@ -6,9 +6,10 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, dnf, files, server
 
-from roles.base.facts import STAMP, AptState
+from roles.base.facts import STAMP, BaseState
 from roles.base.settings import BaseSettings
 from roles.common.platform import DEBIAN, os_family
 
@@ -32,9 +33,10 @@ def debian_sources(settings: BaseSettings) -> str:
 
 
 @deploy("Base: Debian package sources")
-def debian_package_sources():
+def debian_package_sources(state: dict):
     """Ensures bookworm, -updates and -security with the configured components are the only
-    sources in the main list, and refreshes the package index when they changed."""
+    sources in the main list, and refreshes the package index when they changed. ``state`` is
+    the host's BaseState fact."""
     settings = BaseSettings.from_host(host)
     sources = files.put(
         name="Debian sources (deb822)",
@@ -51,13 +53,12 @@ def debian_package_sources():
     )
     # Also refresh when the index is a day old or was never fetched, and finish a dpkg run that
     # was killed: a deploy interrupted at any point must converge on the next run.
-    apt_state = host.get_fact(AptState)
-    if apt_state["dpkg_interrupted"]:
+    if state["dpkg_interrupted"]:
         server.shell(
             name="Finish an interrupted dpkg run",
             commands=["DEBIAN_FRONTEND=noninteractive dpkg --configure -a"],
         )
-    age = apt_state["index_age"]
+    age = state["index_age"]
     stale = age is None or age > INDEX_MAX_AGE
     server.shell(
         name="Refresh the package index",
@@ -75,10 +76,16 @@ def configure():
     sudo rights, and the time zone."""
     settings = BaseSettings.from_host(host)
     family = os_family(host)
+    state = host.get_fact(BaseState, timezone=settings.timezone)
+    if state["timezone_exists"] is False:
+        raise DeployError(
+            f"{host.name}: base_timezone {settings.timezone!r} is not a time zone on this host "
+            "(no file under /usr/share/zoneinfo); use a name like 'Europe/Berlin' or 'UTC'"
+        )
     packages = settings.packages + _FAMILY_PACKAGES[family]
 
     if family == DEBIAN:
-        debian_package_sources()
+        debian_package_sources(state)
         apt.packages(name="Base packages", packages=packages)
     else:
         dnf.packages(name="Base packages", packages=packages)

@@ -7,26 +7,29 @@ from pyinfra.api import FactBase
 STAMP = "/var/lib/apt/periodic/update-success-stamp"
 
 
-class AptState(FactBase):
-    """Age of apt's package index in seconds (None if never fetched) and whether a dpkg run was
-    interrupted (its journal in /var/lib/dpkg/updates is not empty), in one round trip."""
+class BaseState(FactBase):
+    """In one round trip: the age of apt's package index in seconds (None if never fetched),
+    whether a dpkg run was interrupted (its journal in /var/lib/dpkg/updates is not empty), and
+    whether the time zone ``timezone`` exists on the host."""
 
-    def command(self) -> str:
+    def command(self, timezone: str) -> str:
         return (
             f"echo $(( $(date +%s) - $(stat -c %Y {STAMP} 2>/dev/null || echo 0) )); "
             "ls -A /var/lib/dpkg/updates 2>/dev/null | wc -l; "
-            f"test -e {STAMP} && echo stamp || echo nostamp"
+            f"test -e {STAMP} && echo stamp || echo nostamp; "
+            f"test -f /usr/share/zoneinfo/{timezone} && echo zone || echo nozone"
         )
 
     @staticmethod
     def default():
-        return {"index_age": None, "dpkg_interrupted": False}
+        return {"index_age": None, "dpkg_interrupted": False, "timezone_exists": None}
 
     def process(self, output):
-        if len(output) < 3:
+        if len(output) < 4:
             return self.default()
-        age, journal, stamp = (line.strip() for line in output[:3])
+        age, journal, stamp, zone = (line.strip() for line in output[:4])
         return {
             "index_age": int(age) if stamp == "stamp" else None,
             "dpkg_interrupted": int(journal) > 0,
+            "timezone_exists": zone == "zone",
         }

@@ -161,14 +161,19 @@ def type_name(expected: Any) -> str:
 
 
 def unknown_keys(data: dict[str, Any], classes: Iterable[type[RoleSettings]]) -> list[Problem]:
-    """Keys that look like a role's settings but are not one (typos), with a suggestion."""
+    """Keys that look like a role's settings but are not one (typos), with a suggestion: any
+    key under the prefix of a role in ``classes``, and any key very close to a known setting
+    (a misspelt prefix such as ``fireewall_ssh_port``)."""
     known = {f"{c.PREFIX}_{f.name}" for c in REGISTRY.values() for f in dataclasses.fields(c)}
     prefixes = [c.PREFIX + "_" for c in classes]
     problems = []
     for key in sorted(data):
-        if key in known or not any(key.startswith(p) for p in prefixes):
+        if key in known:
             continue
         close = difflib.get_close_matches(key, known, n=1)
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.9)
+        if not (near or any(key.startswith(p) for p in prefixes)):
+            continue
         hint = f"did you mean {close[0]!r}?" if close else "see the README's settings tables"
         problems.append((key, f"unknown setting; {hint}"))
     return problems

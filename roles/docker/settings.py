@@ -12,7 +12,7 @@ from roles.common.settings import RoleSettings, setting
 
 def _json_object(value: dict) -> str | None:
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)  # dockerd rejects NaN/Infinity
     except (TypeError, ValueError) as error:
         return f"is not JSON data ({error}); use strings, numbers, booleans, lists and dicts"
     return None

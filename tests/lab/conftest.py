@@ -14,6 +14,7 @@ Shared by every tests/lab/test_*.py, all session-scoped so the suite boots and d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -227,8 +228,9 @@ def host_snapshot(other_than: str | None = None) -> dict[str, object]:
     """
     others = []
     for reg in Path("/run/aicoder-lab/instances").glob("*"):
-        if reg.name != other_than:
-            others.append(Lab(reg.name, Path(json.loads(reg.read_text())["dir"])))
+        with contextlib.suppress(OSError):  # gone meanwhile: that lab went down
+            if reg.name != other_than:
+                others.append(Lab(reg.name, Path(json.loads(reg.read_text())["dir"])))
     bridges = {o.bridge for o in others}
     ifaces = set(bridges)
     for bridge in bridges:
@@ -246,6 +248,10 @@ def host_snapshot(other_than: str | None = None) -> dict[str, object]:
     ]
     tables = re.split(r"^(?=table )", _run("nft", "list", "ruleset"), flags=re.M)
     ruleset = [t for t in tables if not any(f"table inet {o.nft_table} " in t for o in others)]
+    # While other labs run, ip_forward is theirs; the host's own value waits in the lab's
+    # record for the last one to go down (lab/network.py).
+    saved = Path("/run/aicoder-lab/ip_forward.before")
+    forward = saved if others and saved.exists() else Path("/proc/sys/net/ipv4/ip_forward")
     cgroups = sorted(
         str(p)
         for p in Path("/sys/fs/cgroup").glob("*/aicoder-lab-*")
@@ -255,7 +261,7 @@ def host_snapshot(other_than: str | None = None) -> dict[str, object]:
         "links": links,
         "routes": routes,
         "nft": ruleset,
-        "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
+        "ip_forward": forward.read_text().strip(),
         "cgroups": cgroups,
     }
 

@@ -1,9 +1,11 @@
 """placeholder"""
+
 import time
-import pytest
+
 
 def test_wait(deployed):
     # keep the lab up while developing
     import os
+
     while os.path.exists("/tmp/resil-hold"):
         time.sleep(5)

@@ -43,9 +43,17 @@ def test_bad_settings_stop_the_deploy_before_any_operation():
 
 def test_interrupted_dpkg_run_is_finished_before_installing():
     responses = os_release_response(fixture("os-release.debian-12.txt"))
-    responses["ls -A /var/lib/dpkg/updates"] = ["120", "2", "stamp"]
+    responses["ls -A /var/lib/dpkg/updates"] = ["120", "2", "stamp", "zone"]
     plan = run_plan({"ai_guests": {}}, responses)
     configure = plan.find(r"dpkg --configure -a")
     assert configure and plan.commands.index(configure[0]) < plan.commands.index(
         plan.find(r"apt-get .*install")[0]
     )
+
+
+def test_a_time_zone_the_host_lacks_stops_the_deploy_before_any_change():
+    responses = os_release_response(fixture("os-release.debian-12.txt"))
+    responses["ls -A /var/lib/dpkg/updates"] = ["120", "0", "stamp", "nozone"]
+    plan = run_plan({"ai_guests": {"base_timezone": "Mars/Olympus"}}, responses)
+    assert plan.error is not None and not plan.changed
+    assert "base_timezone 'Mars/Olympus'" in str(plan.error)

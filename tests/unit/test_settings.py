@@ -66,3 +66,8 @@ def test_good_values_are_kept():
 
 def test_keys_of_other_roles_and_pyinfra_are_not_flagged():
     assert unknown_keys({"ssh_user": "root", "base_timezone": "UTC"}, [BaseSettings]) == []
+
+
+def test_a_misspelt_prefix_is_caught_too():
+    problems = unknown_keys({"bsae_timezone": "UTC"}, [BaseSettings])
+    assert problems == [("bsae_timezone", "unknown setting; did you mean 'base_timezone'?")]

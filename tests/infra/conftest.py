@@ -26,6 +26,10 @@ import testinfra
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # group_data and these checks import the repo's roles
     sys.path.insert(0, str(REPO))
+# Shared check helpers (gpu_stack_checks.py) sit beside the tests; pytest's importlib mode
+# does not put this folder on sys.path by itself.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
 GROUP_FIXTURES = {
     "guest": "ai_guests",
     "hypervisor": "hypervisors",

@@ -8,6 +8,7 @@ import time
 
 from lab import cloud_image, inventory, network, nspawn, rootfs, ssh
 from lab.config import MACHINES, Lab
+from lab.overrides import SEED_COMMANDS
 
 
 def _load(lab: Lab) -> dict:
@@ -48,10 +49,22 @@ def up(lab: Lab, machines: list[str], log=print) -> dict[str, str]:
         was_running = nspawn.running(lab, machine)
         st = nspawn.start(lab, machine, root, subnet, nameservers)
         ips[machine] = st["ip"]
+        if not was_running:
+            seed(lab, machine, st["ip"])
         how = "running" if was_running else f"up in {time.monotonic() - started:.1f} s"
         log(f"{lab.machine_id(machine)}: {st['ip']} ({how})")
     inventory.write(lab, ips)
     return ips
+
+
+def seed(lab: Lab, machine: str, ip: str) -> None:
+    """Run the machine's SEED_COMMANDS (lab/overrides.py) once on its first boot: state a
+    user's host already has before the first deploy, which the deploy must keep."""
+    marker = "/var/lib/aicoder-lab-seeded"
+    commands = SEED_COMMANDS.get(machine, [])
+    if commands:
+        script = " && ".join([*commands, f"touch {marker}"])
+        ssh.run(lab, ip, f"test -e {marker} || ({script})")
 
 
 def restart(lab: Lab, machine: str, log=print) -> str:

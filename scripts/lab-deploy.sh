@@ -15,9 +15,8 @@ echo "deployed in $((SECONDS - started)) s"
 cat <<EOT
 
 The lab is up. Next:
-  $py -m lab status                  machines and addresses
-  $py -m lab ssh guest               a root shell in the AI guest
-  AICODER_INVENTORY=$inventory .venv/bin/pytest tests/infra
-                                     the infra checks against the lab
-  $py -m lab down                    stop everything and restore this host's network
+  $py -m lab status        # machines and addresses
+  $py -m lab ssh guest     # a root shell in the AI guest
+  AICODER_INVENTORY=$inventory .venv/bin/pytest tests/infra   # the checks, against the lab
+  $py -m lab down          # stop everything, restore this host's network
 EOT

@@ -44,6 +44,14 @@ def debian_package_sources(state: dict):
         dest="/etc/apt/sources.list.d/debian.sources",
         mode="644",
     )
+    # A deploy re-run right after an interrupted one meets the orphaned apt/dpkg still holding
+    # its lock: wait for it rather than fail ("Could not get lock /var/lib/dpkg/lock-frontend").
+    files.put(
+        name="apt waits for the dpkg lock",
+        src=StringIO('DPkg::Lock::Timeout "600";\n'),
+        dest="/etc/apt/apt.conf.d/90aicoder-lock-timeout",
+        mode="644",
+    )
     # A one-line sources.list keeps images that ship entries there from listing them twice.
     legacy = files.put(
         name="Empty the legacy sources.list",

@@ -48,12 +48,13 @@ def merge_daemon_json(name: str, keys: dict[str, Any]):
     )
 
 
-def restart(name: str, changed) -> None:
-    """Restart Docker when ``changed`` (an operation, e.g. a daemon.json write) changed."""
-    if changed is UNCHANGED:
+def restart(name: str, changed, stale: bool = False) -> None:
+    """Restart Docker when ``changed`` (an operation, e.g. a daemon.json write) changed, or when
+    ``stale`` (the running daemon predates daemon.json)."""
+    if changed is UNCHANGED and not stale:
         return
-    systemd.service(name=name, service="docker", running=True, restarted=True,
-                    _if=changed.did_change)  # fmt: skip
+    _if = None if stale else changed.did_change
+    systemd.service(name=name, service="docker", running=True, restarted=True, _if=_if)
 
 
 @deploy("Docker")
@@ -101,7 +102,7 @@ def install():
         state, f"Docker: engine and compose ({settings.source})", settings.engine_packages
     )
     host_state.service(state, "Docker: service enabled and running", "docker")
-    restart("Docker: restart to apply daemon.json", daemon)
+    restart("Docker: restart to apply daemon.json", daemon, stale=probe.daemon_json_newer)
 
     for user in users:
         if user in probe.group_members:

@@ -54,6 +54,9 @@ class DockerProbe:
     daemon_json: dict = field(default_factory=dict)
     group_members: set[str] = field(default_factory=set)  # of the docker group
     users: set[str] = field(default_factory=set)  # of the asked users, those that exist
+    # daemon.json is newer than the running daemon: a run was killed between writing the file
+    # and restarting Docker, so the next run must restart it although the file is converged.
+    daemon_json_newer: bool = False
 
 
 def probe(users: list[str]) -> str:
@@ -64,6 +67,9 @@ def probe(users: list[str]) -> str:
             f"[ -f {DAEMON_JSON} ] && sed 's/^/json /' {DAEMON_JSON}",
             "getent group docker | sed 's/^/group /'",
             f"getent passwd {names} | cut -d: -f1 | sed 's/^/user /'",
+            f't=$(systemctl show -P ActiveEnterTimestamp docker 2>/dev/null) && [ -n "$t" ] '
+            f'&& [ -f {DAEMON_JSON} ] && [ $(stat -c %Y {DAEMON_JSON}) -gt $(date -d "$t" +%s) ] '
+            "&& echo newer",
             "true",
         ]
     )
@@ -81,5 +87,7 @@ def parse_probe(lines: list[str]) -> DockerProbe:
             result.group_members = {m for m in members.split(",") if m}
         elif kind == "user":
             result.users.add(rest.strip())
+        elif kind == "newer":
+            result.daemon_json_newer = True
     result.daemon_json = parse_daemon_json("\n".join(json_lines))
     return result

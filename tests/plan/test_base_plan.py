@@ -57,3 +57,10 @@ def test_a_time_zone_the_host_lacks_stops_the_deploy_before_any_change():
     plan = run_plan({"ai_guests": {"base_timezone": "Mars/Olympus"}}, responses)
     assert plan.error is not None and not plan.changed
     assert "base_timezone 'Mars/Olympus'" in str(plan.error)
+
+
+def test_apt_waits_for_the_lock_an_interrupted_run_left():
+    plan = run_plan({"ai_guests": {}}, os_release_response(fixture("os-release.debian-12.txt")))
+    assert (
+        plan.files["/etc/apt/apt.conf.d/90aicoder-lock-timeout"] == 'DPkg::Lock::Timeout "600";\n'
+    )

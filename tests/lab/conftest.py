@@ -1,9 +1,10 @@
 """Fixtures for lab tests: real Debian 12 machines (systemd-nspawn) deployed with the pyinfra CLI.
 
 Shared by every tests/lab/test_*.py, all session-scoped so the suite boots and deploys once:
-- `lab`: the test lab instance (AICODER_TEST_LAB_NAME, default "test"; machines from
-  AICODER_TEST_LAB_MACHINES, default "guest"), always torn down at the end, also on failure
-  or Ctrl-C. `lab.ssh("guest", "cmd")` runs a command in a machine.
+- `lab`: the test lab instance (AICODER_TEST_LAB_NAME, default "test", or test2... while
+  another run or checkout has it; machines from AICODER_TEST_LAB_MACHINES, default "guest"),
+  always torn down at the end, also on failure or Ctrl-C. `lab.ssh("guest", "cmd")` runs a
+  command in a machine.
 - `deploys`: `pyinfra -y <lab inventory> deploy.py` run twice in a row (fresh, then re-run).
 - `deployed`: the lab after a successful first deploy (fails the test with pyinfra's output
   otherwise): what a test of a role's effect on a machine asks for.
@@ -23,14 +24,14 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from lab import proc  # noqa: E402
+from lab import network, proc  # noqa: E402
 from lab.config import Lab  # noqa: E402
 
 TOOLS = ["systemd-nspawn", "mmdebstrap", "script", "ssh", "ssh-keygen", "nft", "ip"]
@@ -67,6 +68,7 @@ class LabInstance:
 
     name: str
     dir: Path
+    host_before: dict = field(default_factory=dict)  # host_snapshot() from before `up`
 
     @property
     def env(self) -> dict[str, str]:
@@ -105,22 +107,39 @@ class LabInstance:
         return json.loads((self.dir / "machines" / machine / "state.json").read_text())
 
 
-@contextmanager
-def lab_instance(name: str, machines: str):
-    """Bring a lab instance up for the block and always take it down after it."""
-    inst = LabInstance(name, REPO / ".lab" / "tests" / name)
-    inst.dir.mkdir(parents=True, exist_ok=True)
-    owner_file = inst.dir / "owner.json"
-    if owner_file.exists():
-        owner = json.loads(owner_file.read_text())
+def _used_elsewhere(inst: LabInstance) -> bool:
+    """Whether another test run, or a lab of the same name from another checkout, has it."""
+    with contextlib.suppress(OSError, ValueError):
+        owner = json.loads((inst.dir / "owner.json").read_text())
         if proc.alive(owner) and owner["pid"] != os.getpid():
-            pytest.fail(
-                f"lab instance {name!r} is used by another test run (PID {owner['pid']}); "
-                "set AICODER_TEST_LAB_NAME to run beside it"
-            )
+            return True
+    with contextlib.suppress(OSError, ValueError):
+        info = json.loads((network.RUN_DIR / "instances" / inst.name).read_text())
+        return info["dir"] != str(inst.dir) and network.link_exists(info["bridge"])
+    return False
+
+
+def _claim(base: str) -> LabInstance:
+    """The first instance name of base, base2, base3... that is free, claimed for this run
+    (a CI clone or an engineer's run may be using `base` on the same host)."""
+    for i in range(1, 10):
+        name = base if i == 1 else f"{base}{i}"
+        inst = LabInstance(name, REPO / ".lab" / "tests" / name)
+        if not _used_elsewhere(inst):
+            inst.dir.mkdir(parents=True, exist_ok=True)
+            (inst.dir / "owner.json").write_text(json.dumps(proc.ident(os.getpid())))
+            return inst
+    pytest.fail(f"no free lab instance name from {base!r}")
+
+
+@contextmanager
+def lab_instance(base: str, machines: str):
+    """Bring a lab instance (named `base` or, if that is taken, `base2`...) up for the block
+    and always take it down after it; `down` must leave the host as `up` found it."""
+    inst = _claim(base)
+    name, owner_file = inst.name, inst.dir / "owner.json"
     inst.cli("down")  # what a killed earlier run may have left
-    owner_file.write_text(json.dumps(proc.ident(os.getpid())))
-    before = host_snapshot(other_than=name)
+    before = inst.host_before = host_snapshot(other_than=name)
     try:
         started = time.monotonic()
         inst.cli("up", "--machines", machines)

@@ -71,15 +71,14 @@ def test_second_deploy_changes_nothing(deploys):
 
 
 @pytest.fixture(scope="module")
-def scratch(lab_factory, host_state):
-    """A second lab instance with one machine, and the host as it was before it came up."""
-    before = host_state(other_than=SCRATCH)
+def scratch(lab_factory):
+    """A second lab instance with one machine."""
     with lab_factory(SCRATCH, "guest") as inst:
-        yield inst, before
+        yield inst
 
 
 def test_fresh_machine_boots_without_failed_units(scratch):
-    inst, _ = scratch
+    inst = scratch
     out = inst.ssh("guest", "systemctl is-system-running --wait", check=False).stdout.strip()
     failed = inst.ssh("guest", "systemctl --failed --no-legend", check=False).stdout
     assert out == "running", failed
@@ -88,7 +87,7 @@ def test_fresh_machine_boots_without_failed_units(scratch):
 
 
 def test_docker_runs_containers_with_limits_in_a_machine(scratch, lab_timings, tmp_path):
-    inst, _ = scratch
+    inst = scratch
     busybox = shutil.which("busybox")
     if not busybox or subprocess.run(["ldd", busybox], capture_output=True).returncode == 0:
         pytest.skip("needs a static busybox for the test image: apt-get install busybox-static")
@@ -118,20 +117,20 @@ def test_docker_runs_containers_with_limits_in_a_machine(scratch, lab_timings, t
 
 
 def test_up_keeps_running_machines(scratch):
-    inst, _ = scratch
+    inst = scratch
     pid = inst.machine_state("guest")["nspawn"]["pid"]
     inst.cli("up", "--machines", "guest")
     assert inst.machine_state("guest")["nspawn"]["pid"] == pid, "up restarted a running machine"
 
 
 def test_down_restores_the_host(scratch, host_state, lab_timings):
-    inst, before = scratch
+    inst = scratch
     procs = [inst.machine_state("guest")[k] for k in ("script", "nspawn", "leader")]
-    assert host_state(other_than=SCRATCH) != before, "the lab changed nothing on the host?"
+    assert host_state(other_than=inst.name) != inst.host_before, "the lab changed nothing?"
     started = time.monotonic()
     inst.cli("down")
-    lab_timings[f"{SCRATCH} down"] = time.monotonic() - started
-    assert host_state(other_than=SCRATCH) == before
+    lab_timings[f"{inst.name} down"] = time.monotonic() - started
+    assert host_state(other_than=inst.name) == inst.host_before
     assert not [p for p in procs if proc.alive(p)], "processes of the lab still run"
     inst.cli("down")  # a second down is fine
     assert not inst.inventory.exists()

@@ -74,10 +74,12 @@ def run_deploy(inventory_path: Path, group: str) -> RunStats:
     """Run deploy.py once against the hosts of ``group`` in the inventory; raise on failure."""
     stats = RunStats()
     started = time.perf_counter()
-    inventory = make_inventory_from_files(str(inventory_path), cwd=str(REPO))
-    hosts = list(inventory.get_group(group))
-    state = State(inventory, Config(), initial_limit=hosts)
+    # As `pyinfra -y` does: a State without change detection, set before the inventory loads.
+    state = State(check_for_changes=False)
     with ctx_state.use(state):
+        inventory = make_inventory_from_files(str(inventory_path), cwd=str(REPO))
+        hosts = list(inventory.get_group(group))
+        state.init(inventory, Config(), initial_limit=hosts)
         connect_all(state)
         for host in hosts:
             _instrument(state, host, stats)

@@ -15,8 +15,8 @@ from roles.common.platform import DEBIAN, os_family
 
 __all__ = ["BaseSettings", "configure"]
 
-# Present on both families under these names; Debian adds gnupg for repository keys.
-_FAMILY_PACKAGES = {DEBIAN: ["gnupg", "apt-transport-https"], "el9": ["gnupg2"]}
+# Per family: gnupg for repository keys, tzdata for the time zone link.
+_FAMILY_PACKAGES = {DEBIAN: ["gnupg", "apt-transport-https", "tzdata"], "el9": ["gnupg2", "tzdata"]}
 
 
 def debian_sources(settings: BaseSettings) -> str:

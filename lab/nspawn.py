@@ -128,6 +128,8 @@ def start(
     groups = cgroups.create(f"{lab.cgroup}/{machine}")
     log = mdir / "console.log"
     # nspawn wants a terminal for the machine's console: `script` gives it a pseudo-terminal.
+    # `script` runs the command through $SHELL: bash execs it, dash forks it (CI has no
+    # SHELL set), so pin the shell and look for nspawn among all descendants.
     script = subprocess.Popen(
         ["script", "-qfec", shlex.join(_nspawn_command(lab, machine, root, mdir)), str(log)],
         stdin=subprocess.DEVNULL,
@@ -135,6 +137,7 @@ def start(
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # a Ctrl-C meant for the caller must not reach the machine
         preexec_fn=lambda: cgroups.join(groups),
+        env={**os.environ, "SHELL": "/bin/sh"},
     )
     st = {"ip": ip, "script": proc.ident(script.pid), "nspawn": None, "leader": None}
     st["nspawn"] = _find_child(script.pid, "systemd-nspawn", log)
@@ -153,7 +156,7 @@ def start(
 def _find_child(pid: int, comm: str, log: Path, timeout: float = 15) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for kid in proc.children(pid):
+        for kid in proc.descendants(pid):
             try:
                 if Path(f"/proc/{kid}/comm").read_text().strip() == comm:
                     return proc.ident(kid)

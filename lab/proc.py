@@ -45,6 +45,16 @@ def children(pid: int) -> list[int]:
     return kids
 
 
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ... breadth first: a shell in between may or may not exec."""
+    found, todo = [], children(pid)
+    while todo:
+        kid = todo.pop(0)
+        found.append(kid)
+        todo += children(kid)
+    return found
+
+
 def wait_gone(p: dict, timeout: float) -> bool:
     """Poll until the process is gone; True if it went in time."""
     deadline = time.monotonic() + timeout

@@ -31,7 +31,8 @@ def choose_guest(inventory, settings: ClientSettings):
             if guest.name == settings.guest:
                 return guest
         raise DeployError(
-            f"client_guest {settings.guest!r} is not in the ai_guests group ({', '.join(names)})"
+            f"client_guest {settings.guest!r} is not in the ai_guests group; set it to one of "
+            f"{', '.join(names) or '(none: add the guest to ai_guests in inventory.py)'}"
         )
     if len(guests) != 1:
         found = ", ".join(names) or "none"

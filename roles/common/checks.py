@@ -47,7 +47,8 @@ def url(*schemes: str) -> Check:
 
     def check(value):
         parsed = urlparse(value)
-        if parsed.scheme not in schemes or not (parsed.netloc or parsed.scheme == "file"):
+        local = parsed.scheme == "file" and parsed.path.startswith("/")
+        if parsed.scheme not in schemes or not (parsed.netloc or local):
             return f"{value!r} is not a URL ({'/'.join(schemes)}://host/path)"
         return None
 

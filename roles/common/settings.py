@@ -14,6 +14,7 @@ import difflib
 import types
 import typing
 from collections.abc import Callable, Iterable
+from math import isfinite
 from typing import Any, ClassVar
 
 from pyinfra.api.exceptions import PyinfraError
@@ -135,8 +136,8 @@ def type_matches(value: Any, expected: Any) -> bool:
         return isinstance(value, dict) and all(
             type_matches(a, k) and type_matches(b, v) for a, b in value.items()
         )
-    if expected is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected is float:  # NaN and infinity pass every comparison check: refuse them here
+        return isinstance(value, int | float) and not isinstance(value, bool) and isfinite(value)
     if expected is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(expected, type):
@@ -155,9 +156,8 @@ def type_name(expected: Any) -> str:
     if origin is dict:
         k, v = typing.get_args(expected)
         return f"a dict of {type_name(k)} to {type_name(v)}"
-    return {str: "a string", int: "an integer", bool: "True or False", float: "a number"}.get(
-        expected, getattr(expected, "__name__", str(expected))
-    )
+    names = {str: "a string", int: "an integer", bool: "True or False", float: "a finite number"}
+    return names.get(expected, getattr(expected, "__name__", str(expected)))
 
 
 def unknown_keys(data: dict[str, Any], classes: Iterable[type[RoleSettings]]) -> list[Problem]:

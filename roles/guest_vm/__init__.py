@@ -45,6 +45,7 @@ def configure():
         disks=[p.disk for p in paths.values()],
         sums=[f for p in paths.values() for f in (p.xml, p.seed_sum)],
         pci=sorted({gpu for vm in vms for gpu in vm.gpus}),
+        image_dir=image_dir,
     )
     _refuse_what_cannot_work(settings, vms, paths, state)
 
@@ -64,6 +65,7 @@ def _refuse_what_cannot_work(settings, vms: list[Vm], paths, state) -> None:
             "guest_vm_domain_type: 'kvm' needs /dev/kvm, which this host lacks; enable "
             "VT-x/AMD-V in the firmware, or set 'qemu' (emulation, very slow)"
         )
+    problems += _too_big_for_host(vms, paths, state)
     for i, vm in enumerate(vms):
         key = f"guest_vm_vms[{i}]"
         missing_cpus = sorted(set(vm.cpu_pins) - state["cpus"])
@@ -95,6 +97,35 @@ def _refuse_what_cannot_work(settings, vms: list[Vm], paths, state) -> None:
             f"{host.name}: the VMs cannot be set up as configured (nothing was changed):\n"
             + "\n".join(f"  - {p}" for p in problems)
         )
+
+
+def _too_big_for_host(vms: list[Vm], paths, state) -> list[str]:
+    """VMs that cannot fit the host: more vCPUs than it has, more memory than it has (a VM with
+    a GPU pins all its memory, so none of it can be overcommitted), a new disk larger than the
+    filesystem it goes on. A fact the host did not answer is not checked."""
+    problems = []
+    cpus, mem_mib, fs_bytes = len(state["cpus"]), state.get("mem_mib"), state.get("fs_bytes")
+    for i, vm in enumerate(vms):
+        key = f"guest_vm_vms[{i}]"
+        if cpus and vm.vcpus > cpus:
+            problems.append(f"{key}.vcpus: {vm.vcpus} is more than the host's {cpus} CPUs")
+        if mem_mib and vm.memory_mb > mem_mib:
+            problems.append(
+                f"{key}.memory_mb: {vm.memory_mb} is more than the host's {mem_mib} MiB"
+            )
+        new_disk = paths[vm.name].disk not in state["files"]
+        if fs_bytes and new_disk and vm.disk_gb * GIB > fs_bytes:
+            problems.append(
+                f"{key}.disk_gb: {vm.disk_gb} GiB is more than the whole filesystem of "
+                f"libvirt_image_dir ({fs_bytes / GIB:.0f} GiB)"
+            )
+    total = sum(vm.memory_mb for vm in vms)
+    if mem_mib and len(vms) > 1 and total > mem_mib and not problems:
+        problems.append(
+            f"guest_vm_vms: the VMs' memory_mb add up to {total}, more than the host's "
+            f"{mem_mib} MiB; make some smaller"
+        )
+    return problems
 
 
 def _reserve_hugepages(total_mb: int) -> None:

@@ -25,17 +25,22 @@ def cpu_list(text: str) -> set[int]:
 
 
 class GuestVmState(FactBase):
-    """The host's CPUs, /dev/kvm, libvirt's domains (all, running, autostarted, UUIDs of
-    ``names``), which of ``files`` exist, each disk's virtual size, the sha256 of each file in
-    ``sums``, which ``pci`` addresses exist and the hugepages reserved."""
+    """The host's CPUs, memory, /dev/kvm, libvirt's domains (all, running, autostarted, UUIDs
+    of ``names``), which of ``files`` exist, each disk's virtual size, the sha256 of each file
+    in ``sums``, which ``pci`` addresses exist, the hugepages reserved and the size of the
+    filesystem ``image_dir`` is on (or will be: its nearest existing parent's)."""
 
-    def command(self, names, files, disks, sums, pci) -> str:
+    def command(self, names, files, disks, sums, pci, image_dir="/") -> str:
         q = lambda items: " ".join(shlex.quote(i) for i in items) or "''"  # noqa: E731
         return "; ".join(
             [
                 "echo '[cpus]'; cat /sys/devices/system/cpu/online",
                 "echo '[kvm]'; test -e /dev/kvm && echo present",
                 "echo '[hugepages]'; cat /proc/sys/vm/nr_hugepages",
+                "echo '[mem-kib]'; sed -n 's/^MemTotal: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo",
+                f"echo '[fs-bytes]'; d={shlex.quote(image_dir)}; "
+                'while [ ! -e "$d" ]; do d=$(dirname "$d"); done; '
+                'df -B1 --output=size "$d" | tail -n 1',
                 "if command -v virsh >/dev/null; then "
                 f"echo '[all]'; {VIRSH} list --all --name; "
                 f"echo '[running]'; {VIRSH} list --state-running --name; "
@@ -81,6 +86,7 @@ class GuestVmState(FactBase):
             if match:
                 sums[match.group(2)] = match.group(1)
         hugepages = words("hugepages")
+        number = lambda name: int(words(name)[0]) if words(name) else None  # noqa: E731
         return {
             "cpus": cpu_list(" ".join(found.get("cpus", []))),
             "kvm": "present" in words("kvm"),
@@ -95,4 +101,6 @@ class GuestVmState(FactBase):
             "disk_sizes": {k: int(v[0]) for k, v in table("disks").items()},
             "sums": sums,
             "pci": set(words("pci")),
+            "mem_mib": number("mem-kib") and number("mem-kib") // 1024,
+            "fs_bytes": number("fs-bytes"),
         }

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from roles.common import checks
+from roles.common.ports import ssh_port_clash
 from roles.common.settings import RoleSettings, setting
 from roles.tabbyapi.settings import TabbyapiSettings
 
@@ -137,7 +138,11 @@ class OllamaSettings(RoleSettings):
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
-        for name in self.environment:
+        for name, value in self.environment.items():
+            if re.search(r"[\x00-\x1f]", value):  # would end the line in the compose file
+                problems.append(
+                    (self.key("environment"), f"{name}: the value holds a control character")
+                )
             if not re.fullmatch(r"OLLAMA_[A-Z0-9_]+", name):
                 problems.append((self.key("environment"), f"{name!r} is not an OLLAMA_* name"))
             elif name in RESERVED_ENV:
@@ -165,6 +170,7 @@ class OllamaSettings(RoleSettings):
         settings, problems = super().problems_in(data)
         if settings is None or problems or not settings.enabled:
             return settings, problems
+        problems += ssh_port_clash(cls.key("port"), settings.port, data)
         tabby, tabby_problems = TabbyapiSettings.problems_in(data)
         if tabby is None or tabby_problems or not tabby.enabled:
             return settings, problems

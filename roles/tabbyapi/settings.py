@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from roles.common import checks, secrets
+from roles.common.ports import ssh_port_clash
 from roles.common.settings import RoleSettings, setting
 
 # exllamav3 cache modes: the legacy names, or "k_bits,v_bits" with each from 2 to 8
@@ -27,6 +28,27 @@ CONFIG_SECTIONS = (
     "memory",
     "developer",
 )
+# config.yml options that a setting of this role writes: an override of one would bypass the
+# setting's checks (a port clash, a listen address), so the override names the setting instead.
+OWNED_OPTIONS = {
+    ("network", "host"): "host",
+    ("network", "port"): "port",
+    ("model", "model_dir"): "model_dir",
+    ("model", "model_name"): "model_name",
+    ("model", "max_seq_len"): "max_seq_len",
+    ("model", "cache_size"): "cache_size",
+    ("model", "cache_mode"): "cache_mode",
+    ("model", "gpu_split_auto"): "gpu_split_auto",
+    ("model", "gpu_split"): "gpu_split",
+    ("model", "autosplit_reserve"): "autosplit_reserve",
+    ("model", "tensor_parallel"): "tensor_parallel",
+    ("model", "tensor_parallel_backend"): "tensor_parallel_backend",
+    ("draft_model", "draft_mode"): "draft_mode",
+    ("draft_model", "draft_model_dir"): "model_dir",
+    ("draft_model", "draft_model_name"): "draft_model_name",
+    ("draft_model", "draft_cache_mode"): "draft_cache_mode",
+    ("draft_model", "draft_gpu_split"): "draft_gpu_split",
+}
 HF_REPO = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
 GIT_REF = r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}"
 FOLDER = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}"
@@ -327,4 +349,22 @@ class TabbyapiSettings(RoleSettings):
                         "(the client config gets it from the secrets)",
                     )
                 )
+            for option in values if section in CONFIG_SECTIONS else ():
+                owner = OWNED_OPTIONS.get((section, option))
+                if owner:
+                    problems.append(
+                        (
+                            self.key("config_overrides"),
+                            f"{section}.{option} has its own setting: set {self.key(owner)} "
+                            "instead (it is checked there)",
+                        )
+                    )
         return problems
+
+    @classmethod
+    def problems_in(cls, data):
+        """Also refuse sshd's port (both run on the guest)."""
+        settings, problems = super().problems_in(data)
+        if settings is not None and not problems and settings.enabled:
+            problems += ssh_port_clash(cls.key("port"), settings.port, data)
+        return settings, problems

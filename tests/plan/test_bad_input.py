@@ -124,6 +124,16 @@ CASES = [
          "guest_vm_image_url", "vm-image-url-ftp"),
     case(HV, {"guest_vm_image_sha512": "abc123"}, "guest_vm_image_sha512", "vm-image-sha-short"),
     case(HV, {"guest_vm_domain_type": "xen"}, "guest_vm_domain_type", "vm-domain-type-unknown"),
+    case(HV, {"guest_vm_image_url": "file:"}, "guest_vm_image_url", "vm-image-url-file-no-path"),
+    # larger than the host (8 CPUs, 64 GiB, a 500 GiB filesystem): refused from its facts
+    case(HV, {"guest_vm_vms": vm(vcpus=16)}, "guest_vm_vms[0].vcpus", "vm-more-vcpus-than-host"),
+    case(HV, {"guest_vm_vms": vm(memory_mb=131072)}, "guest_vm_vms[0].memory_mb",
+         "vm-more-memory-than-host"),
+    case(HV, {"guest_vm_vms": [{**VM, "memory_mb": 40960},
+                               {**VM, "name": "ai2", "memory_mb": 40960}]},
+         "guest_vm_vms", "vms-memory-sum-more-than-host"),
+    case(HV, {"guest_vm_vms": vm(disk_gb=4096)}, "guest_vm_vms[0].disk_gb",
+         "vm-disk-larger-than-filesystem"),
     # --- nvidia_driver, docker, container_toolkit, hf_tools (guest)
     case(GUEST, {"nvidia_driver_source": "ubuntu"}, "nvidia_driver_source",
          "nvidia-unknown-source"),
@@ -153,6 +163,17 @@ CASES = [
     case(GUEST, {"tabbyapi_port": 11434}, "ollama_port", "ports-tabbyapi-equals-ollama"),
     case(GUEST, {"ollama_port": 5000}, "ollama_port", "ports-ollama-equals-tabbyapi"),
     case(GUEST, {"tabbyapi_port": "5000"}, "tabbyapi_port", "tabbyapi-port-string"),
+    case(GUEST, {"tabbyapi_port": 22}, "tabbyapi_port", "ports-tabbyapi-equals-ssh"),
+    case(GUEST, {"firewall_ssh_port": 2222, "ollama_port": 2222}, "ollama_port",
+         "ports-ollama-equals-moved-ssh"),
+    case(GUEST, {"tabbyapi_config_overrides": {"network": {"port": 22}}},
+         "tabbyapi_config_overrides", "tabbyapi-overrides-port-bypass"),
+    case(GUEST, {"tabbyapi_config_overrides": {"network": {"host": "0.0.0.0"}}},
+         "tabbyapi_config_overrides", "tabbyapi-overrides-host-bypass"),
+    case(GUEST, {"tabbyapi_gpu_split_auto": False, "tabbyapi_gpu_split": [float("nan")]},
+         "tabbyapi_gpu_split", "tabbyapi-gpu-split-nan"),
+    case(GUEST, {"tabbyapi_autosplit_reserve": [float("inf")]}, "tabbyapi_autosplit_reserve",
+         "tabbyapi-autosplit-reserve-infinity"),
     case(GUEST, {"tabbyapi_cache_mode": "Q5"}, "tabbyapi_cache_mode", "tabbyapi-cache-mode-q5"),
     case(GUEST, {"tabbyapi_cache_mode": "9,9"}, "tabbyapi_cache_mode",
          "tabbyapi-cache-bits-out-of-range"),
@@ -190,6 +211,8 @@ CASES = [
     case(GUEST, {"ollama_image": "ollama/ollama:latest"}, "ollama_image", "ollama-image-unpinned"),
     case(GUEST, {"ollama_environment": {"OLLAMA_HOST": "0.0.0.0"}}, "ollama_environment",
          "ollama-env-reserved"),
+    case(GUEST, {"ollama_environment": {"OLLAMA_ORIGINS": "*\nOLLAMA_HOST=0.0.0.0"}},
+         "ollama_environment", "ollama-env-value-newline"),
     case(GUEST, {"ollama_kv_cache_type": "q5_1"}, "ollama_kv_cache_type",
          "ollama-kv-cache-unknown"),
     case(GUEST, {"ollama_keep_alive": "forever"}, "ollama_keep_alive", "ollama-keep-alive-bad"),
@@ -227,8 +250,11 @@ def no_user_secrets(monkeypatch, tmp_path):
 
 
 # The guest_vm role's state fact on that host, in its format (tests/plan/test_guest_vm_plan.py):
-# CPUs 0-7 online, /dev/kvm present, no hugepages, no VM yet.
-HV_CPUS_KVM = "[cpus]\n0-7\n[kvm]\npresent\n[hugepages]\n0\n[pci]"
+# CPUs 0-7 online, /dev/kvm present, no hugepages, 64 GiB, a 500 GiB filesystem, no VM yet.
+HV_CPUS_KVM = (
+    "[cpus]\n0-7\n[kvm]\npresent\n[hugepages]\n0\n[mem-kib]\n65536000\n"
+    f"[fs-bytes]\n{500 * 2**30}\n[pci]"
+)
 
 
 def host_for(group: str, data: dict) -> tuple[dict, dict]:

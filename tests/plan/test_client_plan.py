@@ -209,7 +209,7 @@ def test_two_guests_need_client_guest():
         "http://10.0.0.2:11434",
     }
     plan = run_client(guests=guests, client_data={"client_guest": "c"})
-    assert "'c' is not in the ai_guests group" in str(plan.error)
+    assert "'c' is not in the ai_guests group; set it to one of @fake/a, @fake/b" in str(plan.error)
 
 
 def test_disabled_tabbyapi_leaves_only_ollama_models():

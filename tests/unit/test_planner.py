@@ -316,7 +316,7 @@ def test_the_roles_cache_settings_size_the_plan():
         ("planner_autocomplete_model", "nomic-embed-text", "not made for autocomplete"),
         ("planner_vram_gib", -1.0, "out of range"),
         ("planner_chat_context", 100, "out of range"),
-        ("planner_vram_gib", "24", "expected a number"),
+        ("planner_vram_gib", "24", "expected a finite number"),
     ],
 )
 def test_bad_planner_settings_name_the_key(key, value, fragment):

@@ -28,13 +28,6 @@ _IMAGE_FILES = [
 ]
 
 
-def settings_of(cls, host_data: dict):
-    """A role's settings for this host, as the deploy computed them."""
-    settings, problems = cls.problems_in(host_data)
-    assert not problems, f"invalid {cls.PREFIX} settings in the inventory: {problems}"
-    return settings
-
-
 def nvidia_gpus(host) -> list[str]:
     """PCI addresses of NVIDIA display devices (sysfs; works without a driver)."""
     out = host.check_output(GPU_PROBE)

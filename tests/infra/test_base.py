@@ -6,6 +6,7 @@ import re
 import shlex
 
 import pytest
+from role_settings import settings_of
 
 from roles.base.settings import BaseSettings
 
@@ -15,9 +16,7 @@ SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
 @pytest.fixture
 def base(host_data: dict) -> BaseSettings:
     """The base role's settings for this host, as the deploy computed them."""
-    settings, problems = BaseSettings.problems_in(host_data)
-    assert not problems, f"invalid base settings in the inventory: {problems}"
-    return settings
+    return settings_of(BaseSettings, host_data)
 
 
 @pytest.fixture

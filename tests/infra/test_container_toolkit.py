@@ -5,20 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from gpu_stack_checks import local_image, require_loaded_driver, settings_of, sh
+from gpu_stack_checks import local_image, require_loaded_driver, sh
+from role_settings import enabled_settings
 
 from roles.container_toolkit.settings import ContainerToolkitSettings
 
 
 @pytest.fixture
 def toolkit(host_data: dict) -> ContainerToolkitSettings:
-    settings = settings_of(ContainerToolkitSettings, host_data)
-    if not settings.enabled:
-        pytest.skip(
-            "container_toolkit_enabled is False for this host (e.g. the lab, where NVIDIA's "
-            "repository is unreachable): the toolkit is not installed"
-        )
-    return settings
+    why = " (e.g. the lab: NVIDIA's repository is unreachable), so the toolkit is not installed"
+    return enabled_settings(ContainerToolkitSettings, host_data, why)
 
 
 def test_toolkit_installed_from_nvidias_repository(guest, toolkit):

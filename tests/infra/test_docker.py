@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from gpu_stack_checks import local_image, settings_of, sh
+from gpu_stack_checks import local_image, sh
+from role_settings import settings_of
 
 from roles.base.settings import BaseSettings
 from roles.docker import render

@@ -7,6 +7,7 @@ import ipaddress
 import re
 
 import pytest
+from role_settings import enabled_settings, settings_of
 
 from roles.firewall.render import ADMIN_ZONE, TABLE
 from roles.firewall.settings import FirewallSettings
@@ -14,11 +15,7 @@ from roles.firewall.settings import FirewallSettings
 
 @pytest.fixture
 def firewall(host_data: dict) -> FirewallSettings:
-    settings, problems = FirewallSettings.problems_in(host_data)
-    assert not problems, f"invalid firewall settings in the inventory: {problems}"
-    if not settings.enabled:
-        pytest.skip("firewall_enabled is False: the host firewall is left to the user")
-    return settings
+    return enabled_settings(FirewallSettings, host_data, ": the host firewall is the user's")
 
 
 def _family(host) -> str:
@@ -93,8 +90,7 @@ def test_guest_services_only_from_the_allowed_networks(guest, host_data):
 
     table = _table(guest)
     for cls in (TabbyapiSettings, OllamaSettings):
-        settings, problems = cls.problems_in(host_data)
-        assert not problems, problems
+        settings = settings_of(cls, host_data)
         assert re.search(
             rf"tcp dport \{{[^}}]*\b{settings.port}\b[^}}]*\}} ip saddr @allowed_v4", table
         )

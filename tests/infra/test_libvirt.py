@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from role_settings import settings_of
 
 from roles.guest_vm.render import VmPaths
 from roles.guest_vm.settings import GuestVmSettings
@@ -12,12 +13,6 @@ from roles.libvirt import ENABLED, PACKAGES, RUNNING
 from roles.libvirt.settings import DHCP, LibvirtSettings
 
 VIRSH = "virsh -c qemu:///system"
-
-
-def settings_of(cls, host_data: dict):
-    settings, problems = cls.problems_in(host_data)
-    assert not problems, f"invalid {cls.PREFIX} settings in the inventory: {problems}"
-    return settings
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from gpu_stack_checks import require_gpu, require_loaded_driver, settings_of
+from gpu_stack_checks import require_gpu, require_loaded_driver
+from role_settings import settings_of
 
 from roles.nvidia_driver.render import BLACKLIST_PATH, PIN_PATH
 from roles.nvidia_driver.settings import NvidiaDriverSettings

@@ -11,6 +11,7 @@ import shlex
 
 import pytest
 import yaml
+from role_settings import enabled_settings
 
 from roles.common.services import client_address, resolve_on
 from roles.ollama import render
@@ -22,11 +23,7 @@ EMBED_MODEL, EMBED_DIMENSIONS = "nomic-embed-text", 768
 
 @pytest.fixture
 def ollama(host_data: dict) -> OllamaSettings:
-    settings, problems = OllamaSettings.problems_in(host_data)
-    assert not problems, f"invalid ollama settings in the inventory: {problems}"
-    if not settings.enabled:
-        pytest.skip("ollama_enabled is False on this guest")
-    return settings
+    return enabled_settings(OllamaSettings, host_data)
 
 
 @pytest.fixture

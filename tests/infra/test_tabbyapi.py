@@ -11,6 +11,7 @@ import shlex
 
 import pytest
 import yaml
+from role_settings import enabled_settings, settings_of
 
 from roles.common.services import client_address, resolve_on
 from roles.hf_tools.settings import HfToolsSettings
@@ -23,11 +24,7 @@ API_KEY = f"$(sed -n 's/^api_key: //p' {render.TOKENS_FILE})"
 
 @pytest.fixture
 def tabby(host_data: dict) -> TabbyapiSettings:
-    settings, problems = TabbyapiSettings.problems_in(host_data)
-    assert not problems, f"invalid tabbyapi settings in the inventory: {problems}"
-    if not settings.enabled:
-        pytest.skip("tabbyapi_enabled is False on this guest")
-    return settings
+    return enabled_settings(TabbyapiSettings, host_data)
 
 
 @pytest.fixture
@@ -60,7 +57,7 @@ def curl(guest, url: str, *args: str) -> tuple[int, str]:
 
 
 def test_hf_cli_is_pinned_and_on_the_path(guest, host_data):
-    settings, _ = HfToolsSettings.problems_in(host_data)
+    settings = settings_of(HfToolsSettings, host_data)
     assert guest.file("/usr/local/bin/hf").linked_to == f"{settings.venv}/bin/hf"
     version = guest.check_output(
         f"{settings.venv}/bin/python -c 'import huggingface_hub as h; print(h.__version__)'"

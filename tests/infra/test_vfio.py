@@ -7,6 +7,7 @@ The host is read with the same probe and parsers the preflight uses (roles/prefl
 from __future__ import annotations
 
 import pytest
+from role_settings import settings_of
 
 from roles.preflight import parse
 from roles.preflight.evaluate import evaluate
@@ -17,8 +18,7 @@ from roles.vfio.settings import VfioSettings
 
 @pytest.fixture
 def gpus(host_data) -> list[str]:
-    settings, problems = VfioSettings.problems_in(host_data)
-    assert not problems, f"invalid vfio settings in the inventory: {problems}"
+    settings = settings_of(VfioSettings, host_data)
     if not settings.gpus:
         pytest.skip("vfio_gpus is empty: this hypervisor isolates no GPU")
     return settings.gpus

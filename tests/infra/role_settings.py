@@ -1,0 +1,20 @@
+"""A role's settings for the host under test, computed as the deploy computed them."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def settings_of(cls, host_data: dict):
+    """``cls`` settings of the host; invalid inventory values fail the test with the problems."""
+    settings, problems = cls.problems_in(host_data)
+    assert not problems, f"invalid {cls.PREFIX} settings in the inventory: {problems}"
+    return settings
+
+
+def enabled_settings(cls, host_data: dict, why: str = ""):
+    """Like ``settings_of``, but skip the test where the role is turned off on this host."""
+    settings = settings_of(cls, host_data)
+    if not settings.enabled:
+        pytest.skip(f"{cls.key('enabled')} is False on this host{why}")
+    return settings

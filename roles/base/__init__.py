@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from io import StringIO
+import os
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import apt, dnf, files, server
+from pyinfra.operations import dnf, files, server
 
-from roles.base.facts import STAMP, BaseState
+from roles.base import facts
+from roles.base.facts import STAMP
 from roles.base.settings import BaseSettings
+from roles.common import host_state
+from roles.common.host_state import UNCHANGED, FileState, State
 from roles.common.platform import DEBIAN, os_family
 
 __all__ = ["BaseSettings", "configure"]
@@ -32,100 +35,123 @@ def debian_sources(settings: BaseSettings) -> str:
     )
 
 
+SOURCES = "/etc/apt/sources.list.d/debian.sources"
+LOCK_CONF = "/etc/apt/apt.conf.d/90aicoder-lock-timeout"
+LEGACY_SOURCES = "/etc/apt/sources.list"
+INDEX_MAX_AGE = 86400  # seconds; other roles add their own sources and refresh on change
+SHELL = "/bin/bash"
+
+
+def debian_files(settings: BaseSettings) -> dict[str, str]:
+    """path -> content of the apt files the role manages on Debian (all root:root 0644)."""
+    return {
+        SOURCES: debian_sources(settings),
+        # A deploy re-run right after an interrupted one meets the orphaned apt/dpkg still
+        # holding its lock: wait for it rather than fail ("Could not get lock ...").
+        LOCK_CONF: 'DPkg::Lock::Timeout "600";\n',
+        # A one-line sources.list keeps images that ship entries there from listing them twice.
+        LEGACY_SOURCES: "# Moved to /etc/apt/sources.list.d/debian.sources\n",
+    }
+
+
 @deploy("Base: Debian package sources")
-def debian_package_sources(state: dict):
+def debian_package_sources(state: State, probe: dict):
     """Ensures bookworm, -updates and -security with the configured components are the only
-    sources in the main list, and refreshes the package index when they changed. ``state`` is
-    the host's BaseState fact."""
+    sources in the main list, and refreshes the package index when they changed, when it is a
+    day old or was never fetched. ``state`` and ``probe`` are the role's HostState read."""
     settings = BaseSettings.from_host(host)
-    sources = files.put(
-        name="Debian sources (deb822)",
-        src=StringIO(debian_sources(settings)),
-        dest="/etc/apt/sources.list.d/debian.sources",
-        mode="644",
-    )
-    # A deploy re-run right after an interrupted one meets the orphaned apt/dpkg still holding
-    # its lock: wait for it rather than fail ("Could not get lock /var/lib/dpkg/lock-frontend").
-    files.put(
-        name="apt waits for the dpkg lock",
-        src=StringIO('DPkg::Lock::Timeout "600";\n'),
-        dest="/etc/apt/apt.conf.d/90aicoder-lock-timeout",
-        mode="644",
-    )
-    # A one-line sources.list keeps images that ship entries there from listing them twice.
-    legacy = files.put(
-        name="Empty the legacy sources.list",
-        src=StringIO("# Moved to /etc/apt/sources.list.d/debian.sources\n"),
-        dest="/etc/apt/sources.list",
-        mode="644",
-    )
-    # Also refresh when the index is a day old or was never fetched, and finish a dpkg run that
-    # was killed: a deploy interrupted at any point must converge on the next run.
-    if state["dpkg_interrupted"]:
+    changed = [
+        host_state.put(state, f"apt: {path}", path, content)
+        for path, content in debian_files(settings).items()
+    ]
+    # Finish a dpkg run that was killed: a deploy interrupted at any point must converge.
+    if probe["dpkg_interrupted"]:
         server.shell(
             name="Finish an interrupted dpkg run",
             commands=["DEBIAN_FRONTEND=noninteractive dpkg --configure -a"],
         )
-    age = state["index_age"]
+    age = probe["index_age"]
     stale = age is None or age > INDEX_MAX_AGE
-    server.shell(
-        name="Refresh the package index",
-        commands=["apt-get update -qq", f"mkdir -p {STAMP.rsplit('/', 1)[0]}", f"touch {STAMP}"],
-        _if=[lambda: stale or sources.did_change() or legacy.did_change()],
-    )
-
-
-INDEX_MAX_AGE = 86400  # seconds; other roles add their own sources and refresh on change
+    uploads = [op for op in changed if op is not UNCHANGED]
+    if stale or uploads:
+        server.shell(
+            name="Refresh the package index",
+            commands=["apt-get update -qq", f"mkdir -p {os.path.dirname(STAMP)}", f"touch {STAMP}"],
+            _if=[lambda: stale or any(op.did_change() for op in uploads)],
+        )
 
 
 @deploy("Base: configure the host")
 def configure():
     """Ensures package sources (Debian), the base packages, the admin user with its SSH keys and
-    sudo rights, and the time zone."""
+    sudo rights, and the time zone. Reads the host once; a converged host costs that one read."""
     settings = BaseSettings.from_host(host)
     family = os_family(host)
-    state = host.get_fact(BaseState, timezone=settings.timezone)
-    if state["timezone_exists"] is False:
+    user = settings.admin_user
+    home = f"/home/{user}"
+    packages = settings.packages + _FAMILY_PACKAGES[family]
+    state = host_state.read(
+        paths=[*debian_files(settings), sudoers_path(user), "/etc/timezone", keys_path(home)],
+        packages=packages if family == DEBIAN else (),
+        probe=facts.probe(settings.timezone, user, home),
+    )
+    probe = facts.parse(state.probe)
+    if probe["timezone_exists"] is False:
         raise DeployError(
             f"{host.name}: base_timezone {settings.timezone!r} is not a time zone on this host "
             "(no file under /usr/share/zoneinfo); use a name like 'Europe/Berlin' or 'UTC'"
         )
-    packages = settings.packages + _FAMILY_PACKAGES[family]
 
     if family == DEBIAN:
-        debian_package_sources(state)
-        apt.packages(name="Base packages", packages=packages)
+        debian_package_sources(state, probe)
+        host_state.packages(state, "Base packages", packages)
     else:
         dnf.packages(name="Base packages", packages=packages)
 
-    home = f"/home/{settings.admin_user}"
+    _admin_user(settings, state, probe, home)
+    nopasswd = "NOPASSWD: " if settings.admin_passwordless_sudo else ""
+    host_state.put(
+        state,
+        "Sudo rights for the admin user",
+        sudoers_path(user),
+        f"{user} ALL=(ALL:ALL) {nopasswd}ALL\n",
+        mode="440",
+    )
+    zone_file = f"/usr/share/zoneinfo/{settings.timezone}"
+    if probe["localtime"] != zone_file:
+        files.link(name=f"Time zone {settings.timezone}", path="/etc/localtime", target=zone_file)
+    if family == DEBIAN:
+        host_state.put(state, "Time zone name for Debian tools", "/etc/timezone",
+                       f"{settings.timezone}\n")  # fmt: skip
+
+
+def sudoers_path(user: str) -> str:
+    return f"/etc/sudoers.d/90-{user}"
+
+
+def keys_path(home: str) -> str:
+    return f"{home}/.ssh/authorized_keys"
+
+
+def _admin_user(settings: BaseSettings, state: State, probe: dict, home: str) -> None:
+    """The admin user with exactly the configured SSH keys, unless the host already has it
+    so (pyinfra's server.user reads half a dozen facts to find that out)."""
+    user, keys = settings.admin_user, settings.admin_ssh_keys
+    in_place = probe["user"] == {"home": home, "shell": SHELL} and probe["home_exists"]
+    if keys:  # server.user writes exactly these keys, one a line, 0600 in a 0700 ~/.ssh
+        owner = f"{user}:{user}"
+        wanted = FileState("600", owner, host_state.sha1("\n".join(keys) + "\n"))
+        in_place = in_place and probe["ssh_dir"] == f"700 {owner}"
+        in_place = in_place and state.files.get(keys_path(home)) == wanted
+    if in_place:
+        host.noop(f"admin user {user} is up to date")
+        return
     server.user(
-        name=f"Admin user {settings.admin_user}",
-        user=settings.admin_user,
+        name=f"Admin user {user}",
+        user=user,
         home=home,
-        shell="/bin/bash",
+        shell=SHELL,
         create_home=True,
-        public_keys=settings.admin_ssh_keys or None,
+        public_keys=keys or None,
         delete_keys=True,
     )
-    nopasswd = "NOPASSWD: " if settings.admin_passwordless_sudo else ""
-    files.put(
-        name="Sudo rights for the admin user",
-        src=StringIO(f"{settings.admin_user} ALL=(ALL:ALL) {nopasswd}ALL\n"),
-        dest=f"/etc/sudoers.d/90-{settings.admin_user}",
-        mode="440",
-        user="root",
-        group="root",
-    )
-    files.link(
-        name=f"Time zone {settings.timezone}",
-        path="/etc/localtime",
-        target=f"/usr/share/zoneinfo/{settings.timezone}",
-    )
-    if family == DEBIAN:
-        files.put(
-            name="Time zone name for Debian tools",
-            src=StringIO(f"{settings.timezone}\n"),
-            dest="/etc/timezone",
-            mode="644",
-        )

@@ -1,37 +1,47 @@
-"""Facts of the base role."""
+"""The base role's probe: what it checks on the host besides files and packages, printed as
+tagged lines inside the role's one HostState read (roles/common/host_state.py)."""
 
 from __future__ import annotations
 
-from pyinfra.api import FactBase
+import shlex
 
 STAMP = "/var/lib/apt/periodic/update-success-stamp"
 
 
-class BaseState(FactBase):
-    """In one round trip: the age of apt's package index in seconds (None if never fetched),
-    whether a dpkg run was interrupted (its journal in /var/lib/dpkg/updates is not empty), and
-    whether the time zone ``timezone`` exists on the host (None without a zone database)."""
+def probe(timezone: str, user: str, home: str) -> str:
+    """Shell printing: the age of apt's index, dpkg's interrupted-run journal, the time zone
+    database and zone, the admin user's passwd entry, home and ~/.ssh, /etc/localtime's target."""
+    zone, user, home = (shlex.quote(v) for v in (timezone, user, home))
+    return "; ".join(
+        [
+            f'echo "age $(( $(date +%s) - $(stat -c %Y {STAMP} 2>/dev/null || echo 0) ))"',
+            f"test -e {STAMP} && echo stamp",
+            'echo "journal $(ls -A /var/lib/dpkg/updates 2>/dev/null | wc -l)"',
+            "test -f /usr/share/zoneinfo/UTC || echo nozonedb",
+            f"test -f /usr/share/zoneinfo/{zone} && echo zone",
+            f'echo "passwd $(getent passwd {user})"',
+            f"test -d {home} && echo homedir",
+            f"echo \"sshdir $(stat -c '%a %U:%G' {home}/.ssh)\"",
+            'echo "localtime $(readlink /etc/localtime)"',
+        ]
+    )
 
-    def command(self, timezone: str) -> str:
-        return (
-            f"echo $(( $(date +%s) - $(stat -c %Y {STAMP} 2>/dev/null || echo 0) )); "
-            "ls -A /var/lib/dpkg/updates 2>/dev/null | wc -l; "
-            f"test -e {STAMP} && echo stamp || echo nostamp; "
-            "test -f /usr/share/zoneinfo/UTC || echo nodb; "
-            f"test -f /usr/share/zoneinfo/{timezone} && echo zone || echo nozone"
-        )
 
-    @staticmethod
-    def default():
-        return {"index_age": None, "dpkg_interrupted": False, "timezone_exists": None}
-
-    def process(self, output):
-        if len(output) < 4:
-            return self.default()
-        age, journal, stamp, *zone = (line.strip() for line in output)
-        return {
-            "index_age": int(age) if stamp == "stamp" else None,
-            "dpkg_interrupted": int(journal) > 0,
-            # Unknown until tzdata (installed by this role) brings the zone database.
-            "timezone_exists": None if "nodb" in zone else zone == ["zone"],
-        }
+def parse(lines: list[str]) -> dict:
+    """The probe's lines as a dict (a host that printed nothing reads as a fresh one)."""
+    tagged = {}
+    for line in lines:
+        tag, _, rest = line.partition(" ")
+        tagged[tag] = rest.strip()
+    passwd = tagged.get("passwd", "").split(":")
+    stamp = "stamp" in tagged
+    return {
+        "index_age": int(tagged.get("age", "0")) if stamp else None,
+        "dpkg_interrupted": int(tagged.get("journal", "0") or 0) > 0,
+        # Unknown until tzdata (installed by this role) brings the zone database.
+        "timezone_exists": None if "nozonedb" in tagged or not lines else "zone" in tagged,
+        "user": {"home": passwd[5], "shell": passwd[6]} if len(passwd) >= 7 else None,
+        "home_exists": "homedir" in tagged,
+        "ssh_dir": tagged.get("sshdir", ""),
+        "localtime": tagged.get("localtime", ""),
+    }

@@ -8,12 +8,12 @@ address this deploy connected from is kept allowed (see build_policy).
 
 from __future__ import annotations
 
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import apt, dnf, files, server, systemd
+from pyinfra.operations import dnf, server, systemd
 
+from roles.common import host_state
+from roles.common.host_state import UNCHANGED
 from roles.common.platform import DEBIAN, os_family
 from roles.firewall.facts import FirewallHostNetwork
 from roles.firewall.render import (
@@ -39,10 +39,6 @@ NFT_CANDIDATE = "/var/lib/aicoder/firewall/aicoder-filter.nft"
 NFT_DROPIN = "/etc/systemd/system/nftables.service.d/aicoder.conf"
 
 
-def _put(name: str, text: str, dest: str, mode: str):
-    return files.put(name=name, src=StringIO(text), dest=dest, mode=mode, create_remote_dir=True)
-
-
 def service_ports(settings: FirewallSettings) -> list[int]:
     """TCP ports the allowed networks may reach on this host besides SSH."""
     ports = list(settings.extra_tcp_ports)
@@ -60,75 +56,76 @@ def host_policy(settings: FirewallSettings) -> Policy:
 
 @deploy("Firewall: nftables")
 def _nftables(policy: Policy):
-    apt.packages(name="nftables", packages=["nftables"])
     ruleset = nftables_ruleset(policy)
-    candidate = _put("Firewall ruleset (candidate)", ruleset, NFT_CANDIDATE, "600")
-    server.shell(
-        name="Check the ruleset (nft -c)",
-        # Drop a failing candidate so the next run uploads and checks it again.
-        commands=[f"nft -c -f {NFT_CANDIDATE} || {{ rm -f {NFT_CANDIDATE}; exit 1; }}"],
-        _if=candidate.did_change,
+    state = host_state.read(
+        paths=[NFT_CANDIDATE, "/etc/nftables.conf", NFT_FILE, NFT_DROPIN],
+        packages=["nftables"],
+        units=["nftables.service"],
     )
-    _put(
-        "/etc/nftables.conf loads the drop-ins, flushes nothing",
-        nftables_conf(),
-        "/etc/nftables.conf",
-        "755",
+    host_state.packages(state, "nftables", ["nftables"])
+    candidate = host_state.put(state, "Firewall ruleset (candidate)", NFT_CANDIDATE, ruleset, "600")
+    if candidate is not UNCHANGED:
+        server.shell(
+            name="Check the ruleset (nft -c)",
+            # Drop a failing candidate so the next run uploads and checks it again.
+            commands=[f"nft -c -f {NFT_CANDIDATE} || {{ rm -f {NFT_CANDIDATE}; exit 1; }}"],
+            _if=candidate.did_change,
+        )
+    conf = "/etc/nftables.conf"
+    host_state.put(
+        state, f"{conf} loads the drop-ins, flushes nothing", conf, nftables_conf(), "755"
     )
-    rules = _put("Firewall ruleset", ruleset, NFT_FILE, "600")
-    dropin = _put(
+    rules = host_state.put(state, "Firewall ruleset", NFT_FILE, ruleset, "600")
+    dropin = host_state.put(
+        state,
         "nftables.service stops without flushing other tables",
-        nftables_service_dropin(),
         NFT_DROPIN,
-        "644",
+        nftables_service_dropin(),
     )
-    systemd.daemon_reload(name="Reload systemd units", _if=dropin.did_change)
-    server.shell(
-        name="Load the firewall table",
-        # Only this file: it replaces only our table (other drop-ins are left as loaded).
-        commands=[f"nft -f {NFT_FILE}"],
-        _if=rules.did_change,
-    )
-    systemd.service(
-        name="nftables loads the firewall at boot",
-        service="nftables.service",
-        running=True,
-        enabled=True,
-    )
+    if dropin is not UNCHANGED:
+        systemd.daemon_reload(name="Reload systemd units", _if=dropin.did_change)
+    if rules is not UNCHANGED:
+        server.shell(
+            name="Load the firewall table",
+            # Only this file: it replaces only our table (other drop-ins are left as loaded).
+            commands=[f"nft -f {NFT_FILE}"],
+            _if=rules.did_change,
+        )
+    host_state.service(state, "nftables loads the firewall at boot", "nftables.service")
 
 
 @deploy("Firewall: firewalld")
 def _firewalld(policy: Policy, zone: str):
-    dnf.packages(name="firewalld", packages=["firewalld"])
-    admin = _put(
-        f"firewalld zone {ADMIN_ZONE} (allowed networks)",
-        firewalld_admin_zone(policy),
+    admin_path, zone_path = (
         f"/etc/firewalld/zones/{ADMIN_ZONE}.xml",
-        "644",
-    )
-    interfaces = _put(
-        f"firewalld zone {zone} (everyone else)",
-        firewalld_interface_zone(zone),
         f"/etc/firewalld/zones/{zone}.xml",
-        "644",
+    )
+    state = host_state.read(paths=[admin_path, zone_path], units=["firewalld.service"])
+    dnf.packages(name="firewalld", packages=["firewalld"])
+    admin = host_state.put(
+        state,
+        f"firewalld zone {ADMIN_ZONE} (allowed networks)",
+        admin_path,
+        firewalld_admin_zone(policy),
+    )
+    interfaces = host_state.put(
+        state, f"firewalld zone {zone} (everyone else)", zone_path, firewalld_interface_zone(zone)
     )
     changed = [lambda: admin.did_change() or interfaces.did_change()]
-    server.shell(
-        name="Check the firewalld configuration",
-        commands=["firewall-offline-cmd --check-config"],  # reads the files, needs no daemon
-        _if=changed,
-    )
-    systemd.service(
-        name="firewalld running and enabled",
-        service="firewalld.service",
-        running=True,
-        enabled=True,
-    )
-    server.shell(
-        name="Reload firewalld",
-        commands=["firewall-cmd --reload"],  # harmless right after a first start
-        _if=changed,
-    )
+    wrote = admin is not UNCHANGED or interfaces is not UNCHANGED
+    if wrote:
+        server.shell(
+            name="Check the firewalld configuration",
+            commands=["firewall-offline-cmd --check-config"],  # reads the files, needs no daemon
+            _if=changed,
+        )
+    host_state.service(state, "firewalld running and enabled", "firewalld.service")
+    if wrote:
+        server.shell(
+            name="Reload firewalld",
+            commands=["firewall-cmd --reload"],  # harmless right after a first start
+            _if=changed,
+        )
 
 
 @deploy("Firewall: configure")

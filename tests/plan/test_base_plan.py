@@ -1,11 +1,73 @@
 """Plan tests of the base role: the real deploy against recorded Debian 12 and Rocky 9 facts."""
 
+import re
 from functools import partial
 
+from guest_services_facts import file_line, package_lines, probe_lines
 from harness import ROOT, fixture, os_release_response
 from harness import run_plan as run_deploy
 
+from roles.base import _FAMILY_PACKAGES, debian_files
+from roles.base.settings import BaseSettings
+from roles.common.platform import DEBIAN
+
 run_plan = partial(run_deploy, deploy_file=ROOT / "tests" / "plan" / "deploys" / "base_only.py")
+BASE_STATE = re.compile(r"getent passwd")  # the role's one HostState read, by its probe
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ0ZXN0a2V5 me@laptop"
+
+
+def converged(**probe) -> list[str]:
+    """What the base role's read prints on a Debian 12 host it has already configured with the
+    default settings and KEY, with ``probe`` lines changed (``None`` drops one)."""
+    settings = BaseSettings(admin_ssh_keys=[KEY])
+    lines = {
+        "age": "age 120",
+        "stamp": "stamp",
+        "journal": "journal 0",
+        "zone": "zone",
+        "passwd": "passwd aicoder:x:1000:1000::/home/aicoder:/bin/bash",
+        "homedir": "homedir",
+        "sshdir": "sshdir 700 aicoder:aicoder",
+        "localtime": "localtime /usr/share/zoneinfo/UTC",
+        **probe,
+    }
+    files = [file_line(path, text) for path, text in debian_files(settings).items()]
+    files += [
+        file_line("/etc/sudoers.d/90-aicoder", "aicoder ALL=(ALL:ALL) NOPASSWD: ALL\n", "440"),
+        file_line("/etc/timezone", "UTC\n"),
+        file_line("/home/aicoder/.ssh/authorized_keys", KEY + "\n", "600", "aicoder:aicoder"),
+    ]
+    packages = package_lines(settings.packages + _FAMILY_PACKAGES[DEBIAN])
+    return files + packages + probe_lines(v for v in lines.values() if v is not None)
+
+
+def debian(**probe) -> dict:
+    return {
+        BASE_STATE: converged(**probe),
+        **os_release_response(fixture("os-release.debian-12.txt")),
+    }
+
+
+def test_converged_debian_host_plans_no_change():
+    """One read (the HostState fact) finds everything in place: no operation at all."""
+    plan = run_plan({"ai_guests": {"base_admin_ssh_keys": [KEY]}}, debian())
+    assert plan.error is None, plan.error
+    assert plan.changed == []
+
+
+def test_each_drift_is_put_right_alone():
+    """Each difference the read finds plans the one operation that puts it right."""
+    drifts = {
+        "passwd": (dict(passwd="passwd "), r"useradd"),
+        "keys dir": (dict(sshdir="sshdir 755 aicoder:aicoder"), r"chmod 700 /home/aicoder/.ssh"),
+        "time zone": (dict(localtime="localtime /usr/share/zoneinfo/Europe/Paris"), r"ln -s"),
+        "old index": (dict(age="age 999999"), r"^apt-get update"),
+    }
+    for what, (probe, command) in drifts.items():
+        plan = run_plan({"ai_guests": {"base_admin_ssh_keys": [KEY]}}, debian(**probe))
+        assert plan.error is None, (what, plan.error)
+        assert plan.find(command), (what, plan.names())
+        assert len(plan.changed) == 1, (what, plan.names())
 
 
 def test_fresh_debian_host_gets_sources_packages_user_and_timezone():
@@ -42,8 +104,8 @@ def test_bad_settings_stop_the_deploy_before_any_operation():
 
 
 def test_interrupted_dpkg_run_is_finished_before_installing():
-    responses = os_release_response(fixture("os-release.debian-12.txt"))
-    responses["ls -A /var/lib/dpkg/updates"] = ["120", "2", "stamp", "zone"]
+    responses = debian(journal="journal 2")
+    responses[BASE_STATE] = [x for x in responses[BASE_STATE] if not x.startswith("package ")]
     plan = run_plan({"ai_guests": {}}, responses)
     configure = plan.find(r"dpkg --configure -a")
     assert configure and plan.commands.index(configure[0]) < plan.commands.index(
@@ -52,9 +114,7 @@ def test_interrupted_dpkg_run_is_finished_before_installing():
 
 
 def test_a_time_zone_the_host_lacks_stops_the_deploy_before_any_change():
-    responses = os_release_response(fixture("os-release.debian-12.txt"))
-    responses["ls -A /var/lib/dpkg/updates"] = ["120", "0", "stamp", "nozone"]
-    plan = run_plan({"ai_guests": {"base_timezone": "Mars/Olympus"}}, responses)
+    plan = run_plan({"ai_guests": {"base_timezone": "Mars/Olympus"}}, debian(zone=None))
     assert plan.error is not None and not plan.changed
     assert "base_timezone 'Mars/Olympus'" in str(plan.error)
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 import pytest
+from guest_services_facts import file_line, package_lines, unit_line
 from harness import fixture, os_release_response, run_plan
-from pyinfra.facts.files import File, Sha1File
-from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
 from roles.firewall import NFT_CANDIDATE, NFT_DROPIN
 from roles.firewall.facts import FirewallHostNetwork
@@ -24,7 +22,9 @@ EL9_RELEASES = [
 ]
 # The services resolve "auto" addresses from their own facts; the firewall does not need them.
 GUEST = {"tabbyapi_host": "10.213.143.10", "ollama_bind_address": "10.213.143.10"}
-MODES = {"600": "-rw-------", "644": "-rw-r--r--", "755": "-rwxr-xr-x"}
+# The role's HostState read: it lists the files it manages, the first under /etc/nftables* or
+# /etc/firewalld/zones (the base role's read comes earlier and lists apt's files).
+FIREWALL_STATE = re.compile(r"^for f in (/var/lib/aicoder/firewall|/etc/firewalld/zones)")
 DEBIAN_FILES = {
     NFT_CANDIDATE: "600",
     "/etc/nftables.conf": "755",
@@ -49,26 +49,12 @@ def firewall_ops(plan) -> list[tuple[str, list[str]]]:
 
 
 def converged(uploaded: dict[str, str], modes: dict[str, str], service: str, package: str) -> dict:
-    """Facts of a host where every file already holds what a fresh run uploads, the package is
-    installed and the service is active and enabled."""
-    found = {}
-    for path, mode in modes.items():
-        sha1 = hashlib.sha1(uploaded[path].encode()).hexdigest()
-        found[str(File().command(path=path))] = (
-            f"user=root group=root mode={MODES[mode]} atime=0 mtime=0 ctime=0 size=1 '{path}'"
-        )
-        found[str(Sha1File().command(path=path))] = f"{sha1}  {path}"
-        parent = path.rsplit("/", 1)[0]
-        found[str(File().command(path=parent))] = (
-            f"user=root group=root mode=drwxr-xr-x atime=0 mtime=0 ctime=0 size=1 '{parent}'"
-        )
-    found[str(SystemdStatus().command(services=[service]))] = f"Id={service}\nSubState=exited"
-    found[str(SystemdEnabled().command(services=[service]))] = (
-        f"Id={service}\nUnitFileState=enabled"
-    )
-    found["dpkg -l"] = f"ii  {package}  1.0.6-2+deb12u2  amd64  packet filtering"
-    found["rpm --queryformat"] = f"{package} 1.3.4-7.el9"
-    return found
+    """The firewall's one HostState read on a host where every file already holds what a fresh
+    run uploads, the package is installed and the service is active and enabled (EL9: dnf's
+    package fact too, as dnf.packages reads it)."""
+    lines = [file_line(path, uploaded[path], mode) for path, mode in modes.items()]
+    lines += [*package_lines([package]), unit_line(service)]
+    return {FIREWALL_STATE: lines, "rpm --queryformat": f"{package} 1.3.4-7.el9"}
 
 
 # --- Debian 12 (guest, and a Debian hypervisor: the same code path) ----------------------------

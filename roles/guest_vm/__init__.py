@@ -7,10 +7,10 @@ import posixpath
 import shlex
 from io import StringIO
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import files, server
+from pyinfra.operations import files, python, server
 
 from roles.base.settings import BaseSettings
 from roles.guest_vm import render
@@ -97,6 +97,36 @@ def _refuse_what_cannot_work(settings, vms: list[Vm], paths, state) -> None:
             f"{host.name}: the VMs cannot be set up as configured (nothing was changed):\n"
             + "\n".join(f"  - {p}" for p in problems)
         )
+
+
+def _restart_for_new_definition(vm: Vm, settings: GuestVmSettings, define) -> None:
+    """A running domain keeps its old definition until it is powered off: restart it when the
+    settings allow it (a clean ACPI shutdown, never a forced one), else say so."""
+    if settings.restart_on_change:
+        timeout, name = settings.shutdown_timeout, vm.name
+        server.shell(
+            name=f"{name}: restart for the new definition (guest_vm_restart_on_change)",
+            commands=[
+                f"{VIRSH} shutdown {name}; i=0; "
+                f"until {VIRSH} domstate {name} | grep -qx 'shut off'; do "
+                f'i=$((i + 1)); [ "$i" -le {timeout} ] || {{ echo "{name} did not shut down '
+                f'in {timeout} s (guest_vm_shutdown_timeout); it still runs" >&2; exit 1; }}; '
+                "sleep 1; done; "
+                f"{VIRSH} start {name}"
+            ],
+            _if=define.did_change,
+        )
+        return
+
+    def warn():
+        logger.warning(
+            f"[{host.name}] RESTART PENDING: {vm.name} runs its old definition until it is "
+            f"shut down and started again (virsh shutdown {vm.name}; virsh start {vm.name}), "
+            "or set guest_vm_restart_on_change = True"
+        )
+
+    python.call(name=f"{vm.name}: report that a restart is pending", function=warn,
+                _if=define.did_change)  # fmt: skip
 
 
 def _too_big_for_host(vms: list[Vm], paths, state) -> list[str]:
@@ -240,10 +270,12 @@ def _vm(vm: Vm, settings: GuestVmSettings, paths: VmPaths, cache: str, state: di
             mode="600",
         )
         # The stored copy becomes the reference only once libvirt has accepted it.
-        server.shell(
+        define = server.shell(
             name=f"{vm.name}: define the domain",
             commands=[f"{VIRSH} define {paths.xml}.new && mv {paths.xml}.new {paths.xml}"],
         )
+        if vm.name in state["running"]:
+            _restart_for_new_definition(vm, settings, define)
     if vm.autostart and vm.name not in state["autostart"]:
         server.shell(name=f"{vm.name}: autostart", commands=[f"{VIRSH} autostart {vm.name}"])
     if not vm.autostart and vm.name in state["autostart"]:

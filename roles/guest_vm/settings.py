@@ -177,6 +177,16 @@ class GuestVmSettings(RoleSettings):
         "libvirt domain type: 'kvm' (hardware virtualization) or 'qemu' (emulation, no /dev/kvm)",
         checks.one_of("kvm", "qemu"),
     )
+    restart_on_change: bool = setting(
+        False,
+        "a running VM whose definition changed is shut down (ACPI, as a power button) and "
+        "started again; False: the deploy says a restart is pending",
+    )
+    shutdown_timeout: int = setting(
+        300,
+        "seconds a VM may take to shut down for restart_on_change (never forced off)",
+        checks.in_range(10, 3600),
+    )
 
     def machines(self) -> list[Vm]:
         """The VMs as validated objects (call after validation)."""

@@ -106,9 +106,30 @@ def test_changed_settings_redefine_the_domain_and_never_touch_the_disk():
     data = {"guest_vm_vms": [VM], "base_admin_ssh_keys": [KEY]}
     bigger = {**VM, "memory_mb": 8192}
     plan = plan_for([bigger], state=host_state(data, exists=True))
-    assert [n.split(" | ")[-1] for n in own(plan)] == ["ai: domain XML", "ai: define the domain"]
+    assert [n.split(" | ")[-1] for n in own(plan)] == [
+        "ai: domain XML",
+        "ai: define the domain",
+        "ai: report that a restart is pending",  # it runs: the new memory waits for a restart
+    ]
     assert "<memory unit='MiB'>8192</memory>" in plan.files["/etc/aicoder/vms/ai.xml.new"]
-    assert not plan.find(r"qemu-img|cp --sparse|xorriso|curl -fsSL")
+    assert not plan.find(r"qemu-img|cp --sparse|xorriso|curl -fsSL|virsh .*(shutdown|destroy)")
+
+
+def test_a_running_vm_is_restarted_cleanly_for_its_new_definition_only_when_allowed():
+    data = {"guest_vm_vms": [VM], "base_admin_ssh_keys": [KEY]}
+    bigger = {**VM, "memory_mb": 8192}
+    plan = plan_for([bigger], state=host_state(data, exists=True), guest_vm_restart_on_change=True)
+    (restart,) = plan.find(r"virsh .* shutdown ai;")
+    assert "domstate ai | grep -qx 'shut off'" in restart and "-le 300 ]" in restart
+    assert restart.endswith("virsh -q -c qemu:///system start ai")
+    assert "destroy" not in restart  # never forced off: a guest that ignores ACPI fails the run
+    names = [n.split(" | ")[-1] for n in own(plan)]
+    assert names.index("ai: define the domain") < names.index(
+        "ai: restart for the new definition (guest_vm_restart_on_change)"
+    )
+    stopped = host_state(data, exists=True).replace("[running]\nai\n", "[running]\n")
+    plan = plan_for([bigger], state=stopped, guest_vm_restart_on_change=True)
+    assert not plan.find(r"shutdown") and plan.find(r"virsh .* start ai$")
 
 
 def test_a_larger_disk_grows_the_running_vm_and_a_smaller_one_is_refused():

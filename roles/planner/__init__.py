@@ -33,11 +33,16 @@ def plan_for_host(host) -> Plan | None:
     settings = PlannerSettings.from_host(host)
     result = None
     if settings.chat_model:
-        vram = settings.vram_gib or _vram_from_nvidia_smi(host)
         # The cache settings the user gave (or the roles' defaults) size the KV caches.
         data = host.data.dict()
         tabby = _settings(host, TabbyapiSettings, data)
         ollama = _settings(host, OllamaSettings, data)
+        gpus = [settings.vram_gib] if settings.vram_gib else _gpus_from_nvidia_smi(host)
+        # tabbyAPI's automatic split (and Ollama) spread a model over every GPU; with a manual
+        # split and no shares given, tabbyAPI loads onto the first GPU only.
+        if not (tabby.gpu_split_auto or tabby.tensor_parallel or tabby.gpu_split):
+            gpus = gpus[:1]
+        vram = sum(gpus)
         try:
             result = plan(
                 vram,
@@ -50,7 +55,7 @@ def plan_for_host(host) -> Plan | None:
                 ollama_kv_bits=_ollama_kv_bits(ollama),
                 ollama_parallel=ollama.num_parallel,
                 ram_offload_gib=settings.ram_offload_gib,
-                reserve_gib=settings.reserve_gib,
+                reserve_gib=settings.reserve_gib * len(gpus),  # each GPU keeps its own
                 backends=tuple(
                     b for b, on in [(TABBYAPI, tabby.enabled), (OLLAMA, ollama.enabled)] if on
                 ),
@@ -85,7 +90,8 @@ def apply_plan(host) -> None:
         )
 
 
-def _vram_from_nvidia_smi(host) -> float:
+def _gpus_from_nvidia_smi(host) -> list[float]:
+    """Each GPU's memory in GiB, as nvidia-smi on the guest reports it."""
     gpus = host.get_fact(GpuMemory)
     if not gpus:
         raise SettingsError(
@@ -98,8 +104,7 @@ def _vram_from_nvidia_smi(host) -> float:
                 )
             ],
         )
-    # tabbyAPI and Ollama use the first GPU unless told to split; plan for that one.
-    return gpus[0]["total_mib"] / 1024
+    return [gpu["total_mib"] / 1024 for gpu in gpus]
 
 
 def _settings(host, cls, data):

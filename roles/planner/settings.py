@@ -43,7 +43,8 @@ class PlannerSettings(RoleSettings):
     )
     vram_gib: float = setting(
         0.0,
-        "GPU memory in GiB; 0: read it from nvidia-smi on the guest (once the driver is there)",
+        "GPU memory in GiB (several GPUs: their sum); 0: read every GPU's from nvidia-smi on "
+        "the guest (once the driver is there)",
         checks.in_range(0, 1024),
     )
     chat_context: int = setting(

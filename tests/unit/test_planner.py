@@ -261,6 +261,17 @@ def test_vram_is_read_from_nvidia_smi_when_not_set():
     assert plan_for_host(host).vram_gib == 12.0
 
 
+def test_several_gpus_are_planned_as_one_pool_while_tabbyapi_splits_automatically():
+    gpus = [{"index": i, "name": "RTX 3090", "total_mib": 24576} for i in range(2)]
+    data = {"planner_chat_model": "qwen2.5-coder-32b", "planner_ram_offload_gib": 0.0}
+    pooled = plan_for_host(FakeHost(data, gpus))
+    assert pooled.vram_gib == 48.0
+    first_only = plan_for_host(FakeHost({**data, "tabbyapi_gpu_split_auto": False}, gpus))
+    assert first_only.vram_gib == 24.0
+    # 48 GiB less a reserve per GPU leaves room for a bigger quant than one card does.
+    assert pooled.tabbyapi.quant != first_only.tabbyapi.quant, (pooled.table(), first_only.table())
+
+
 def test_unknown_vram_without_nvidia_smi_names_the_setting():
     with pytest.raises(SettingsError, match="planner_vram_gib.*nvidia-smi is not on the guest"):
         plan_for_host(FakeHost({"planner_chat_model": "qwen2.5-coder-7b"}))

@@ -10,7 +10,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import dnf, files, server
 
 from roles.base import facts
-from roles.base.facts import STAMP
+from roles.base.facts import BROKEN_PACKAGES, STAMP
 from roles.base.settings import BaseSettings
 from roles.common import host_state
 from roles.common.host_state import UNCHANGED, FileState, State
@@ -64,12 +64,6 @@ def debian_package_sources(state: State, probe: dict):
         host_state.put(state, f"apt: {path}", path, content)
         for path, content in debian_files(settings).items()
     ]
-    # Finish a dpkg run that was killed: a deploy interrupted at any point must converge.
-    if probe["dpkg_interrupted"]:
-        server.shell(
-            name="Finish an interrupted dpkg run",
-            commands=["DEBIAN_FRONTEND=noninteractive dpkg --configure -a"],
-        )
     age = probe["index_age"]
     stale = age is None or age > INDEX_MAX_AGE
     uploads = [op for op in changed if op is not UNCHANGED]
@@ -78,6 +72,19 @@ def debian_package_sources(state: State, probe: dict):
             name="Refresh the package index",
             commands=["apt-get update -qq", f"mkdir -p {os.path.dirname(STAMP)}", f"touch {STAMP}"],
             _if=[lambda: stale or any(op.did_change() for op in uploads)],
+        )
+    # Finish a dpkg run that was killed: a deploy interrupted at any point must converge. A
+    # package dpkg was unpacking when it died needs reinstalling (after the index refresh above).
+    if probe["dpkg_interrupted"]:
+        server.shell(
+            name="Finish an interrupted dpkg run",
+            commands=[
+                "export DEBIAN_FRONTEND=noninteractive; dpkg --configure -a || true; "
+                f"broken=$({BROKEN_PACKAGES}); "
+                '[ -z "$broken" ] || apt-get install -y --reinstall '
+                "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $broken; "
+                "dpkg --configure -a"
+            ],
         )
 
 

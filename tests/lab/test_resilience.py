@@ -228,6 +228,30 @@ def test_killed_deploy_converges_on_the_next_run(
     assert not changed, f"the run after that changed {changed}:\n{last.tail()}"
 
 
+def test_a_package_dpkg_left_half_installed_is_reinstalled(converged, deploys):
+    """What a power cut while dpkg unpacks a package leaves (seen in a CI run of the kill point
+    above: git 'iHR' with its md5sums gone, nothing in dpkg's journal), made on purpose so that
+    every run tests it, not only those whose kill lands inside an unpack."""
+    lab, before = converged
+    audit = guest(
+        lab,
+        "sed -i '/^Package: git$/,/^$/ s/^Status: .*/Status: install reinstreq half-installed/' "
+        "/var/lib/dpkg/status && rm -f /var/lib/dpkg/info/git.md5sums && dpkg --audit",
+        check=False,
+    )
+    assert "git" in audit, audit
+
+    rerun = pyinfra(lab)
+    assert rerun.returncode == 0, rerun.tail()
+    changed = rerun.changed_operations(type(deploys[0]))
+    assert any("Finish an interrupted dpkg run" in n for n in changed), changed
+    after = snapshot(lab)
+    diff = {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
+    assert not diff, f"not converged (before, after): {diff}"
+    last = pyinfra(lab)
+    assert last.returncode == 0 and not last.changed_operations(type(deploys[0])), last.tail()
+
+
 def test_redeploy_keeps_data_and_restores_an_edited_file(converged, deploys):
     lab, before = converged
     model = f"{TABBY_MODELS}/user-model-exl3"

@@ -109,8 +109,21 @@ def test_interrupted_dpkg_run_is_finished_before_installing():
     plan = run_plan({"ai_guests": {}}, responses)
     configure = plan.find(r"dpkg --configure -a")
     assert configure and plan.commands.index(configure[0]) < plan.commands.index(
-        plan.find(r"apt-get .*install")[0]
+        plan.find(r"apt-get .*install ca-certificates")[0]
     )
+
+
+def test_a_package_a_killed_dpkg_left_half_installed_is_reinstalled():
+    """dpkg killed while unpacking leaves the package 'iHR' with no journal entry: the probe
+    lists it and the run reinstalls what is still broken after `dpkg --configure -a`."""
+    responses = debian(journal="journal 0")
+    responses[BASE_STATE] = [*responses[BASE_STATE], "probe broken git"]
+    plan = run_plan({"ai_guests": {"base_admin_ssh_keys": [KEY]}}, responses)
+    (fix,) = plan.find(r"dpkg --configure -a")
+    assert "apt-get install -y --reinstall" in fix and fix.endswith("dpkg --configure -a")
+    assert [name.rsplit(" | ", 1)[-1] for name, _ in plan.changed] == [
+        "Finish an interrupted dpkg run"
+    ]
 
 
 def test_a_time_zone_the_host_lacks_stops_the_deploy_before_any_change():

@@ -140,6 +140,8 @@ def start(
         env={**os.environ, "SHELL": "/bin/sh"},
     )
     st = {"ip": ip, "script": proc.ident(script.pid), "nspawn": None, "leader": None}
+    # Recorded at once: should anything below fail, `down` still finds what to stop.
+    _state_path(lab, machine).write_text(json.dumps(st))
     st["nspawn"] = _find_child(script.pid, "systemd-nspawn", log)
     _state_path(lab, machine).write_text(json.dumps(st))
     try:
@@ -156,14 +158,20 @@ def start(
 def _find_child(pid: int, comm: str, log: Path, timeout: float = 15) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for kid in proc.descendants(pid):
-            try:
-                if Path(f"/proc/{kid}/comm").read_text().strip() == comm:
-                    return proc.ident(kid)
-            except OSError:
-                pass
+        found = _descendant(pid, comm)
+        if found:
+            return found
         time.sleep(0.05)
     raise RuntimeError(f"no {comm} process under PID {pid}; console log:\n{_tail(log)}")
+
+
+def _descendant(pid: int, comm: str) -> dict | None:
+    """The first process named ``comm`` below ``pid``, nearest first."""
+    for kid in proc.descendants(pid):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{kid}/comm").read_text().strip() == comm:
+                return proc.ident(kid)
+    return None
 
 
 def _tail(log: Path, lines: int = 30) -> str:
@@ -183,6 +191,9 @@ def power_off(lab: Lab, machine: str) -> None:
     """Power the machine off (its files, and a persistent machine's root, stay); idempotent."""
     st = state(lab, machine) or {}
     nspawn = st.get("nspawn")
+    if not nspawn and proc.alive(st.get("script")):  # `start` failed before it found nspawn
+        nspawn = _descendant(st["script"]["pid"], "systemd-nspawn")
+        st["leader"] = nspawn and _descendant(nspawn["pid"], "systemd")
     if proc.alive(nspawn):
         with contextlib.suppress(subprocess.TimeoutExpired):  # a hung machine: SIGTERM below
             ssh.run(lab, st["ip"], "systemctl --no-block poweroff", check=False, timeout=20)

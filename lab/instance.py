@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from lab import cloud_image, inventory, network, nspawn, rootfs, ssh
+from lab import cgroups, cloud_image, inventory, network, nspawn, rootfs, ssh
 from lab.config import MACHINES, Lab
 from lab.overrides import SEED_COMMANDS
 
@@ -110,6 +110,10 @@ def down(lab: Lab, log=print) -> None:
         started = time.monotonic()
         nspawn.stop(lab, machine)
         log(f"{lab.machine_id(machine)}: stopped in {time.monotonic() - started:.1f} s")
+    # Also the groups of machines whose state is gone (a run that crashed or lost its files).
+    busy = cgroups.remove(lab.cgroup)
+    if busy:
+        log(f"cgroups still in use, left in place: {', '.join(busy)}")
     network.down(lab)
     lab.inventory.unlink(missing_ok=True)
     lab.state_file.unlink(missing_ok=True)

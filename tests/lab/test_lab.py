@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import proc
+from lab import cgroups, proc
 
 REPO = Path(__file__).resolve().parents[2]
 SCRATCH = "test-b"  # a second lab instance, for tests that change a machine or take it down
@@ -127,10 +128,19 @@ def test_down_restores_the_host(scratch, host_state, lab_timings):
     inst = scratch
     procs = [inst.machine_state("guest")[k] for k in ("script", "nspawn", "leader")]
     assert host_state(other_than=inst.name) != inst.host_before, "the lab changed nothing?"
+    # What a run that died half-way leaves (seen in CI): a machine whose state names only its
+    # `script` process (start died before finding nspawn), and the group of a machine whose
+    # state is gone altogether. `down` must clear both.
+    state_file = inst.dir / "machines" / "guest" / "state.json"
+    state_file.write_text(
+        json.dumps({**inst.machine_state("guest"), "nspawn": None, "leader": None})
+    )
+    stale = cgroups.create(f"{inst.config.cgroup}/crashed")
     started = time.monotonic()
     inst.cli("down")
     lab_timings[f"{inst.name} down"] = time.monotonic() - started
     assert host_state(other_than=inst.name) == inst.host_before
     assert not [p for p in procs if proc.alive(p)], "processes of the lab still run"
+    assert not [d for d in stale if d.exists()], "down left a stale cgroup"
     inst.cli("down")  # a second down is fine
     assert not inst.inventory.exists()

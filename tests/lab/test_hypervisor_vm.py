@@ -187,3 +187,34 @@ def test_vm_comes_back_by_itself_after_the_host_restarts(deployed_hv, lab_timing
     assert deployed_hv.disk_identity()["inode"] == before["inode"]
     assert deployed_hv.vm(f"cat {MARKER}").stdout == deployed_hv.before_second["marker"]
     assert "10.77.0.1/24" in deployed_hv.sh("ip -4 -br addr show dev br0").stdout
+
+
+def test_a_changed_vm_is_restarted_cleanly_when_allowed(deployed_hv, lab_timings, tmp_path):
+    """More memory for the running VM with guest_vm_restart_on_change: the deploy redefines it,
+    shuts it down through ACPI and starts it; the guest comes back with the memory and its
+    disk, and the next run changes nothing. (The inventory is the lab's, with those two values
+    changed, as a user edits group_data.)"""
+    memory = VM["memory_mb"] + 256
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text(
+        deployed_hv.lab.inventory.read_text()
+        + "\nfor _name, _data in hypervisors:\n"
+        + f"    _data['guest_vm_vms'] = [{{**_data['guest_vm_vms'][0], 'memory_mb': {memory}}}]\n"
+        + "    _data['guest_vm_restart_on_change'] = True\n"
+    )
+    mem_kib = "sed -n 's/^MemTotal: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo"
+    before = int(deployed_hv.vm(mem_kib).stdout)
+    pyinfra_deploy = sys.modules[deployed_hv.lab.__module__].pyinfra_deploy
+
+    run = pyinfra_deploy(inventory)
+    assert run.ok, run.tail(120)
+    restart = f"{VM['name']}: restart for the new definition (guest_vm_restart_on_change)"
+    assert any(restart in name for name in run.changed_operations()), run.tail(120)
+    lab_timings["hv VM redefined and restarted"] = run.seconds
+    lab_timings["hv VM back to SSH after its restart"] = deployed_hv.wait_for_vm()
+    after = int(deployed_hv.vm(mem_kib).stdout)
+    assert after - before > 200 * 1024, (before, after)  # 256 MiB more, less what the kernel keeps
+    assert deployed_hv.vm(f"cat {MARKER}").stdout == deployed_hv.before_second["marker"]
+
+    again = pyinfra_deploy(inventory)
+    assert again.ok and again.changed_operations() == [], again.tail(120)

@@ -16,8 +16,8 @@ BROKEN_PACKAGES = (
 
 def probe(timezone: str, user: str, home: str) -> str:
     """Shell printing: the age of apt's index, dpkg's interrupted-run journal and the packages it
-    left broken, the time zone
-    database and zone, the admin user's passwd entry, home and ~/.ssh, /etc/localtime's target."""
+    left broken, the time zone database and zone, the admin user's passwd entry, home and
+    ~/.ssh, /etc/localtime's target."""
     zone, user, home = (shlex.quote(v) for v in (timezone, user, home))
     return "; ".join(
         [
@@ -37,18 +37,16 @@ def probe(timezone: str, user: str, home: str) -> str:
 
 def parse(lines: list[str]) -> dict:
     """The probe's lines as a dict (a host that printed nothing reads as a fresh one)."""
-    tagged, broken = {}, []
+    tagged = {}
     for line in lines:
         tag, _, rest = line.partition(" ")
         tagged[tag] = rest.strip()
-        if tag == "broken":
-            broken.append(rest.strip())
     passwd = tagged.get("passwd", "").split(":")
     stamp = "stamp" in tagged
     return {
         "index_age": int(tagged.get("age", "0")) if stamp else None,
-        "dpkg_interrupted": int(tagged.get("journal", "0") or 0) > 0 or bool(broken),
-        "broken_packages": broken,
+        # The repair lists the broken packages itself, after `dpkg --configure -a`.
+        "dpkg_interrupted": int(tagged.get("journal", "0") or 0) > 0 or "broken" in tagged,
         # Unknown until tzdata (installed by this role) brings the zone database.
         "timezone_exists": None if "nozonedb" in tagged or not lines else "zone" in tagged,
         "user": {"home": passwd[5], "shell": passwd[6]} if len(passwd) >= 7 else None,

@@ -85,12 +85,16 @@ class GuestVmState(FactBase):
             match = re.match(r"([0-9a-f]{64})\s+\*?(.+)", line.strip())
             if match:
                 sums[match.group(2)] = match.group(1)
-        hugepages = words("hugepages")
-        number = lambda name: int(words(name)[0]) if words(name) else None  # noqa: E731
+
+        def number(name: str, default: int | None = None) -> int | None:
+            values = words(name)
+            return int(values[0]) if values else default
+
+        mem_kib = number("mem-kib")
         return {
             "cpus": cpu_list(" ".join(found.get("cpus", []))),
             "kvm": "present" in words("kvm"),
-            "hugepages": int(hugepages[0]) if hugepages else 0,
+            "hugepages": number("hugepages", 0),
             "domains": set(words("all")),
             "running": set(words("running")),
             "autostart": set(words("autostart")),
@@ -101,6 +105,6 @@ class GuestVmState(FactBase):
             "disk_sizes": {k: int(v[0]) for k, v in table("disks").items()},
             "sums": sums,
             "pci": set(words("pci")),
-            "mem_mib": number("mem-kib") and number("mem-kib") // 1024,
+            "mem_mib": mem_kib and mem_kib // 1024,
             "fs_bytes": number("fs-bytes"),
         }

@@ -10,7 +10,7 @@ from roles.hf_tools.settings import HfToolsSettings
 from roles.ollama.settings import OllamaSettings
 from roles.tabbyapi import render
 from roles.tabbyapi.facts import parse_state
-from roles.tabbyapi.settings import TabbyapiSettings, model_folder
+from roles.tabbyapi.settings import OWNED_OPTIONS, TabbyapiSettings, model_folder
 
 CLASSES = [TabbyapiSettings, OllamaSettings, HfToolsSettings]
 
@@ -299,3 +299,15 @@ def test_install_fact_parses_a_converged_guest():
 def test_install_fact_parses_a_fresh_guest():
     state = parse_state(["head", "ref", "origin", "installed", "python 3.11", "gpus 0", "user no"])
     assert not state.head and not state.installed and not state.user_exists and not state.models
+
+
+def test_every_option_a_setting_writes_is_refused_as_an_override():
+    """OWNED_OPTIONS must name each config.yml option render.config fills from a setting, or an
+    override of it would bypass that setting's checks."""
+    settings = TabbyapiSettings(draft_model_repo="owner/draft")  # every optional option set
+    written = render.config(settings, "127.0.0.1")
+    deploy_owned = {("network", "api_servers"), ("network", "disable_auth")}
+    for section in ("network", "model", "draft_model"):
+        for option in written[section]:
+            if (section, option) not in deploy_owned:
+                assert (section, option) in OWNED_OPTIONS, (section, option)

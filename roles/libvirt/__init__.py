@@ -65,7 +65,7 @@ ENABLED = {
 }
 RUNNING = {family: [*_SOCKETS[family], "libvirt-guests.service"] for family in _SOCKETS}
 GUESTS_CONFIG = {DEBIAN: "/etc/default/libvirt-guests", "el9": "/etc/sysconfig/libvirt-guests"}
-DEFAULT_IMAGE_DIR = "/var/lib/libvirt/images"
+DEFAULT_IMAGE_DIR = LibvirtSettings.image_dir  # EL9's SELinux policy labels it virt_image_t
 
 
 @deploy("libvirt: virtualization stack, bridge and image folder")
@@ -174,7 +174,8 @@ def _el9_bridge(settings: LibvirtSettings, links: dict, uplink_mac: str) -> None
     nm = host.get_fact(NmConnections, names=[bridge, port])
     wanted = render.nm_bridge_properties(settings, uplink_mac)
     current = nm["profiles"].get(bridge)
-    changed = bool(current is None or render.nm_differences(wanted, current))
+    differences = {} if current is None else render.nm_differences(wanted, current)
+    changed = current is None or bool(differences)
     if current is None:
         server.shell(
             name=f"Bridge {bridge} (NetworkManager)",
@@ -186,10 +187,7 @@ def _el9_bridge(settings: LibvirtSettings, links: dict, uplink_mac: str) -> None
     elif changed:
         server.shell(
             name=f"Bridge {bridge} settings (NetworkManager)",
-            commands=[
-                f"nmcli connection modify {bridge} "
-                + render.nm_args(render.nm_differences(wanted, current))
-            ],
+            commands=[f"nmcli connection modify {bridge} " + render.nm_args(differences)],
         )
     steps = []
     if settings.bridge_uplink and port not in nm["profiles"]:

@@ -12,6 +12,7 @@ from pyinfra import host as current_host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 
+from roles.common.memo import host_memo
 from roles.preflight import facts
 from roles.preflight.evaluate import Verdict, evaluate
 from roles.preflight.facts import VfioState
@@ -34,20 +35,10 @@ class PreflightError(PyinfraError):
         )
 
 
-def _cache(host) -> dict:
-    """Per-host memo. An attribute, not ``host.__dict__``: pyinfra's ``host`` is a context proxy
-    whose own ``__dict__`` is shared by every host; attributes go through to the real host."""
-    cache = getattr(host, "_aicoder_vfio", None)
-    if cache is None:
-        cache = {}
-        host._aicoder_vfio = cache
-    return cache
-
-
 def host_state(host) -> VfioState:
     """The host's VFIO state with the vfio role's files, read once per run (pyinfra 3 does not
     cache facts)."""
-    cache = _cache(host)
+    cache = host_memo(host, "vfio")
     if "state" not in cache:
         cache["state"] = facts.read(paths=MANAGED_FILES)
     return cache["state"]
@@ -55,7 +46,7 @@ def host_state(host) -> VfioState:
 
 def verdict(host) -> Verdict:
     """The preflight's verdict for ``host``; a PreflightError listing every problem, if any."""
-    cache = _cache(host)
+    cache = host_memo(host, "vfio")
     if "verdict" not in cache:
         gpus, vms = VfioSettings.from_host(host).gpus, vm_gpus(host)
         configured = gpus or any(vms.values())  # else no need to read the host at all

@@ -31,10 +31,6 @@ class Verdict:
     iommu_pending: bool = False  # off now; on after a reboot with the arguments the deploy sets
     passthrough: list[PciFunction] = field(default_factory=list)  # verified, to bind to vfio-pci
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
 
 def platform_of(state: VfioState) -> str | None:
     """Whose IOMMU the firmware describes (its ACPI table: DMAR is Intel's, IVRS AMD's); the

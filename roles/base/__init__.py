@@ -14,12 +14,12 @@ from roles.base.facts import BROKEN_PACKAGES, STAMP
 from roles.base.settings import BaseSettings
 from roles.common import host_state
 from roles.common.host_state import UNCHANGED, FileState, State
-from roles.common.platform import DEBIAN, os_family
+from roles.common.platform import DEBIAN, EL9, os_family
 
 __all__ = ["BaseSettings", "configure"]
 
 # Per family: gnupg for repository keys, tzdata for the time zone link.
-_FAMILY_PACKAGES = {DEBIAN: ["gnupg", "apt-transport-https", "tzdata"], "el9": ["gnupg2", "tzdata"]}
+_FAMILY_PACKAGES = {DEBIAN: ["gnupg", "apt-transport-https", "tzdata"], EL9: ["gnupg2", "tzdata"]}
 
 
 def debian_sources(settings: BaseSettings) -> str:

@@ -29,7 +29,7 @@ class BaseSettings(RoleSettings):
     packages: list[str] = setting(
         ["ca-certificates", "curl", "sudo", "git", "python3", "tmux", "jq"],
         "packages installed on every host",
-        checks.matches(checks.APT_PACKAGE, "a package name (name or name=version)"),
+        checks.apt_packages,
     )
     admin_user: str = setting(
         "aicoder",

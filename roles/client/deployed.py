@@ -10,7 +10,7 @@ from pyinfra.api.exceptions import DeployError
 from roles import planner
 from roles.client.render import OLLAMA, TABBYAPI, Deployment, Served
 from roles.client.settings import ClientSettings
-from roles.common.services import PrimaryAddress
+from roles.common.services import primary_address
 from roles.common.settings import SettingsError
 from roles.ollama.settings import OllamaSettings
 from roles.planner.catalogue import CATALOGUE, EMBED
@@ -103,7 +103,7 @@ def _address(guest, settings: ClientSettings, listen: str, key: str) -> str:
     if listen == "auto":
         # The address the service really listens on; the SSH address if the guest is not
         # connected in this run.
-        return (guest.connected and guest.get_fact(PrimaryAddress)) or fallback
+        return (guest.connected and primary_address(guest)) or fallback
     if ipaddress.ip_address(listen).is_loopback:
         raise DeployError(
             f"{guest.name}: {key} is {listen}, which the editor on this machine cannot reach; "

@@ -15,6 +15,7 @@ from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files
 
 from roles.client.facts import SecretLine
+from roles.common import host_state
 
 
 @operation()
@@ -22,7 +23,7 @@ def config_file(dest: str, content: str, mode: str = "644"):
     """Ensures ``dest`` holds ``content``. A different file already there is first copied to
     ``<dest>.<YYYYmmdd-HHMMSS>.bak``, so the user's own edits are never lost silently."""
     current = host.get_fact(Sha1File, path=dest)
-    if current and current != hashlib.sha1(content.encode()).hexdigest():
+    if current and current != host_state.sha1(content):
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         yield StringCommand("cp -p", QuoteString(dest), QuoteString(f"{dest}.{stamp}.bak"))
     yield from files.put._inner(src=StringIO(content), dest=dest, mode=mode)

@@ -4,7 +4,6 @@ secrets, and waiting until a service answers (failing with its last log lines if
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import shlex
 from io import StringIO
@@ -54,16 +53,23 @@ def listen_address(value: str, key: str, known: str | None = None) -> str:
     probe read it already, else read once per host (one round trip)."""
     if value != "auto":
         return value
-    cache = host_memo(host, "services")
     if known:
-        cache["address"] = known
-    if "address" not in cache:
-        cache["address"] = host.get_fact(PrimaryAddress)
-    if not cache["address"]:
+        host_memo(host, "services")["address"] = known
+    address = primary_address(host)
+    if not address:
         raise DeployError(
             f"{host.name}: {key} is 'auto' but the host has no IPv4 address with a default "
             f"route or global scope; set {key} to the address clients should use"
         )
+    return address
+
+
+def primary_address(target) -> str | None:
+    """``target``'s primary IPv4 address, read once per host and run (a role's probe may have
+    read it already: see listen_address)."""
+    cache = host_memo(target, "services")
+    if "address" not in cache:
+        cache["address"] = target.get_fact(PrimaryAddress)
     return cache["address"]
 
 
@@ -102,7 +108,7 @@ def secret_file(path: str, content: str, user: str, group: str, mode: str = "600
     copies it as root, so that file too is created beforehand, mode 0600, by the SSH user.
     """
     state = host.get_fact(SecretFileState, path=path)
-    wanted = hashlib.sha1(content.encode()).hexdigest()
+    wanted = host_state.sha1(content)
     q = shlex.quote(path)
     if state is None:
         yield StringCommand(f"install -m {mode} -o {user} -g {group} /dev/null {q}")

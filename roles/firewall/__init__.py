@@ -18,6 +18,7 @@ from roles.common.platform import DEBIAN, os_family
 from roles.firewall.facts import FirewallHostNetwork
 from roles.firewall.render import (
     ADMIN_ZONE,
+    NFT_CONF,
     NFT_FILE,
     Policy,
     build_policy,
@@ -58,7 +59,7 @@ def host_policy(settings: FirewallSettings) -> Policy:
 def _nftables(policy: Policy):
     ruleset = nftables_ruleset(policy)
     state = host_state.read(
-        paths=[NFT_CANDIDATE, "/etc/nftables.conf", NFT_FILE, NFT_DROPIN],
+        paths=[NFT_CANDIDATE, NFT_CONF, NFT_FILE, NFT_DROPIN],
         packages=["nftables"],
         units=["nftables.service"],
     )
@@ -71,9 +72,8 @@ def _nftables(policy: Policy):
             commands=[f"nft -c -f {NFT_CANDIDATE} || {{ rm -f {NFT_CANDIDATE}; exit 1; }}"],
             _if=candidate.did_change,
         )
-    conf = "/etc/nftables.conf"
     host_state.put(
-        state, f"{conf} loads the drop-ins, flushes nothing", conf, nftables_conf(), "755"
+        state, f"{NFT_CONF} loads the drop-ins, flushes nothing", NFT_CONF, nftables_conf(), "755"
     )
     rules = host_state.put(state, "Firewall ruleset", NFT_FILE, ruleset, "600")
     dropin = host_state.put(

@@ -18,6 +18,7 @@ from roles.firewall.settings import FirewallSettings
 TABLE = "aicoder_filter"  # the only nftables table this role writes, replaced as a whole
 ADMIN_ZONE = "aicoder-admin"  # firewalld zone holding the allowed networks as sources
 NFT_FILE = "/etc/nftables.d/aicoder-filter.nft"
+NFT_CONF = "/etc/nftables.conf"
 
 
 @dataclass(frozen=True)

@@ -42,5 +42,6 @@ def install():
                 f"huggingface_hub=={settings.huggingface_hub_version}",
             ],
         )
-    if link != hf_command():
-        files.link(name="Hugging Face tools: hf on the PATH", path=LINK, target=hf_command())
+    target = f"{settings.venv}/bin/hf"  # what hf_command() gives
+    if link != target:
+        files.link(name="Hugging Face tools: hf on the PATH", path=LINK, target=target)

@@ -9,20 +9,17 @@ from dataclasses import dataclass, field
 
 from pyinfra.api import FactBase
 
-from roles.common.services import ADDRESS_PROBE, parse_primary_address
-
 
 @dataclass
 class OllamaState:
     image: bool = False  # Docker has the image
     models: set[str] | None = None  # canonical names /api/tags lists; None: no answer
     dirs: dict[str, str] = field(default_factory=dict)  # path -> mode
-    address: str | None = None  # the guest's primary IPv4 address
 
 
 def probe(image: str, tags_url: str, dirs: list[str]) -> str:
-    """Whether Docker has ``image`` (not while Docker is missing), the models the API lists,
-    the role's folders, and the guest's primary address."""
+    """Whether Docker has ``image`` (not while Docker is missing), the models the API lists and
+    the role's folders."""
     q = shlex.quote
     paths = " ".join(q(d) for d in dirs)
     return "; ".join(
@@ -31,7 +28,6 @@ def probe(image: str, tags_url: str, dirs: list[str]) -> str:
             "&& echo image present || echo image missing",
             f"echo tags $(curl -fsS -m 5 {q(tags_url)} 2>/dev/null | tr -d '\\n')",
             f'for d in {paths}; do [ -d "$d" ] && echo "dir $(stat -c %a "$d") $d"; done',
-            ADDRESS_PROBE,
         ]
     )
 
@@ -47,7 +43,6 @@ def parse_state(lines: list[str]) -> OllamaState:
         elif kind == "dir":
             mode, _, path = value.strip().partition(" ")
             state.dirs[path] = mode
-    state.address = parse_primary_address(lines)
     return state
 
 

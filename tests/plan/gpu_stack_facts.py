@@ -8,7 +8,6 @@ uploads.
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from harness import fixture, os_release_response
@@ -44,15 +43,6 @@ def responses(nvidia=(), docker=(), toolkit=(), extra: dict | None = None) -> di
     found.update(extra or {})
     found.update(os_release_response(fixture("os-release.debian-12.txt")))
     return found
-
-
-def file_line(path: str, content: str, mode: str = "644") -> str:
-    return f"file {mode} root:root {hashlib.sha1(content.encode()).hexdigest()} {path}"
-
-
-def package_lines(names, version: str = "1.0-1") -> list[str]:
-    return [f"package ii  {name.partition('=')[0]} {name.partition('=')[2] or version}"
-            for name in names]  # fmt: skip
 
 
 def dpkg_l(names, version: str = "1.0-1") -> dict:

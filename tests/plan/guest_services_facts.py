@@ -9,7 +9,6 @@ for the recorded ones).
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from harness import fixture, os_release_response, run_plan
@@ -30,14 +29,6 @@ def responses(extra: dict | None = None) -> dict:
         "ip -4 -o route get 192.0.2.1": f"route {ADDRESS}",
         **os_release_response(fixture("os-release.debian-12.txt")),
     }
-
-
-def file_line(path: str, content: str, mode: str = "644", owner: str = "root:root") -> str:
-    return f"file {mode} {owner} {hashlib.sha1(content.encode()).hexdigest()} {path}"
-
-
-def package_lines(names) -> list[str]:
-    return [f"package ii  {name} 1.0-1" for name in names]
 
 
 def unit_line(unit: str, enabled: str = "enabled", active: str = "active") -> str:

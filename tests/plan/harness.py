@@ -7,6 +7,7 @@ which operations changed and the exact commands they ran.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,3 +101,14 @@ def _text(command, plan: Plan) -> str:
         return f"upload {command.dest}"
     getter = getattr(command, "get_masked_value", None)
     return getter() if getter else str(command)
+
+
+def file_line(path: str, content: str, mode: str = "644", owner: str = "root:root") -> str:
+    """A HostState ``file`` line (roles/common/host_state.py) for a file holding ``content``."""
+    return f"file {mode} {owner} {hashlib.sha1(content.encode()).hexdigest()} {path}"
+
+
+def package_lines(names, version: str = "1.0-1") -> list[str]:
+    """HostState ``package`` lines for installed packages (``name`` or ``name=version``)."""
+    return [f"package ii  {name.partition('=')[0]} {name.partition('=')[2] or version}"
+            for name in names]  # fmt: skip

@@ -3,8 +3,8 @@
 import re
 from functools import partial
 
-from guest_services_facts import file_line, package_lines, probe_lines
-from harness import ROOT, fixture, os_release_response
+from guest_services_facts import probe_lines
+from harness import ROOT, file_line, fixture, os_release_response, package_lines
 from harness import run_plan as run_deploy
 
 from roles.base import _FAMILY_PACKAGES, debian_files

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 
-from gpu_stack_facts import GUEST, file_line, package_lines, recorded, responses, role_ops
-from harness import run_plan
+from gpu_stack_facts import GUEST, recorded, responses, role_ops
+from harness import file_line, package_lines, run_plan
 
 KEY = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
 SOURCE = "/etc/apt/sources.list.d/nvidia-container-toolkit.sources"

@@ -12,17 +12,8 @@ from __future__ import annotations
 
 import json
 
-from gpu_stack_facts import (
-    GUEST,
-    dpkg_l,
-    file_fact,
-    file_line,
-    package_lines,
-    recorded,
-    responses,
-    role_ops,
-)
-from harness import run_plan
+from gpu_stack_facts import GUEST, dpkg_l, file_fact, recorded, responses, role_ops
+from harness import file_line, package_lines, run_plan
 
 from roles.docker.settings import DockerSettings
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from guest_services_facts import file_line, package_lines, unit_line
-from harness import fixture, os_release_response, run_plan
+from guest_services_facts import unit_line
+from harness import file_line, fixture, os_release_response, package_lines, run_plan
 
 from roles.firewall import NFT_CANDIDATE, NFT_DROPIN
 from roles.firewall.facts import FirewallHostNetwork

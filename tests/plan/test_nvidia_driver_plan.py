@@ -10,8 +10,8 @@ by the lab test (tests/lab/test_guest_gpu_stack.py).
 
 from __future__ import annotations
 
-from gpu_stack_facts import GUEST, file_line, package_lines, recorded, responses, role_ops
-from harness import run_plan
+from gpu_stack_facts import GUEST, recorded, responses, role_ops
+from harness import file_line, package_lines, run_plan
 from pyinfra.operations import server as pyinfra_server
 
 from roles.nvidia_driver.render import BLACKLIST_PATH, PIN_PATH

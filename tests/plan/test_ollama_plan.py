@@ -15,13 +15,13 @@ from guest_services_facts import (
     ADDRESS,
     OLLAMA_STATE,
     address_lines,
-    file_line,
     guest_plan,
     own,
     probe_lines,
     unit_line,
     use_secrets,
 )
+from harness import file_line
 
 from roles.ollama import render
 from roles.ollama.settings import OllamaSettings

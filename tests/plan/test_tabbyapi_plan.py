@@ -17,16 +17,14 @@ from guest_services_facts import (
     LAN,
     TABBY_STATE,
     address_lines,
-    file_line,
     guest_plan,
     own,
-    package_lines,
     probe_lines,
     responses,
     unit_line,
     use_secrets,
 )
-from harness import fixture, run_plan
+from harness import file_line, fixture, package_lines, run_plan
 from pyinfra.api import config as pyinfra_config
 
 from roles.tabbyapi import PACKAGES, render

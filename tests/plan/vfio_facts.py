@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 
-from gpu_stack_facts import file_line
-from harness import fixture, os_release_response
+from harness import file_line, fixture, os_release_response
 
 from roles.preflight import parse
 from roles.preflight.evaluate import evaluate
@@ -34,8 +33,6 @@ GT710 = "0000:24:00.0"
 X570_BOOT_VGA = (
     "/sys/bus/pci/devices/0000:24:00.0/boot_vga:0\n/sys/bus/pci/devices/0000:2d:00.0/boot_vga:1\n"
 )
-
-EL9_ARGS_DONE = "iommu=pt"  # what grubby --update-kernel=ALL --args=iommu=pt leaves (AMD)
 
 
 def probe_lines(**sections: str) -> list[str]:

@@ -14,11 +14,9 @@ from roles.client.deployed import choose_guest, deployment
 from roles.client.render import API_KEY_SECRET, config_yaml
 from roles.client.settings import ClientSettings
 from roles.common import secrets
+from roles.tabbyapi.settings import API_KEY_SECRET as TABBYAPI_KEY_SECRET
 
 __all__ = ["ClientSettings", "configure"]
-
-# The tabbyapi role's secret: the key the guest accepts is the one the editor sends.
-TABBYAPI_KEY_SECRET = "tabbyapi_api_key"
 
 
 def config_paths(settings: ClientSettings, home: str) -> tuple[str, str]:

@@ -10,6 +10,7 @@ from pyinfra.api.exceptions import DeployError
 from roles import planner
 from roles.client.render import OLLAMA, TABBYAPI, Deployment, Served
 from roles.client.settings import ClientSettings
+from roles.common.checks import WILDCARD_ADDRESSES
 from roles.common.services import primary_address
 from roles.common.settings import SettingsError
 from roles.ollama.settings import OllamaSettings
@@ -19,7 +20,6 @@ from roles.tabbyapi.settings import TabbyapiSettings
 # What a model does in Continue when the planner did not say: tabbyAPI's one model does
 # everything but embeddings (the brief of this project); Ollama models by their catalogue entry.
 TABBYAPI_ROLES = ("chat", "edit", "apply", "autocomplete")
-WILDCARDS = ("0.0.0.0", "::")
 
 
 def choose_guest(inventory, settings: ClientSettings):
@@ -98,7 +98,7 @@ def _address(guest, settings: ClientSettings, listen: str, key: str) -> str:
     if settings.api_host:
         return settings.api_host
     fallback = guest.data.get("ssh_hostname") or guest.name
-    if listen in WILDCARDS:
+    if listen in WILDCARD_ADDRESSES:
         return fallback
     if listen == "auto":
         # The address the service really listens on; the SSH address if the guest is not

@@ -55,6 +55,10 @@ def url(*schemes: str) -> Check:
     return check
 
 
+WILDCARD_ADDRESSES = ("0.0.0.0", "::")
+"""Listen addresses that mean every interface."""
+
+
 def ip_address(value: str) -> str | None:
     try:
         ipaddress.ip_address(value)

@@ -13,7 +13,7 @@ from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import systemd
 
-from roles.common import host_state
+from roles.common import checks, host_state
 from roles.common.host_state import UNCHANGED, State
 from roles.common.memo import host_memo
 
@@ -81,7 +81,7 @@ def resolve_on(value: str, run) -> str | None:
 
 def client_address(listen: str) -> str:
     """Where a client on the host itself reaches a service listening on ``listen``."""
-    return "127.0.0.1" if listen in ("0.0.0.0", "::") else listen
+    return "127.0.0.1" if listen in checks.WILDCARD_ADDRESSES else listen
 
 
 class SecretFileState(FactBase):

@@ -187,8 +187,7 @@ class OllamaSettings(RoleSettings):
 
 def _may_overlap(a: str, b: str) -> bool:
     """Whether two listen addresses can be the same socket address on one host."""
-    wildcard = ("0.0.0.0", "::")
-    if a == b or a in wildcard or b in wildcard:
+    if a == b or a in checks.WILDCARD_ADDRESSES or b in checks.WILDCARD_ADDRESSES:
         return True
     # 'auto' is the LAN address: it may equal another explicit address, never a loopback one.
     other = b if a == "auto" else a if b == "auto" else None

@@ -24,7 +24,7 @@ from roles.common.services import (
 from roles.hf_tools import hf_command
 from roles.tabbyapi import facts, render
 from roles.tabbyapi.facts import TabbyapiState
-from roles.tabbyapi.settings import TabbyapiSettings
+from roles.tabbyapi.settings import API_KEY_SECRET, TabbyapiSettings
 
 __all__ = ["TabbyapiSettings", "api_keys", "install"]
 
@@ -34,7 +34,7 @@ PACKAGES = ["curl", "logrotate"]
 
 def api_keys() -> tuple[str, str]:
     """(api_key, admin_key) from the user's secrets, generated once if not given."""
-    return secrets.get_or_create("tabbyapi_api_key"), secrets.get_or_create("tabbyapi_admin_key")
+    return secrets.get_or_create(API_KEY_SECRET), secrets.get_or_create("tabbyapi_admin_key")
 
 
 def install_stamp(settings: TabbyapiSettings) -> str:
@@ -43,7 +43,7 @@ def install_stamp(settings: TabbyapiSettings) -> str:
 
 
 def hf_token_path(settings: TabbyapiSettings) -> str:
-    return f"{render.home(settings)}/.cache/huggingface/token"
+    return f"{render.hf_home(settings)}/token"
 
 
 def _folders(settings: TabbyapiSettings) -> list[tuple[str, str, str]]:
@@ -53,7 +53,7 @@ def _folders(settings: TabbyapiSettings) -> list[tuple[str, str, str]]:
     return [
         (home, mine, "750"),
         (f"{home}/.cache", mine, "700"),
-        (f"{home}/.cache/huggingface", mine, "700"),
+        (render.hf_home(settings), mine, "700"),
         (settings.model_dir, mine, "750"),
         (render.LOG_DIR, mine, "700"),
         (render.CONFIG_DIR, f"root:{user}", "750"),
@@ -238,13 +238,13 @@ def _models(settings: TabbyapiSettings, install: TabbyapiState) -> list:
     left no config.json or *.safetensors fails here instead of at the first request. (tabbyAPI's
     own `main.py download` is not used: it logs the error and exits 0, common/actions.py.)"""
     q = shlex.quote
+    hf_home = render.hf_home(settings)
     ops = []
     for repo, revision, folder in settings.downloads():
         source = f"{repo}@{revision}"
         if install.models.get(folder) == source:
             continue
         path = f"{settings.model_dir}/{folder}"
-        hf_home = f"{render.home(settings)}/.cache/huggingface"
         as_user = f"runuser -u {q(settings.user)} --"
         missing = (
             f"{path}: no config.json or *.safetensors after downloading {source} (check the repo, "

@@ -23,6 +23,11 @@ INSTALL_STAMP = ".aicoder-installed"  # in the venv: what the last successful pi
 MODEL_STAMP = ".aicoder-source"  # in a model folder: repo@revision it was downloaded from
 
 
+def hf_home(settings: TabbyapiSettings) -> str:
+    """HF_HOME of the service user: its Hugging Face token and download cache."""
+    return f"{home(settings)}/.cache/huggingface"
+
+
 def home(settings: TabbyapiSettings) -> str:
     """The service user's home: its Hugging Face token and cache live under it."""
     return f"/var/lib/{settings.user}"
@@ -91,6 +96,7 @@ def unit(settings: TabbyapiSettings) -> str:
         src=settings.src,
         venv=settings.venv,
         home=home(settings),
+        hf_home=hf_home(settings),
         log_file=LOG_FILE,
         log_dir=LOG_DIR,
         # The models may live outside the home (a bigger disk); downloads from the admin API

@@ -49,6 +49,7 @@ OWNED_OPTIONS = {
     ("draft_model", "draft_cache_mode"): "draft_cache_mode",
     ("draft_model", "draft_gpu_split"): "draft_gpu_split",
 }
+API_KEY_SECRET = "tabbyapi_api_key"  # the key clients send; the client role reads it too
 HF_REPO = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
 GIT_REF = r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}"
 FOLDER = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}"

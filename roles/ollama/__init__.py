@@ -92,7 +92,7 @@ def install():
         return
     os_family(host, allowed=(DEBIAN,))
     compose = compose_command()
-    compose_path = f"{settings.project_dir}/{render.COMPOSE_FILE}"
+    compose_path = render.compose_path(settings)
     folders = {settings.project_dir: "755", settings.data_dir: "750"}
     # The published address is needed for the probe's /api/tags URL: an explicit one is known,
     # 'auto' is resolved first (the only case that costs a second round trip on a first run).

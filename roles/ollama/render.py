@@ -69,9 +69,13 @@ def compose_yaml(settings: OllamaSettings, publish: str) -> str:
     return header + yaml.safe_dump(compose(settings, publish), sort_keys=False)
 
 
+def compose_path(settings: OllamaSettings) -> str:
+    return f"{settings.project_dir}/{COMPOSE_FILE}"
+
+
 def compose_invocation(compose_command: list[str], settings: OllamaSettings) -> str:
     """The compose command line for this project, e.g. ``docker compose -p ollama -f ...``."""
-    path = f"{settings.project_dir}/{COMPOSE_FILE}"
+    path = compose_path(settings)
     return " ".join([*map(shlex.quote, compose_command), "-p", PROJECT, "-f", shlex.quote(path)])
 
 

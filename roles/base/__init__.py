@@ -13,7 +13,7 @@ from roles.base import facts
 from roles.base.facts import BROKEN_PACKAGES, STAMP
 from roles.base.settings import BaseSettings
 from roles.common import host_state
-from roles.common.host_state import UNCHANGED, FileState, State
+from roles.common.host_state import FileState, State
 from roles.common.platform import DEBIAN, EL9, os_family
 
 __all__ = ["BaseSettings", "configure"]
@@ -65,14 +65,13 @@ def debian_package_sources(state: State, probe: dict):
         for path, content in debian_files(settings).items()
     ]
     age = probe["index_age"]
-    stale = age is None or age > INDEX_MAX_AGE
-    uploads = [op for op in changed if op is not UNCHANGED]
-    if stale or uploads:
-        server.shell(
-            name="Refresh the package index",
-            commands=["apt-get update -qq", f"mkdir -p {os.path.dirname(STAMP)}", f"touch {STAMP}"],
-            _if=[lambda: stale or any(op.did_change() for op in uploads)],
-        )
+    host_state.after(
+        changed,
+        server.shell,
+        force=age is None or age > INDEX_MAX_AGE,
+        name="Refresh the package index",
+        commands=["apt-get update -qq", f"mkdir -p {os.path.dirname(STAMP)}", f"touch {STAMP}"],
+    )
     # Finish a dpkg run that was killed: a deploy interrupted at any point must converge. A
     # package dpkg was unpacking when it died needs reinstalling (after the index refresh above).
     if probe["dpkg_interrupted"]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from pyinfra.operations import files, server
 
+from roles.common import host_state
 from roles.common.host_state import UNCHANGED, State, absent, put
 
 KEYRINGS = "/etc/apt/keyrings"
@@ -81,10 +82,10 @@ def paths(repo: AptRepo) -> list[str]:
 def refresh_index(title: str, repo_ops: list, missing_packages: list[str]):
     """``apt-get update`` when a repository changed, or when packages are still to install (a
     run interrupted between adding a source and installing must still find them)."""
-    if not missing_packages and not any(op is not UNCHANGED for op in repo_ops):
-        return UNCHANGED
-    return server.shell(
+    return host_state.after(
+        repo_ops,
+        server.shell,
+        force=bool(missing_packages),
         name=f"{title}: refresh the package index",
         commands=["apt-get update -qq"],
-        _if=[lambda: bool(missing_packages) or any(op.did_change() for op in repo_ops)],
     )

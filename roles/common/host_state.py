@@ -109,6 +109,18 @@ class _Unchanged:
 UNCHANGED = _Unchanged()
 
 
+def after(ops, operation, *, force: bool = False, **kwargs):
+    """``operation(**kwargs)`` run only if one of ``ops`` changed the host (always, with
+    ``force``); not even planned when every op in ``ops`` was ``UNCHANGED`` and nothing forces
+    it, so a converged host sees no skipped step."""
+    ops = [op for op in ops if op is not UNCHANGED]
+    if force:
+        return operation(**kwargs)
+    if not ops:
+        return UNCHANGED
+    return operation(**kwargs, _if=[lambda: any(op.did_change() for op in ops)])
+
+
 def sha1(content: str) -> str:
     return hashlib.sha1(content.encode()).hexdigest()
 

@@ -173,8 +173,7 @@ def unit_lifecycle(
     the new state. A unit that is not runnable (its code or image is missing) is only enabled.
     Ops that cannot be needed are not even planned, so a converged host costs no round trip."""
     needed = [op for op in (unit_file, *restart_on, *reload_on) if op is not UNCHANGED]
-    if unit_file is not UNCHANGED:
-        systemd.daemon_reload(name=f"{label}: reload systemd units", _if=unit_file.did_change)
+    host_state.after([unit_file], systemd.daemon_reload, name=f"{label}: reload systemd units")
     if not runnable:
         host_state.service(state, f"{label}: enabled on boot", unit, running=None)
         return

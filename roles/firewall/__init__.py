@@ -13,7 +13,6 @@ from pyinfra.api import deploy
 from pyinfra.operations import dnf, server, systemd
 
 from roles.common import host_state
-from roles.common.host_state import UNCHANGED
 from roles.common.platform import DEBIAN, os_family
 from roles.firewall.facts import FirewallHostNetwork
 from roles.firewall.render import (
@@ -65,13 +64,13 @@ def _nftables(policy: Policy):
     )
     host_state.packages(state, "nftables", ["nftables"])
     candidate = host_state.put(state, "Firewall ruleset (candidate)", NFT_CANDIDATE, ruleset, "600")
-    if candidate is not UNCHANGED:
-        server.shell(
-            name="Check the ruleset (nft -c)",
-            # Drop a failing candidate so the next run uploads and checks it again.
-            commands=[f"nft -c -f {NFT_CANDIDATE} || {{ rm -f {NFT_CANDIDATE}; exit 1; }}"],
-            _if=candidate.did_change,
-        )
+    host_state.after(
+        [candidate],
+        server.shell,
+        name="Check the ruleset (nft -c)",
+        # Drop a failing candidate so the next run uploads and checks it again.
+        commands=[f"nft -c -f {NFT_CANDIDATE} || {{ rm -f {NFT_CANDIDATE}; exit 1; }}"],
+    )
     host_state.put(
         state, f"{NFT_CONF} loads the drop-ins, flushes nothing", NFT_CONF, nftables_conf(), "755"
     )
@@ -82,15 +81,14 @@ def _nftables(policy: Policy):
         NFT_DROPIN,
         nftables_service_dropin(),
     )
-    if dropin is not UNCHANGED:
-        systemd.daemon_reload(name="Reload systemd units", _if=dropin.did_change)
-    if rules is not UNCHANGED:
-        server.shell(
-            name="Load the firewall table",
-            # Only this file: it replaces only our table (other drop-ins are left as loaded).
-            commands=[f"nft -f {NFT_FILE}"],
-            _if=rules.did_change,
-        )
+    host_state.after([dropin], systemd.daemon_reload, name="Reload systemd units")
+    host_state.after(
+        [rules],
+        server.shell,
+        name="Load the firewall table",
+        # Only this file: it replaces only our table (other drop-ins are left as loaded).
+        commands=[f"nft -f {NFT_FILE}"],
+    )
     host_state.service(state, "nftables loads the firewall at boot", "nftables.service")
 
 
@@ -111,21 +109,19 @@ def _firewalld(policy: Policy, zone: str):
     interfaces = host_state.put(
         state, f"firewalld zone {zone} (everyone else)", zone_path, firewalld_interface_zone(zone)
     )
-    changed = [lambda: admin.did_change() or interfaces.did_change()]
-    wrote = admin is not UNCHANGED or interfaces is not UNCHANGED
-    if wrote:
-        server.shell(
-            name="Check the firewalld configuration",
-            commands=["firewall-offline-cmd --check-config"],  # reads the files, needs no daemon
-            _if=changed,
-        )
+    host_state.after(
+        [admin, interfaces],
+        server.shell,
+        name="Check the firewalld configuration",
+        commands=["firewall-offline-cmd --check-config"],  # reads the files, needs no daemon
+    )
     host_state.service(state, "firewalld running and enabled", "firewalld.service")
-    if wrote:
-        server.shell(
-            name="Reload firewalld",
-            commands=["firewall-cmd --reload"],  # harmless right after a first start
-            _if=changed,
-        )
+    host_state.after(
+        [admin, interfaces],
+        server.shell,
+        name="Reload firewalld",
+        commands=["firewall-cmd --reload"],  # harmless right after a first start
+    )
 
 
 @deploy("Firewall: configure")

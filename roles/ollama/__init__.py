@@ -11,7 +11,6 @@ from pyinfra.api import deploy, operation
 from pyinfra.operations import files, server
 
 from roles.common import host_state
-from roles.common.host_state import UNCHANGED
 from roles.common.platform import DEBIAN, os_family
 from roles.common.services import (
     client_address,
@@ -112,12 +111,12 @@ def install():
     compose_file = host_state.put(
         state, "Ollama: compose.yaml", compose_path, render.compose_yaml(settings, publish)
     )
-    if compose_file is not UNCHANGED:
-        server.shell(
-            name="Ollama: compose.yaml is valid",
-            commands=[f"{render.compose_invocation(compose, settings)} config --quiet"],
-            _if=compose_file.did_change,
-        )
+    host_state.after(
+        [compose_file],
+        server.shell,
+        name="Ollama: compose.yaml is valid",
+        commands=[f"{render.compose_invocation(compose, settings)} config --quiet"],
+    )
     unit = host_state.put(
         state, "Ollama: systemd unit", render.UNIT_PATH, render.unit(settings, compose)
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import shutil
 import subprocess
 import tempfile
@@ -74,7 +73,7 @@ def ensure(log=print) -> Path:
             "(Debian: mmdebstrap e2fsprogs dosfstools mtools fdisk qemu-utils)"
         )
     r = recipe()
-    digest = hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:12]
+    digest = rootfs.recipe_hash(r)
     folder = images_dir()
     folder.mkdir(parents=True, exist_ok=True)
     stamp = folder / "recipe"

@@ -292,16 +292,6 @@ def ssh_command(lab: Lab, st: dict, *cmd: str) -> list[str]:
             *cmd]  # fmt: skip
 
 
-def run(lab: Lab, cmd: str, check: bool = True, timeout: float = 600, name: str = NAME):
-    """Run a shell command in the VM as root; returns the CompletedProcess (text, captured)."""
-    st = state(lab, name)
-    if not st:
-        raise RuntimeError(f"{name} is not running")
-    return subprocess.run(
-        ssh_command(lab, st, cmd), check=check, timeout=timeout, capture_output=True, text=True
-    )
-
-
 def wait_ssh(lab: Lab, st: dict, timeout: float = BOOT_TIMEOUT) -> float:
     """Wait until SSH answers; returns the seconds waited. The qemu process must stay up."""
     started = time.monotonic()

@@ -80,7 +80,7 @@ class LabInstance:
 
     @property
     def inventory(self) -> Path:
-        return self.dir / "inventory.py"
+        return self.config.inventory
 
     def cli(self, *args: str, check: bool = True, timeout: float = 900):
         result = subprocess.run(
@@ -246,7 +246,7 @@ def host_snapshot(other_than: str | None = None) -> dict[str, object]:
     or engineer may bring up or down meanwhile.
     """
     others = []
-    for reg in Path("/run/aicoder-lab/instances").glob("*"):
+    for reg in (network.RUN_DIR / "instances").glob("*"):
         with contextlib.suppress(OSError):  # gone meanwhile: that lab went down
             if reg.name != other_than:
                 others.append(Lab(reg.name, Path(json.loads(reg.read_text())["dir"])))
@@ -269,8 +269,8 @@ def host_snapshot(other_than: str | None = None) -> dict[str, object]:
     ruleset = [t for t in tables if not any(f"table inet {o.nft_table} " in t for o in others)]
     # While other labs run, ip_forward is theirs; the host's own value waits in the lab's
     # record for the last one to go down (lab/network.py).
-    saved = Path("/run/aicoder-lab/ip_forward.before")
-    forward = saved if others and saved.exists() else Path("/proc/sys/net/ipv4/ip_forward")
+    saved = network.RUN_DIR / "ip_forward.before"
+    forward = saved if others and saved.exists() else network.IP_FORWARD
     cgroups = sorted(
         str(p)
         for p in Path("/sys/fs/cgroup").glob("*/aicoder-lab-*")

@@ -28,6 +28,7 @@ class FileState:
 @dataclass
 class State:
     files: dict[str, FileState] = field(default_factory=dict)  # only files that exist
+    dirs: dict[str, tuple[str, str]] = field(default_factory=dict)  # -> (mode, "user:group")
     packages: dict[str, str] = field(default_factory=dict)  # installed package -> version
     units: dict[str, tuple[str, str]] = field(default_factory=dict)  # -> (is-enabled, is-active)
     probe: list[str] = field(default_factory=list)  # the role's own probe output lines
@@ -40,6 +41,9 @@ def parse(lines: list[str]) -> State:
         if kind == "file":
             mode, owner, sha1, path = rest.split(None, 3)
             state.files[path] = FileState(mode, owner, sha1)
+        elif kind == "dir":
+            mode, owner, path = rest.split(" ", 2)
+            state.dirs[path] = (mode, owner)
         elif kind == "package":
             status, name, version = (rest.split() + ["", "", ""])[:3]
             if status[:2] in ("ii", "hi"):  # installed (or held); not "rc" leftovers
@@ -53,11 +57,18 @@ def parse(lines: list[str]) -> State:
 
 
 class HostState(FactBase):
-    """Files (mode, owner, sha1), packages (version), systemd units (is-enabled, is-active) and
-    the output of a role's ``probe`` shell snippet, each line tagged with its kind."""
+    """Files (mode, owner, sha1), folders (mode, owner), packages (version), systemd units
+    (is-enabled, is-active) and the output of a role's ``probe`` shell snippet, each line
+    tagged with its kind."""
 
-    def command(self, paths=(), packages=(), units=(), probe=""):
+    def command(self, paths=(), packages=(), units=(), probe="", dirs=()):
         parts: list = []
+        if dirs:
+            parts += [
+                "for d in",
+                *[QuoteString(d) for d in dirs],
+                """; do [ -d "$d" ] && echo "dir $(stat -c '%a %U:%G' "$d") $d"; done;""",
+            ]
         if paths:
             parts += [
                 "for f in",
@@ -90,11 +101,16 @@ class HostState(FactBase):
         return State()
 
 
-def read(paths=(), packages=(), units=(), probe: str = "") -> State:
+def read(paths=(), packages=(), units=(), probe: str = "", dirs=()) -> State:
     """The state of what a role manages on the current host (one round trip)."""
     names = sorted({spec.partition("=")[0] for spec in packages})
     return host.get_fact(
-        HostState, paths=tuple(paths), packages=tuple(names), units=tuple(units), probe=probe
+        HostState,
+        paths=tuple(paths),
+        packages=tuple(names),
+        units=tuple(units),
+        probe=probe,
+        dirs=tuple(dirs),
     )
 
 
@@ -133,6 +149,16 @@ def put(state: State, name: str, path: str, content: str, mode: str = "644",
         return UNCHANGED
     user, _, group = owner.partition(":")
     return files.put(name=name, src=StringIO(content), dest=path, mode=mode, user=user, group=group)
+
+
+def directory(state: State, name: str, path: str, mode: str, owner: str | None = "root:root"):
+    """``files.directory`` unless the folder exists with ``mode`` and ``owner`` (``None``: any
+    owner, and the operation leaves it as it is)."""
+    have = state.dirs.get(path)
+    if have and have[0] == mode and owner in (None, have[1]):
+        return UNCHANGED
+    user, _, group = (owner or "").partition(":")
+    return files.directory(name=name, path=path, mode=mode, user=user or None, group=group or None)
 
 
 def absent(state: State, name: str, path: str):

@@ -8,7 +8,7 @@ import shlex
 
 from pyinfra import host, logger
 from pyinfra.api import deploy, operation
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 
 from roles.common import host_state
 from roles.common.platform import DEBIAN, os_family
@@ -100,14 +100,14 @@ def install():
     state = host_state.read(
         paths=[compose_path, render.UNIT_PATH],
         units=[render.UNIT],
-        probe=facts.probe(settings.image, f"{api}/api/tags", list(folders)),
+        probe=facts.probe(settings.image, f"{api}/api/tags"),
+        dirs=list(folders),
     )
     found = facts.parse_state(state.probe)
     runnable = _image(settings, found.image)
 
     for path, mode in folders.items():
-        if found.dirs.get(path) != mode:
-            files.directory(name=f"Ollama: {path}", path=path, mode=mode)
+        host_state.directory(state, f"Ollama: {path}", path, mode, owner=None)
     compose_file = host_state.put(
         state, "Ollama: compose.yaml", compose_path, render.compose_yaml(settings, publish)
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pyinfra.api import FactBase
 
@@ -14,20 +14,16 @@ from pyinfra.api import FactBase
 class OllamaState:
     image: bool = False  # Docker has the image
     models: set[str] | None = None  # canonical names /api/tags lists; None: no answer
-    dirs: dict[str, str] = field(default_factory=dict)  # path -> mode
 
 
-def probe(image: str, tags_url: str, dirs: list[str]) -> str:
-    """Whether Docker has ``image`` (not while Docker is missing), the models the API lists and
-    the role's folders."""
+def probe(image: str, tags_url: str) -> str:
+    """Whether Docker has ``image`` (not while Docker is missing) and the models the API lists."""
     q = shlex.quote
-    paths = " ".join(q(d) for d in dirs)
     return "; ".join(
         [
             f"docker image inspect --format '{{{{.Id}}}}' {q(image)} >/dev/null 2>&1 "
             "&& echo image present || echo image missing",
             f"echo tags $(curl -fsS -m 5 {q(tags_url)} 2>/dev/null | tr -d '\\n')",
-            f'for d in {paths}; do [ -d "$d" ] && echo "dir $(stat -c %a "$d") $d"; done',
         ]
     )
 
@@ -40,9 +36,6 @@ def parse_state(lines: list[str]) -> OllamaState:
             state.image = value.strip() == "present"
         elif kind == "tags":
             state.models = parse_tags(value)
-        elif kind == "dir":
-            mode, _, path = value.strip().partition(" ")
-            state.dirs[path] = mode
     return state
 
 

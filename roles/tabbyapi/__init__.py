@@ -92,9 +92,9 @@ def _read_state(settings: TabbyapiSettings) -> tuple[State, TabbyapiState]:
             user=settings.user,
             model_dir=settings.model_dir,
             folders=[folder for _, _, folder in settings.downloads()],
-            dirs=[path for path, _, _ in _folders(settings)],
             links=list(_links(settings)),
         ),
+        dirs=[path for path, _, _ in _folders(settings)],
     )
     return state, facts.parse_state(state.probe)
 
@@ -132,11 +132,7 @@ def _user_and_folders(settings: TabbyapiSettings, state: State, install: Tabbyap
             ],
         )
     for path, owner, mode in _folders(settings):
-        if install.dirs.get(path) != (mode, owner):
-            owner_user, _, group = owner.partition(":")
-            files.directory(
-                name=f"tabbyAPI: {path}", path=path, user=owner_user, group=group, mode=mode
-            )
+        host_state.directory(state, f"tabbyAPI: {path}", path, mode, owner)
     log = state.files.get(render.LOG_FILE)
     if log is None or (log.mode, log.owner) != ("600", f"{user}:{user}"):
         files.file(

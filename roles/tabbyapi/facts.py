@@ -20,7 +20,6 @@ class TabbyapiState:
     gpus: int = 0  # NVIDIA GPUs nvidia-smi lists (0 before the driver works)
     user_exists: bool = False
     models: dict[str, str] = field(default_factory=dict)  # complete folder -> its stamp
-    dirs: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (mode, user:group)
     links: dict[str, str] = field(default_factory=dict)  # symlink -> its target
     address: str | None = None  # the guest's primary IPv4 address
 
@@ -42,9 +41,6 @@ def parse_state(lines: list[str]) -> TabbyapiState:
         elif kind == "model" and value:
             folder, _, stamp = value.partition(" ")
             state.models[folder] = stamp.strip()
-        elif kind == "dir":
-            mode, owner, path = value.split(" ", 2)
-            state.dirs[path] = (mode, owner)
         elif kind == "link":
             path, _, target = value.partition(" ")
             state.links[path] = target
@@ -60,12 +56,11 @@ def probe(
     user: str,
     model_dir: str,
     folders: list[str],
-    dirs: list[str],
     links: list[str],
 ) -> str:
     """Checkout, install stamp, interpreter, GPU count, the service user, which model folders
     are complete (a config.json and at least one *.safetensors: a failed download leaves
-    neither), the role's folders and links, and the guest's primary address."""
+    neither), the role's links, and the guest's primary address."""
     q = shlex.quote
     git = f"git -C {q(src)}"
     lines = [
@@ -84,11 +79,6 @@ def probe(
         lines.append(
             f"if [ -f {path}/config.json ] && ls {path}/*.safetensors >/dev/null 2>&1; then "
             f"echo model {q(folder)} $(cat {path}/{MODEL_STAMP} 2>/dev/null); fi"
-        )
-    if dirs:
-        paths = " ".join(q(d) for d in dirs)
-        lines.append(
-            f'for d in {paths}; do [ -d "$d" ] && echo "dir $(stat -c \'%a %U:%G\' "$d") $d"; done'
         )
     if links:
         paths = " ".join(q(link) for link in links)

@@ -51,14 +51,14 @@ def converged_guest(data: dict | None = None, compose=V2, models=("nomic-embed-t
     probe = [
         "image present",
         f"tags {tags(*models)}",
-        f"dir 755 {settings.project_dir}",
-        f"dir 750 {settings.data_dir}",
         *address_lines(),
     ]
     state = [
         file_line(f"{settings.project_dir}/compose.yaml", render.compose_yaml(settings, ADDRESS)),
         file_line(render.UNIT_PATH, render.unit(settings, compose)),
         unit_line(render.UNIT),
+        f"dir 755 root:root {settings.project_dir}",
+        f"dir 750 root:root {settings.data_dir}",
         *probe_lines(probe),
     ]
     # Read by the reload operation when it runs; a oneshot unit that stays active is "exited".

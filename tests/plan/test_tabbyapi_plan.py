@@ -70,7 +70,6 @@ def converged_guest(data: dict | None = None, **install) -> dict:
     probe = [
         *install_lines(**install),
         *address_lines(),
-        *(f"dir {mode} {owner} {path}" for path, owner, mode in folders),
         f"link {settings.src}/config.yml {render.CONFIG_FILE}",
         f"link {settings.src}/api_tokens.yml {render.TOKENS_FILE}",
     ]
@@ -82,6 +81,7 @@ def converged_guest(data: dict | None = None, **install) -> dict:
         file_line(render.LOG_FILE, "", "600", mine),
         *package_lines(PACKAGES),
         unit_line(render.UNIT),
+        *(f"dir {mode} {owner} {path}" for path, owner, mode in folders),
         *probe_lines(probe),
     ]
     hf = [
@@ -259,7 +259,11 @@ def test_a_service_that_never_answers_fails_with_its_redacted_log_lines():
 def test_a_guest_deployed_without_a_source_gets_the_code_once_one_is_set():
     """Recorded on a lab guest after a deploy without a source: user and folders are there."""
     recorded = fixture("tabbyapi-probe.debian-12-lab-deployed.txt").splitlines()
-    plan = guest_plan({"tabbyapi_host": "10.213.164.10"}, {TABBY_STATE: probe_lines(recorded)})
+    # Its "dir" lines are what HostState's folder read prints now (the same stat output); the
+    # rest is the role's probe.
+    dirs = [line for line in recorded if line.startswith("dir ")]
+    probe = probe_lines(line for line in recorded if not line.startswith("dir "))
+    plan = guest_plan({"tabbyapi_host": "10.213.164.10"}, {TABBY_STATE: [*dirs, *probe]})
     names = own(plan, OWN_OPS)
     assert "tabbyAPI | tabbyAPI: checkout of " + REF in names
     assert not [n for n in names if "system user" in n or n.endswith("/var/lib/tabbyapi")]

@@ -8,8 +8,10 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import apt, dnf, files, server
+from pyinfra.operations import dnf, files, server
 
+from roles.common import host_state
+from roles.common.host_state import State
 from roles.common.platform import DEBIAN, os_family
 from roles.libvirt import render
 from roles.libvirt.facts import (
@@ -17,7 +19,6 @@ from roles.libvirt.facts import (
     NetworkLinks,
     NmConnections,
     SelinuxImageDir,
-    UnitStates,
 )
 from roles.libvirt.settings import LibvirtSettings
 
@@ -78,22 +79,29 @@ def configure():
     family = os_family(host)
     links = host.get_fact(NetworkLinks)
     uplink_mac = _check_uplink(settings, links)
+    state = host_state.read(
+        paths=[GUESTS_CONFIG[family], *([_stanza_path(settings)] if family == DEBIAN else [])],
+        packages=PACKAGES[family] if family == DEBIAN else (),
+        units=sorted(set(ENABLED[family] + RUNNING[family])),
+        dirs=[settings.image_dir],
+    )
 
     if family == DEBIAN:
-        apt.packages(name="Virtualization packages", packages=PACKAGES[family])
-        _debian_bridge(settings, links, uplink_mac)
+        host_state.packages(state, "Virtualization packages", PACKAGES[family])
+        _debian_bridge(settings, links, uplink_mac, state)
     else:
         dnf.packages(name="Virtualization packages", packages=PACKAGES[family])
         _el9_bridge(settings, links, uplink_mac)
 
-    files.put(
-        name="libvirt-guests: shut VMs down with the host",
-        src=StringIO(render.libvirt_guests_config()),
-        dest=GUESTS_CONFIG[family],
-        mode="644",
+    host_state.put(
+        state,
+        "libvirt-guests: shut VMs down with the host",
+        GUESTS_CONFIG[family],
+        render.libvirt_guests_config(),
     )
-    _units(family)
-    files.directory(name="VM image folder", path=settings.image_dir, present=True)
+    _units(family, state)
+    if settings.image_dir not in state.dirs:
+        files.directory(name="VM image folder", path=settings.image_dir, present=True)
     if family != DEBIAN and not _under(settings.image_dir, DEFAULT_IMAGE_DIR):
         _selinux_image_dir(settings.image_dir)
 
@@ -112,10 +120,9 @@ def _check_uplink(settings: LibvirtSettings, links: dict) -> str:
     return link["mac"]
 
 
-def _units(family: str) -> None:
-    states = host.get_fact(UnitStates, units=sorted(set(ENABLED[family] + RUNNING[family])))
-    disabled = [u for u in ENABLED[family] if states.get(u, ("", ""))[0] != "enabled"]
-    stopped = [u for u in RUNNING[family] if states.get(u, ("", ""))[1] != "active"]
+def _units(family: str, state: State) -> None:
+    disabled = [u for u in ENABLED[family] if state.units.get(u, ("", ""))[0] != "enabled"]
+    stopped = [u for u in RUNNING[family] if state.units.get(u, ("", ""))[1] != "active"]
     if disabled:
         server.shell(
             name="Enable libvirt at boot", commands=[f"systemctl enable {' '.join(disabled)}"]
@@ -124,15 +131,20 @@ def _units(family: str) -> None:
         server.shell(name="Start libvirt", commands=[f"systemctl start {' '.join(stopped)}"])
 
 
-def _debian_bridge(settings: LibvirtSettings, links: dict, uplink_mac: str) -> None:
+def _stanza_path(settings: LibvirtSettings) -> str:
+    """Debian: the bridge's ifupdown stanza."""
+    return f"{render.IFUPDOWN_DIR}/{settings.bridge}"
+
+
+def _debian_bridge(settings: LibvirtSettings, links: dict, uplink_mac: str, state: State) -> None:
     """ifupdown owns the bridge; the uplink's old stanza is commented out in the same step that
     brings the bridge up, detached, so a dropped SSH session cannot stop it halfway."""
     bridge = settings.bridge
-    stanza = files.put(
-        name=f"Bridge {bridge} (ifupdown)",
-        src=StringIO(render.ifupdown_bridge(settings, uplink_mac)),
-        dest=f"{render.IFUPDOWN_DIR}/{bridge}",
-        mode="644",
+    stanza = host_state.put(
+        state,
+        f"Bridge {bridge} (ifupdown)",
+        _stanza_path(settings),
+        render.ifupdown_bridge(settings, uplink_mac),
     )
     current = host.get_fact(IfupdownConfig)
     wanted = render.interfaces_for_bridge(current, settings.bridge_uplink)

@@ -21,30 +21,6 @@ def sections(lines: list[str]) -> dict[str, list[str]]:
     return found
 
 
-class UnitStates(FactBase):
-    """systemd units -> (enabled state, active state); ('', 'inactive') for a missing unit."""
-
-    def command(self, units: list[str]) -> str:
-        names = " ".join(shlex.quote(u) for u in units)
-        return (
-            f"for u in {names}; do "
-            'echo "$u|$(systemctl is-enabled "$u" 2>/dev/null)|$(systemctl is-active "$u" '
-            '2>/dev/null)"; done'
-        )
-
-    @staticmethod
-    def default():
-        return {}
-
-    def process(self, output):
-        states = {}
-        for line in output:
-            parts = line.strip().split("|")
-            if len(parts) == 3:
-                states[parts[0]] = (parts[1], parts[2] or "inactive")
-        return states
-
-
 class NetworkLinks(FactBase):
     """The host's network interfaces: name -> {"mac", "bridge" (its master), "ipv4" [cidr]}."""
 

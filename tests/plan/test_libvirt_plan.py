@@ -1,17 +1,17 @@
 """Plan tests of the libvirt role: the real deploy against recorded Rocky 9 / Debian 12 facts.
 
 Recorded: the os-release files and `sestatus` (shared/fixtures/el9). The "converged" responses
-below (dpkg/rpm lists, unit states, nmcli and semanage output, file stats) are not recordings:
+below (HostState lines, the rpm list, nmcli and semanage output) are not recordings:
 they describe the state this deploy itself leaves, in each command's documented format, so that
 a converged host must plan nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 
-from harness import fixture, os_release_response, run_plan
+from guest_services_facts import unit_line
+from harness import file_line, fixture, os_release_response, package_lines, run_plan
 
 from roles.libvirt import ENABLED, GUESTS_CONFIG, PACKAGES, RUNNING, render
 from roles.libvirt.settings import LibvirtSettings
@@ -36,17 +36,6 @@ def responses(os_release: str, extra: dict | None = None) -> dict:
     return {**(extra or {}), **base, **os_release_response(fixture(os_release))}
 
 
-def converged_file(path: str, content: str, mode: str = "-rw-r--r--") -> dict:
-    """File and Sha1File answers for ``path`` holding ``content``."""
-    sha1 = hashlib.sha1(content.encode()).hexdigest()
-    stat = f"user=root group=root mode={mode} atime=0 mtime=0 ctime=0 size={len(content)} '{path}'"
-    return {
-        re.compile(rf"sha1sum {re.escape(path)} "): f"{sha1}  {path}",
-        re.compile(rf"stat -c .* {re.escape(path)} 2>"): stat,
-        **converged_dir(path.rsplit("/", 1)[0]),
-    }
-
-
 def converged_dir(path: str, mode: str = "drwxr-xr-x") -> dict:
     stat = f"user=root group=root mode={mode} atime=0 mtime=0 ctime=0 size=4096 '{path}'"
     return {re.compile(rf"stat -c .* {re.escape(path)} 2>"): stat}
@@ -59,21 +48,23 @@ def converged_libvirt(os_release: str, data: dict) -> dict:
     assert not problems, problems
     mac = UPLINK_MAC if settings.bridge_uplink else ""
     units = sorted(set(ENABLED[family] + RUNNING[family]))
+    # The role's one HostState read: its files, packages (Debian), units and image folder.
+    state = [
+        file_line(GUESTS_CONFIG[family], render.libvirt_guests_config()),
+        *(unit_line(u) for u in units),
+        f"dir 755 root:root {settings.image_dir}",
+    ]
     found = {
-        re.compile(r"for u in .*systemctl is-enabled"): "\n".join(
-            f"{u}|enabled|active" for u in units
-        ),
+        re.compile(rf"for f in {re.escape(GUESTS_CONFIG[family])}\b"): state,
         re.compile(r"for d in /sys/class/net/\*"): links(bridge=True),
-        **converged_file(GUESTS_CONFIG[family], render.libvirt_guests_config()),
-        **converged_dir(settings.image_dir),
     }
     if family == "debian":
-        found["dpkg -l"] = "\n".join(f"ii  {p}  1.0  amd64  x" for p in PACKAGES[family])
+        state += package_lines(PACKAGES[family])
+        state.append(
+            file_line("/etc/network/interfaces.d/br0", render.ifupdown_bridge(settings, mac))
+        )
         found["cat /etc/network/interfaces"] = render.interfaces_for_bridge(
             "auto lo\niface lo inet loopback\n", settings.bridge_uplink
-        )
-        found.update(
-            converged_file("/etc/network/interfaces.d/br0", render.ifupdown_bridge(settings, mac))
         )
     else:
         found["rpm --queryformat"] = "\n".join(f"{p} 1.0-1.el9" for p in PACKAGES[family])

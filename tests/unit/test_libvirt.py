@@ -6,7 +6,7 @@ import pytest
 
 from roles.common.settings import SettingsError, validate_host
 from roles.libvirt import render
-from roles.libvirt.facts import NetworkLinks, NmConnections, SelinuxImageDir, UnitStates
+from roles.libvirt.facts import NetworkLinks, NmConnections, SelinuxImageDir
 from roles.libvirt.settings import LibvirtSettings
 
 EL9_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "el9"
@@ -117,13 +117,6 @@ def test_nm_properties_and_differences():
     current = {**wanted, "ipv4.gateway": "--", "ipv4.dns": "10.0.0.2"}
     assert render.nm_differences(wanted, current) == {"ipv4.dns": "10.0.0.1"}
     assert render.nm_args({"ipv4.dns": ""}) == "ipv4.dns ''"
-
-
-def test_unit_states_fact():
-    command = UnitStates().command(["a.service", "b.socket"])
-    assert "systemctl is-enabled" in command and "a.service b.socket" in command
-    states = UnitStates().process(["a.service|enabled|active", "b.socket||"])
-    assert states == {"a.service": ("enabled", "active"), "b.socket": ("", "inactive")}
 
 
 def test_network_links_fact():

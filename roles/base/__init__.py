@@ -7,7 +7,7 @@ import os
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import dnf, files, server
+from pyinfra.operations import files, server
 
 from roles.base import facts
 from roles.base.facts import BROKEN_PACKAGES, STAMP
@@ -98,7 +98,7 @@ def configure():
     packages = settings.packages + _FAMILY_PACKAGES[family]
     state = host_state.read(
         paths=[*debian_files(settings), sudoers_path(user), "/etc/timezone", keys_path(home)],
-        packages=packages if family == DEBIAN else (),
+        packages=packages,
         probe=facts.probe(settings.timezone, user, home),
     )
     probe = facts.parse(state.probe)
@@ -110,9 +110,7 @@ def configure():
 
     if family == DEBIAN:
         debian_package_sources(state, probe)
-        host_state.packages(state, "Base packages", packages)
-    else:
-        dnf.packages(name="Base packages", packages=packages)
+    host_state.packages(state, "Base packages", packages)
 
     _admin_user(settings, state, probe, home)
     nopasswd = "NOPASSWD: " if settings.admin_passwordless_sudo else ""

@@ -15,7 +15,9 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, dnf, files, systemd
+
+from roles.common.platform import DEBIAN, os_family
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,15 @@ class HostState(FactBase):
                 """$(sha1sum < "$f" | cut -d' ' -f1) $f"; done;""",
             ]
         if packages:
+            names = [QuoteString(p) for p in packages]
+            # EL9 has no dpkg: rpm prints the same line for each installed package.
             parts += [
+                "if command -v dpkg-query >/dev/null; then",
                 "dpkg-query -W -f='package ${db:Status-Abbrev} ${Package} ${Version}\\n'",
-                *[QuoteString(p) for p in packages],
-                "2>/dev/null;",
+                *names,
+                "2>/dev/null; else rpm -q --qf 'package ii  %{NAME} %{VERSION}-%{RELEASE}\\n'",
+                *names,
+                "2>/dev/null | grep '^package ii '; fi;",
             ]
         if units:
             parts += [
@@ -180,12 +187,13 @@ def missing(state: State, specs) -> list[str]:
 
 
 def packages(state: State, name: str, specs: list[str]):
-    """``apt.packages`` for the packages not installed yet."""
+    """``apt.packages`` (EL9: ``dnf.packages``) for the packages not installed yet."""
     todo = missing(state, specs)
     if not todo:
         host.noop(f"{', '.join(specs)} installed")
         return UNCHANGED
-    return apt.packages(name=name, packages=todo)
+    install = apt.packages if os_family(host) == DEBIAN else dnf.packages
+    return install(name=name, packages=todo)
 
 
 def packages_absent(state: State, name: str, names: list[str]):

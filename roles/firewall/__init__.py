@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import dnf, server, systemd
+from pyinfra.operations import server, systemd
 
 from roles.common import host_state
 from roles.common.platform import DEBIAN, os_family
@@ -98,8 +98,10 @@ def _firewalld(policy: Policy, zone: str):
         f"/etc/firewalld/zones/{ADMIN_ZONE}.xml",
         f"/etc/firewalld/zones/{zone}.xml",
     )
-    state = host_state.read(paths=[admin_path, zone_path], units=["firewalld.service"])
-    dnf.packages(name="firewalld", packages=["firewalld"])
+    state = host_state.read(
+        paths=[admin_path, zone_path], packages=["firewalld"], units=["firewalld.service"]
+    )
+    host_state.packages(state, "firewalld", ["firewalld"])
     admin = host_state.put(
         state,
         f"firewalld zone {ADMIN_ZONE} (allowed networks)",

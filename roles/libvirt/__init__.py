@@ -8,7 +8,7 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import dnf, files, server
+from pyinfra.operations import files, server
 
 from roles.common import host_state
 from roles.common.host_state import State
@@ -81,16 +81,15 @@ def configure():
     uplink_mac = _check_uplink(settings, links)
     state = host_state.read(
         paths=[GUESTS_CONFIG[family], *([_stanza_path(settings)] if family == DEBIAN else [])],
-        packages=PACKAGES[family] if family == DEBIAN else (),
+        packages=PACKAGES[family],
         units=sorted(set(ENABLED[family] + RUNNING[family])),
         dirs=[settings.image_dir],
     )
 
+    host_state.packages(state, "Virtualization packages", PACKAGES[family])
     if family == DEBIAN:
-        host_state.packages(state, "Virtualization packages", PACKAGES[family])
         _debian_bridge(settings, links, uplink_mac, state)
     else:
-        dnf.packages(name="Virtualization packages", packages=PACKAGES[family])
         _el9_bridge(settings, links, uplink_mac)
 
     host_state.put(

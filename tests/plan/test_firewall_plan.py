@@ -50,11 +50,10 @@ def firewall_ops(plan) -> list[tuple[str, list[str]]]:
 
 def converged(uploaded: dict[str, str], modes: dict[str, str], service: str, package: str) -> dict:
     """The firewall's one HostState read on a host where every file already holds what a fresh
-    run uploads, the package is installed and the service is active and enabled (EL9: dnf's
-    package fact too, as dnf.packages reads it)."""
+    run uploads, the package is installed and the service is active and enabled."""
     lines = [file_line(path, uploaded[path], mode) for path, mode in modes.items()]
     lines += [*package_lines([package]), unit_line(service)]
-    return {FIREWALL_STATE: lines, "rpm --queryformat": f"{package} 1.3.4-7.el9"}
+    return {FIREWALL_STATE: lines}
 
 
 # --- Debian 12 (guest, and a Debian hypervisor: the same code path) ----------------------------

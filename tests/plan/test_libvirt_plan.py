@@ -52,6 +52,7 @@ def converged_libvirt(os_release: str, data: dict) -> dict:
     state = [
         file_line(GUESTS_CONFIG[family], render.libvirt_guests_config()),
         *(unit_line(u) for u in units),
+        *package_lines(PACKAGES[family]),
         f"dir 755 root:root {settings.image_dir}",
     ]
     found = {
@@ -59,7 +60,6 @@ def converged_libvirt(os_release: str, data: dict) -> dict:
         re.compile(r"for d in /sys/class/net/\*"): links(bridge=True),
     }
     if family == "debian":
-        state += package_lines(PACKAGES[family])
         state.append(
             file_line("/etc/network/interfaces.d/br0", render.ifupdown_bridge(settings, mac))
         )
@@ -67,7 +67,6 @@ def converged_libvirt(os_release: str, data: dict) -> dict:
             "auto lo\niface lo inet loopback\n", settings.bridge_uplink
         )
     else:
-        found["rpm --queryformat"] = "\n".join(f"{p} 1.0-1.el9" for p in PACKAGES[family])
         profile = {"connection.id": "br0", **render.nm_bridge_properties(settings, mac)}
         nm = ["[active]", "br0:br0"]
         if settings.bridge_uplink:

@@ -9,19 +9,10 @@ The contract between the two roles:
 
 The preflight reads both on the host (``vm_gpus``) and refuses, before any change, a VM device
 that vfio_gpus does not isolate, and a GPU (an IOMMU group) given to two VMs; there the facts
-show which ids and groups the addresses belong to. Where only settings are visible (a settings
-``check()``), ``settings_problems`` does what can be done without the host.
+show which ids and groups the addresses belong to.
 """
 
 from __future__ import annotations
-
-import re
-from collections.abc import Mapping, Sequence
-
-from roles.common.checks import PCI_ADDRESS
-from roles.preflight.parse import slot_of
-
-Problem = tuple[str, str]
 
 
 def vm_gpus(host) -> dict[str, list[str]]:
@@ -29,29 +20,3 @@ def vm_gpus(host) -> dict[str, list[str]]:
     from roles.guest_vm.settings import GuestVmSettings  # the VM role's settings
 
     return {vm.name: list(vm.gpus) for vm in GuestVmSettings.from_host(host).machines()}
-
-
-def settings_problems(
-    vfio_gpus: Sequence[str], vms: Mapping[str, Sequence[str]], key: str = "guest_vm_vms"
-) -> list[Problem]:
-    """Problems seen from the settings alone: a VM device outside every slot vfio_gpus names
-    by address, and a slot given to two VMs. vfio_gpus given as ids are checked by the
-    preflight only (which devices have them is known on the host)."""
-    by_address = {slot_of(g) for g in vfio_gpus if re.fullmatch(PCI_ADDRESS, g)}
-    by_ids = len(by_address) < len(vfio_gpus)
-    problems: list[Problem] = []
-    owner: dict[str, str] = {}
-    for vm, addresses in vms.items():
-        for address in addresses:
-            slot = slot_of(address)
-            if slot not in by_address and not by_ids:
-                problems.append(
-                    (key, f"VM {vm!r} gets {address}, which vfio_gpus does not pass through; "
-                     f"add its GPU ({slot}.0) to vfio_gpus")
-                )  # fmt: skip
-            if owner.setdefault(slot, vm) != vm:
-                problems.append(
-                    (key, f"VM {vm!r} gets {address}, but {slot} is given to VM {owner[slot]!r} "
-                     "too; a GPU goes to one VM only")
-                )  # fmt: skip
-    return problems

@@ -3,7 +3,6 @@
 import pytest
 
 from roles.common.settings import SettingsError, validate_host
-from roles.vfio.assignment import settings_problems
 from roles.vfio.settings import VfioSettings
 
 
@@ -40,16 +39,3 @@ def test_addresses_and_ids_are_both_accepted():
     settings, problems = VfioSettings.problems_in(data)
     assert problems == [] and settings.gpus == ["0000:01:00.0", "10de:2204"]
     assert VfioSettings().gpus == [] and VfioSettings().reboot is False
-
-
-def test_settings_problems_for_the_vm_role():
-    vms = {"ai": ["0000:01:00.0", "0000:01:00.1"], "other": ["0000:01:00.1"]}
-    problems = settings_problems(["0000:01:00.0"], vms)
-    assert problems == [
-        ("guest_vm_vms", "VM 'other' gets 0000:01:00.1, but 0000:01:00 is given to VM 'ai' "
-         "too; a GPU goes to one VM only"),
-    ]  # fmt: skip
-    missing = settings_problems(["0000:01:00.0"], {"ai": ["0000:02:00.0"]})
-    assert "which vfio_gpus does not pass through; add its GPU (0000:02:00.0)" in missing[0][1]
-    # GPUs given by ids are matched on the host, by the preflight
-    assert settings_problems(["10de:2204"], {"ai": ["0000:02:00.0"]}) == []

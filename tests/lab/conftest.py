@@ -31,12 +31,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+# The lab tests' own helpers (pytest's importlib mode puts no test folder on sys.path).
+sys.path.insert(0, str(Path(__file__).parent))
+from deploy_run import DeployRun, pyinfra_deploy  # noqa: E402
+
 from lab import network, proc  # noqa: E402
 from lab.config import Lab  # noqa: E402
 
 TOOLS = ["systemd-nspawn", "mmdebstrap", "script", "ssh", "ssh-keygen", "nft", "ip"]
 TIMINGS: dict[str, float] = {}  # shown at the end of the run
-DEPLOY_TIMEOUT = 3600
 
 
 def pytest_collection_modifyitems(items):
@@ -165,50 +168,6 @@ def lab():
     machines = os.environ.get("AICODER_TEST_LAB_MACHINES", "guest")
     with lab_instance(name, machines) as inst:
         yield inst
-
-
-@dataclass
-class DeployRun:
-    returncode: int
-    output: str
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    def changed_operations(self) -> list[str]:
-        """Operations that changed a host, from pyinfra's results table ("Success" column:
-        pyinfra counts an operation that changed something as success, else as no change)."""
-        text = re.sub(r"\x1b\[[0-9;]*m", "", self.output)
-        _, found, table = text.partition("--> Results:")
-        assert found, f"no results table in pyinfra's output:\n{self.tail()}"
-        rows = table.strip().splitlines()
-        header = rows[0].split()
-        assert header[-5:] == ["Hosts", "Success", "Error", "No", "Change"], header
-        changed = []
-        for row in rows[1:]:
-            if row.lstrip().startswith("-->") or not row.strip():
-                break
-            name, _hosts, success, _error, _no_change = row.strip().rsplit(None, 4)
-            if name != "Grand total" and success != "-":
-                changed.append(name)
-        return changed
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.output.splitlines()[-lines:])
-
-
-def pyinfra_deploy(inventory: Path) -> DeployRun:
-    """The real CLI, from the repo, as a user runs it."""
-    exe = Path(sys.executable).with_name("pyinfra")
-    cmd = [str(exe) if exe.exists() else "pyinfra", "-y", str(inventory), "deploy.py"]
-    started = time.monotonic()
-    result = subprocess.run(
-        cmd, cwd=REPO, capture_output=True, text=True, timeout=DEPLOY_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    return DeployRun(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,9 @@ end-to-end checks from this machine pass or skip with their reasons."""
 from __future__ import annotations
 
 import os
-import re
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "node"))
 from continue_validator import validate  # noqa: E402
+from deploy_run import ANSI, pyinfra_deploy  # noqa: E402
 
 from roles.common import secrets  # noqa: E402
 
@@ -39,15 +38,9 @@ def client_inventory(deployed, tmp_path_factory) -> tuple[Path, Path]:
 
 
 def pyinfra(inventory: Path, *args: str) -> tuple[int, str, float]:
-    """(exit code, output, seconds) of the real CLI; pyinfra reports on stderr."""
-    exe = Path(sys.executable).with_name("pyinfra")
-    started = time.monotonic()
-    done = subprocess.run(
-        [str(exe) if exe.exists() else "pyinfra", "-y", str(inventory), "deploy.py", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    output = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
-    return done.returncode, output, time.monotonic() - started
+    """(exit code, output without colours, seconds) of the real CLI."""
+    run = pyinfra_deploy(inventory, *args, timeout=1800)
+    return run.returncode, ANSI.sub("", run.output), run.seconds
 
 
 def client_ops(output: str) -> dict[str, str]:

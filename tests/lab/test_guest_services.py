@@ -10,12 +10,11 @@ here; the skipped steps are covered by tests/plan/test_{tabbyapi,ollama}_plan.py
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from deploy_run import pyinfra_deploy
 
 REPO = Path(__file__).resolve().parents[2]
 OWN = re.compile(r"^(Hugging Face tools|tabbyAPI|Ollama)\b")
@@ -142,17 +141,10 @@ def test_a_service_that_never_answers_fails_the_deploy_with_redacted_log_lines(d
         )
     )
     try:
-        exe = Path(sys.executable).with_name("pyinfra")
-        result = subprocess.run(
-            [str(exe), "-y", str(deployed.inventory), str(deploy)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = pyinfra_deploy(deployed.inventory, deploy_file=str(deploy), timeout=300)
     finally:
         deployed.ssh("guest", f"rm -f {log}", check=False)
-    output = result.stdout + result.stderr
+    output = result.output
     assert result.returncode != 0, output
     assert "Nothing did not answer http://127.0.0.1:9/health within 4 s" in output
     assert "ERROR: model failed to load" in output

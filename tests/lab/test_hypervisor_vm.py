@@ -24,6 +24,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from deploy_run import pyinfra_deploy  # noqa: E402
+
 from lab.overrides import OVERRIDES  # noqa: E402
 
 pytestmark = pytest.mark.lab
@@ -87,9 +89,6 @@ class Hypervisor:
 
 @pytest.fixture(scope="module")
 def hv(lab_factory, lab_timings):
-    # The shared conftest's deploy runner (several conftest modules exist, so none is importable
-    # by name; the fixture's function leads to its module).
-    pyinfra_deploy = sys.modules[lab_factory.__module__].pyinfra_deploy
     host_links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
     with lab_factory(LAB_NAME, "hv") as lab:
         first = pyinfra_deploy(lab.inventory)
@@ -204,7 +203,6 @@ def test_a_changed_vm_is_restarted_cleanly_when_allowed(deployed_hv, lab_timings
     )
     mem_kib = "sed -n 's/^MemTotal: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo"
     before = int(deployed_hv.vm(mem_kib).stdout)
-    pyinfra_deploy = sys.modules[deployed_hv.lab.__module__].pyinfra_deploy
 
     run = pyinfra_deploy(inventory)
     assert run.ok, run.tail(120)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from deploy_run import ANSI, DeployRun, pyinfra_command
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -35,7 +36,6 @@ from roles.tabbyapi.settings import TabbyapiSettings  # noqa: E402
 
 pytestmark = pytest.mark.lab
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RESULT = re.compile(r"^\s*\[\S+\] (Success|No changes|Skipped)", re.M)  # an op's outcome line
 HF_VENV = HfToolsSettings.venv  # dataclass defaults: the lab overrides leave these alone
 TABBY_CONFIG = "/etc/tabbyapi/config.yml"
@@ -84,28 +84,17 @@ def snapshot(lab) -> dict[str, str]:
 
 
 @dataclass
-class Run:
-    returncode: int
-    output: str
-    seconds: float
+class Run(DeployRun):
     killed_after: str | None = None  # the "Starting operation" line the run was killed at
     finished: bool = False  # whether that operation reported its result before the kill
-
-    def changed_operations(self, deploy_run_type) -> list[str]:
-        return deploy_run_type(self.returncode, self.output, self.seconds).changed_operations()
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.output.splitlines()[-lines:])
 
 
 def pyinfra(lab, kill_at: re.Pattern | None = None, delay: float = 0.0) -> Run:
     """The real CLI as a user runs it; SIGKILLed `delay` seconds after it logs the start of an
     operation whose names match `kill_at`."""
-    exe = Path(sys.executable).with_name("pyinfra")
-    cmd = [str(exe) if exe.exists() else "pyinfra", "-y", str(lab.inventory), "deploy.py"]
     started = time.monotonic()
     proc = subprocess.Popen(
-        cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        pyinfra_command(lab.inventory), cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     lines, killed_after, finished = [], None, False
@@ -217,14 +206,14 @@ def test_killed_deploy_converges_on_the_next_run(
     assert rerun.returncode == 0, f"the run after the kill failed:\n{rerun.tail()}"
     print(f"killed {killed.seconds:.1f} s in, at {killed.killed_after!r}; left running: "
           f"{left or 'nothing'}; the next run ({rerun.seconds:.1f} s) changed "
-          f"{rerun.changed_operations(type(deploys[0]))}")  # fmt: skip
+          f"{rerun.changed_operations()}")  # fmt: skip
     after = snapshot(lab)
     diff = {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
     assert not diff, f"not converged after {killed.killed_after!r} (before, after): {diff}"
 
     last = pyinfra(lab)
     assert last.returncode == 0, last.tail()
-    changed = last.changed_operations(type(deploys[0]))
+    changed = last.changed_operations()
     assert not changed, f"the run after that changed {changed}:\n{last.tail()}"
 
 
@@ -243,13 +232,13 @@ def test_a_package_dpkg_left_half_installed_is_reinstalled(converged, deploys):
 
     rerun = pyinfra(lab)
     assert rerun.returncode == 0, rerun.tail()
-    changed = rerun.changed_operations(type(deploys[0]))
+    changed = rerun.changed_operations()
     assert any("Finish an interrupted dpkg run" in n for n in changed), changed
     after = snapshot(lab)
     diff = {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
     assert not diff, f"not converged (before, after): {diff}"
     last = pyinfra(lab)
-    assert last.returncode == 0 and not last.changed_operations(type(deploys[0])), last.tail()
+    assert last.returncode == 0 and not last.changed_operations(), last.tail()
 
 
 def test_redeploy_keeps_data_and_restores_an_edited_file(converged, deploys):
@@ -273,7 +262,7 @@ def test_redeploy_keeps_data_and_restores_an_edited_file(converged, deploys):
     assert run.returncode == 0, run.tail()
     assert guest(lab, data) == kept, "the re-deploy changed the models, Ollama's data or the keys"
     assert snapshot(lab)["files"] == before["files"], "config.yml was not restored"
-    changed = run.changed_operations(type(deploys[0]))
+    changed = run.changed_operations()
     assert "tabbyAPI | tabbyAPI: config.yml" in changed, changed
     # Only the edited file (and what it triggers, e.g. a restart) changed.
     assert all(re.search(r"tabbyAPI", n) for n in changed), changed

@@ -25,6 +25,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from deploy_run import pyinfra_deploy  # noqa: E402
+
 from lab import vm  # noqa: E402
 from roles.preflight.facts import PROBE  # noqa: E402
 
@@ -32,7 +34,6 @@ pytestmark = pytest.mark.lab
 
 LAB_NAME = "test-vfio"
 STANDIN, AUDIO, PRIMARY = vm.STANDIN, vm.STANDIN_AUDIO, vm.PRIMARY_VGA
-DEPLOY_TIMEOUT = 3600
 ARGS = "intel_iommu=on iommu=pt"  # the VM's IOMMU is Intel's (its DMAR table)
 MANAGED = ["/etc/default/grub.d/vfio.cfg", "/etc/modprobe.d/vfio.conf"]
 
@@ -40,7 +41,6 @@ MANAGED = ["/etc/default/grub.d/vfio.cfg", "/etc/modprobe.d/vfio.conf"]
 @dataclass
 class VfioHost:
     lab: object  # LabInstance of tests/lab/conftest.py
-    run_class: type  # DeployRun of tests/lab/conftest.py
     timings: dict
     runs: dict = field(default_factory=dict)
 
@@ -64,18 +64,10 @@ class VfioHost:
 
     def deploy(self, label: str, **data) -> object:
         """``pyinfra -y <lab inventory> deploy.py [--data key=value ...]``, as a user runs it."""
-        exe = Path(sys.executable).with_name("pyinfra")
-        cmd = [str(exe) if exe.exists() else "pyinfra", "-y", str(self.lab.inventory), "deploy.py"]
-        for key, value in data.items():
-            cmd += ["--data", f"{key}={json.dumps(value)}"]
-        started = time.monotonic()
-        result = subprocess.run(
-            cmd, cwd=REPO, capture_output=True, text=True, timeout=DEPLOY_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        run = self.run_class(
-            result.returncode, result.stdout + result.stderr, time.monotonic() - started
-        )
+        args = [
+            arg for key, value in data.items() for arg in ("--data", f"{key}={json.dumps(value)}")
+        ]
+        run = pyinfra_deploy(self.lab.inventory, *args)
         self.timings[f"vfio {label}"] = run.seconds
         self.runs[label] = run
         return run
@@ -85,11 +77,10 @@ class VfioHost:
 def vfiohost(lab_factory, lab_timings):
     if not Path(vm.OVMF_CODE).exists() or not _which("qemu-system-x86_64"):
         pytest.skip("the lab VM needs qemu-system-x86 and ovmf (scripts/bootstrap.sh)")
-    run_class = sys.modules[lab_factory.__module__].DeployRun
     started = time.monotonic()
     with lab_factory(LAB_NAME, vm.NAME) as lab:
         lab_timings["vfio VM up"] = time.monotonic() - started
-        yield VfioHost(lab, run_class, lab_timings)
+        yield VfioHost(lab, lab_timings)
 
 
 def _which(tool: str) -> bool:

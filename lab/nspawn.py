@@ -57,18 +57,24 @@ def _write_files(lab: Lab, machine: str, ip: str, subnet: str, nameservers: list
         "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
     )
     (mdir / "resolv.conf").write_text("".join(f"nameserver {s}\n" for s in nameservers))
-    # The host's proxy, if it uses one, for login shells (pam_env) and for apt.
+    environment, apt_proxy = proxy_files()
+    (mdir / "environment").write_text(environment)
+    (mdir / "apt-proxy.conf").write_text(apt_proxy)
+    # Docker's overlay2 cannot sit on the overlay root: give it a directory on the real disk.
+    (mdir / "docker").mkdir(exist_ok=True)
+    return mdir
+
+
+def proxy_files() -> tuple[str, str]:
+    """The host's proxy, if it uses one, for a machine: (/etc/environment for login shells,
+    apt's proxy configuration)."""
     proxies = {k: os.environ[k] for k in PROXY_VARS if os.environ.get(k)}
-    env = "".join(f'{k}="{v}"\n' for k, v in proxies.items())
-    (mdir / "environment").write_text(env)
+    environment = "".join(f'{k}="{v}"\n' for k, v in proxies.items())
     apt = ""
     for scheme in ("http", "https"):
         url = proxies.get(f"{scheme}_proxy") or proxies.get(f"{scheme.upper()}_PROXY")
         apt += f'Acquire::{scheme}::Proxy "{url}";\n' if url else ""
-    (mdir / "apt-proxy.conf").write_text(apt)
-    # Docker's overlay2 cannot sit on the overlay root: give it a directory on the real disk.
-    (mdir / "docker").mkdir(exist_ok=True)
-    return mdir
+    return environment, apt
 
 
 def _nspawn_command(lab: Lab, machine: str, root: Path, mdir: Path) -> list[str]:
@@ -147,7 +153,7 @@ def start(
     try:
         ssh.wait_ready(lab, ip, BOOT_TIMEOUT, alive=lambda: proc.alive(st["nspawn"]))
     except Exception as e:
-        raise RuntimeError(f"{machine}: {e}; console log:\n{_tail(log)}") from e
+        raise RuntimeError(f"{machine}: {e}; console log:\n{tail(log)}") from e
     # The container's init, for a last-resort kill of the whole machine at `down`.
     leader = _find_child(st["nspawn"]["pid"], "systemd", log)
     st["leader"] = leader
@@ -162,7 +168,7 @@ def _find_child(pid: int, comm: str, log: Path, timeout: float = 15) -> dict:
         if found:
             return found
         time.sleep(0.05)
-    raise RuntimeError(f"no {comm} process under PID {pid}; console log:\n{_tail(log)}")
+    raise RuntimeError(f"no {comm} process under PID {pid}; console log:\n{tail(log)}")
 
 
 def _descendant(pid: int, comm: str) -> dict | None:
@@ -174,9 +180,10 @@ def _descendant(pid: int, comm: str) -> dict | None:
     return None
 
 
-def _tail(log: Path, lines: int = 30) -> str:
+def tail(log: Path | str, lines: int = 30) -> str:
+    """The last ``lines`` of a console log, for error messages."""
     try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(Path(log).read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
 

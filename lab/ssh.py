@@ -30,8 +30,11 @@ def ensure_key(lab: Lab) -> Path:
     return lab.key
 
 
-def command(lab: Lab, ip: str, *cmd: str, tty: bool = False) -> list[str]:
-    return ["ssh", *OPTIONS, "-i", str(lab.key), *(["-t"] if tty else []), f"root@{ip}", *cmd]
+def command(lab: Lab, ip: str, *cmd: str, tty: bool = False, port: int = 22) -> list[str]:
+    """``ssh`` as root into a machine (a VM's port forward: ``port`` on 127.0.0.1)."""
+    forward = ["-p", str(port)] if port != 22 else []
+    return ["ssh", *OPTIONS, "-i", str(lab.key), *forward, *(["-t"] if tty else []), f"root@{ip}",
+            *cmd]  # fmt: skip
 
 
 def run(lab: Lab, ip: str, cmd: str, check: bool = True, timeout: float = 600, **kw):

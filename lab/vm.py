@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lab import config, hostfs, inventory, proc, rootfs, ssh
 from lab.config import Lab
-from lab.nspawn import PROXY_VARS
+from lab.nspawn import proxy_files, tail
 from lab.overrides import OVERRIDES
 
 NAME = "vfiohost"
@@ -219,7 +219,7 @@ def _build_images(r: dict, out: Path, log) -> None:
     if check.returncode != 0:
         raise RuntimeError(
             f"GRUB was not installed on the VM's ESP; console log:\n"
-            f"{_tail(out / 'build-console.log')}"
+            f"{tail(out / 'build-console.log', 40)}"
         )
     for leftover in (kernel, initrd):
         leftover.unlink()
@@ -288,8 +288,8 @@ def host_id(lab: Lab, name: str = NAME) -> str:
 
 
 def ssh_command(lab: Lab, st: dict, *cmd: str) -> list[str]:
-    return ["ssh", *ssh.OPTIONS, "-i", str(lab.key), "-p", str(st["port"]), "root@127.0.0.1",
-            *cmd]  # fmt: skip
+    """``ssh`` into the VM through its port forward on 127.0.0.1."""
+    return ssh.command(lab, "127.0.0.1", *cmd, port=st["port"])
 
 
 def wait_ssh(lab: Lab, st: dict, timeout: float = BOOT_TIMEOUT) -> float:
@@ -297,7 +297,7 @@ def wait_ssh(lab: Lab, st: dict, timeout: float = BOOT_TIMEOUT) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if not proc.alive(st["qemu"]):
-            raise RuntimeError(f"qemu exited while booting; console log:\n{_tail(st['log'])}")
+            raise RuntimeError(f"qemu exited while booting; console log:\n{tail(st['log'], 40)}")
         probe = subprocess.run(
             ssh_command(lab, st, "true"), capture_output=True, timeout=30, check=False
         )
@@ -305,7 +305,8 @@ def wait_ssh(lab: Lab, st: dict, timeout: float = BOOT_TIMEOUT) -> float:
             return time.monotonic() - started
         time.sleep(1)
     raise TimeoutError(
-        f"no SSH on 127.0.0.1:{st['port']} after {timeout:.0f} s; console log:\n{_tail(st['log'])}"
+        f"no SSH on 127.0.0.1:{st['port']} after {timeout:.0f} s; console log:\n"
+        + tail(st["log"], 40)
     )
 
 
@@ -329,15 +330,9 @@ def _write_files(lab: Lab, vdir: Path, images: Path) -> None:
         shutil.copy(OVMF_VARS, vdir / "vars.fd")
     shutil.copy(f"{lab.key}.pub", vdir / "authorized_keys")
     (vdir / "hostname").write_text(host_id(lab) + "\n")
-    proxies = {k: os.environ[k] for k in PROXY_VARS if os.environ.get(k)}
-    (vdir / "environment").write_text("".join(f'{k}="{v}"\n' for k, v in proxies.items()))
-    (vdir / "apt-proxy").write_text(
-        "".join(
-            f'Acquire::{scheme}::Proxy "{proxies[var]}";\n'
-            for scheme, var in (("http", "http_proxy"), ("https", "https_proxy"))
-            if var in proxies
-        )
-    )
+    environment, apt_proxy = proxy_files()
+    (vdir / "environment").write_text(environment)
+    (vdir / "apt-proxy").write_text(apt_proxy)
 
 
 def start(lab: Lab, log=print, name: str = NAME) -> dict:
@@ -444,10 +439,3 @@ def _container_ips(lab: Lab) -> dict[str, str]:
 
     found = {m: nspawn.running(lab, m) for m in instance.machines_with_state(lab)}
     return {m: st["ip"] for m, st in found.items() if st}
-
-
-def _tail(log, lines: int = 40) -> str:
-    try:
-        return "\n".join(Path(log).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

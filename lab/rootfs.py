@@ -85,26 +85,39 @@ def recipe_hash(r: dict) -> str:
 def ensure(log=print) -> Path:
     """Return the cached tree for the current recipe, building it first if missing."""
     r = recipe()
+    return cached_build(
+        "rootfs", recipe_hash(r), lambda tmp: _build(r, tmp), Path.is_dir, _in_use,
+        "the lab root filesystem (about a minute)", log,
+    )  # fmt: skip
+
+
+def cached_build(prefix: str, digest: str, build, ready, in_use, what: str, log=print) -> Path:
+    """``<cache>/<prefix>-<digest>``, made by ``build(tmp)`` unless ``ready(final)`` already.
+    One builder at a time (two labs may start together: the loser finds it ready); a build is
+    renamed into place only when complete, and older digests go unless ``in_use``."""
     cache = config.cache_dir()
-    final = cache / f"rootfs-{recipe_hash(r)}"
-    if final.is_dir():
+    final = cache / f"{prefix}-{digest}"
+    if ready(final):
         return final
     cache.mkdir(parents=True, exist_ok=True)
-    # One builder at a time (two labs may start together); the loser finds the tree ready.
     with open(cache / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if final.is_dir():
+        if ready(final):
             return final
-        for stale in cache.glob("tmp-rootfs-*"):  # left by an interrupted build
+        for stale in cache.glob(f"tmp-{prefix}-*"):  # left by an interrupted build
             hostfs.remove_tree(stale)
-        tmp = cache / f"tmp-rootfs-{recipe_hash(r)}-{os.getpid()}"
-        log(f"building the lab root filesystem {final} (about a minute) ...")
+        tmp = cache / f"tmp-{prefix}-{digest}-{os.getpid()}"
+        log(f"building {what}: {final} ...")
         started = time.monotonic()
-        _build(r, tmp)
-        os.rename(tmp, final)  # atomic: a half-built tree never has the final name
-        log(f"root filesystem built in {time.monotonic() - started:.0f} s")
-        for old in cache.glob("rootfs-*"):  # trees of older recipes, unless a machine uses one
-            if old != final and not _in_use(old):
+        try:
+            build(tmp)
+        except BaseException:
+            hostfs.remove_tree(tmp)
+            raise
+        os.rename(tmp, final)  # atomic: a half-built one never has the final name
+        log(f"built in {time.monotonic() - started:.0f} s: {final}")
+        for old in cache.glob(f"{prefix}-*"):
+            if old != final and not in_use(old):
                 hostfs.remove_tree(old)
     return final
 

@@ -14,7 +14,6 @@ Everything it makes lives in `<labdir>/vms/<name>/`, apart from the nspawn machi
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -142,32 +141,15 @@ def recipe() -> dict:
 def ensure_image(log=print) -> Path:
     """The cached disk images (root.img, esp.img) for the current recipe, built if missing."""
     r = recipe()
-    cache = config.cache_dir()
-    final = cache / f"vmdisk-{rootfs.recipe_hash(r)}"
-    if (final / "root.img").exists():
-        return final
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / "build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / "root.img").exists():
-            return final
-        for stale in cache.glob("tmp-vmdisk-*"):
-            hostfs.remove_tree(stale)
-        tmp = cache / f"tmp-vmdisk-{rootfs.recipe_hash(r)}-{os.getpid()}"
+
+    def build(tmp: Path) -> None:
         tmp.mkdir()
-        started = time.monotonic()
-        log(f"building the lab VM disk images {final} (a few minutes) ...")
-        try:
-            _build_images(r, tmp, log)
-        except BaseException:
-            hostfs.remove_tree(tmp)
-            raise
-        os.rename(tmp, final)
-        log(f"VM disk images built in {time.monotonic() - started:.0f} s")
-        for old in cache.glob("vmdisk-*"):  # images of older recipes, unless a VM runs on one
-            if old != final and not _open_by_a_process(old):
-                hostfs.remove_tree(old)
-    return final
+        _build_images(r, tmp, log)
+
+    return rootfs.cached_build(
+        "vmdisk", rootfs.recipe_hash(r), build, lambda final: (final / "root.img").exists(),
+        _open_by_a_process, "the lab VM disk images (a few minutes)", log,
+    )  # fmt: skip
 
 
 def _open_by_a_process(folder: Path) -> bool:

@@ -1,6 +1,6 @@
 """Pure parsers for what the VFIO host fact reads: each takes one command's output as text.
 
-Unit-tested on recorded outputs (/work/shared/fixtures/el9/). lspci output may come with or
+Unit-tested on recorded outputs (tests/fixtures/el9/). lspci output may come with or
 without the PCI domain (``-D``); addresses are normalized to the full form 0000:01:00.0.
 """
 

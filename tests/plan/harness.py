@@ -20,12 +20,12 @@ from pyinfra.context import ctx_state
 from pyinfra_cli.util import load_deploy_file
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "el9"
+FIXTURES = ROOT / "tests" / "fixtures" / "el9"
 LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def fixture(name: str) -> str:
-    """A recorded command output: shared/fixtures/el9 first, then tests/plan/fixtures."""
+    """A recorded command output: tests/fixtures/el9 first, then tests/plan/fixtures."""
     for folder in (FIXTURES, LOCAL_FIXTURES):
         if (folder / name).exists():
             return (folder / name).read_text()

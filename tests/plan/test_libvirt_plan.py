@@ -1,6 +1,6 @@
 """Plan tests of the libvirt role: the real deploy against recorded Rocky 9 / Debian 12 facts.
 
-Recorded: the os-release files and `sestatus` (shared/fixtures/el9). The "converged" responses
+Recorded: the os-release files and `sestatus` (tests/fixtures/el9). The "converged" responses
 below (HostState lines, the rpm list, nmcli and semanage output) are not recordings:
 they describe the state this deploy itself leaves, in each command's documented format, so that
 a converged host must plan nothing.

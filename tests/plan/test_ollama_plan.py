@@ -1,6 +1,6 @@
 """Plan tests of the ollama role: the real deploy.py on a fake Debian 12 guest.
 
-Recorded: os-release (shared/fixtures/el9/os-release.debian-12.txt). The other answers describe
+Recorded: os-release (tests/fixtures/el9/os-release.debian-12.txt). The other answers describe
 a guest in a given state in the format the commands print (see guest_services_facts.py), with
 Ollama's GET /api/tags answer in the format upstream's docs/api.md documents.
 """

@@ -1,6 +1,6 @@
 """Plan tests of the hf_tools and tabbyapi roles: the real deploy.py on a fake Debian 12 guest.
 
-Recorded: os-release (shared/fixtures/el9/os-release.debian-12.txt) and the tabbyapi probe's
+Recorded: os-release (tests/fixtures/el9/os-release.debian-12.txt) and the tabbyapi probe's
 output (tests/plan/fixtures/README-guest-services.md). The other answers describe a guest in a
 given state in the format the commands print (see guest_services_facts.py).
 """

@@ -9,7 +9,7 @@ from roles.libvirt import render
 from roles.libvirt.facts import NetworkLinks, NmConnections, SelinuxImageDir
 from roles.libvirt.settings import LibvirtSettings
 
-EL9_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "el9"
+EL9_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "el9"
 
 
 class FakeHost:

@@ -16,8 +16,8 @@ from roles.planner.facts import GpuMemory, parse_nvidia_smi
 from roles.planner.plan import GIB, OLLAMA, TABBYAPI, PlanError, _share_ollama_context, plan
 from roles.planner.settings import PlannerSettings
 
-# Recorded outputs shared by the project (shared/ beside the repository, as in CI).
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "el9"
+# Recorded outputs kept with the tests (SOURCES.md there).
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "el9"
 
 
 # --- the users' rule on known cards -------------------------------------------------------------

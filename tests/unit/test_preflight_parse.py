@@ -1,4 +1,4 @@
-"""The preflight's parsers, on recorded command outputs (shared/fixtures/el9, SOURCES.md there)
+"""The preflight's parsers, on recorded command outputs (tests/fixtures/el9, SOURCES.md there)
 and on the fact's output captured from the lab VM (tests/plan/fixtures/README-vfio.md)."""
 
 from pathlib import Path
@@ -8,7 +8,7 @@ from roles.preflight.evaluate import evaluate
 from roles.preflight.facts import vfio_state
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "fixtures" / "el9"
+SHARED = REPO / "tests" / "fixtures" / "el9"
 LOCAL = REPO / "tests" / "plan" / "fixtures"
 
 

@@ -17,7 +17,8 @@ APT_PACKAGES=(
   dosfstools mtools grub-efi-amd64-bin cloud-image-utils  # disk images, ESP, NoCloud seeds
   python3-venv
   docker-compose                          # `docker-compose config` checks the Ollama compose file
-  vagrant                                 # `vagrant validate` checks the Vagrantfile
+  vagrant vagrant-libvirt                 # `vagrant validate` checks the Vagrantfile
+                                          # (and vagrant-libvirt can `vagrant up` it)
 )
 command -v node >/dev/null || APT_PACKAGES+=(nodejs npm)  # tests/node (Continue's schema)
 

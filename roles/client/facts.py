@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from pyinfra.api import FactBase, QuoteString, StringCommand
+from typing_extensions import override
 
 
 class SecretLine(FactBase):
@@ -15,6 +16,7 @@ class SecretLine(FactBase):
     empty input.
     """
 
+    @override
     def command(self, path: str, variable: str) -> StringCommand:
         if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", variable):
             raise ValueError(f"{variable!r} is not an environment variable name")
@@ -32,6 +34,7 @@ class SecretLine(FactBase):
             "| (sha256sum 2>/dev/null || shasum -a 256); fi",
         )
 
+    @override
     def process(self, output: list[str]) -> dict | None:
         if len(output) < 2:
             return None

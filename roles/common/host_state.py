@@ -16,6 +16,7 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand
 from pyinfra.operations import apt, dnf, files, systemd
+from typing_extensions import override
 
 from roles.common.platform import DEBIAN, os_family
 
@@ -63,6 +64,7 @@ class HostState(FactBase):
     (is-enabled, is-active) and the output of a role's ``probe`` shell snippet, each line
     tagged with its kind."""
 
+    @override
     def command(self, paths=(), packages=(), units=(), probe="", dirs=()):
         parts: list = []
         if dirs:
@@ -100,10 +102,12 @@ class HostState(FactBase):
             parts += ["{", probe, "; } 2>/dev/null | sed 's/^/probe /';"]
         return StringCommand(*parts, "true")
 
+    @override
     def process(self, output):
         return parse(output)
 
     @staticmethod
+    @override
     def default():
         return State()
 

@@ -12,6 +12,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import systemd
+from typing_extensions import override
 
 from roles.common import checks, host_state
 from roles.common.host_state import UNCHANGED, State
@@ -28,9 +29,11 @@ class PrimaryAddress(FactBase):
     """The guest's primary IPv4 address: the source of its default route, else its first global
     address; None if it has neither."""
 
+    @override
     def command(self) -> str:
         return ADDRESS_PROBE
 
+    @override
     def process(self, output: list[str]) -> str | None:
         return parse_primary_address(output)
 
@@ -87,10 +90,12 @@ def client_address(listen: str) -> str:
 class SecretFileState(FactBase):
     """Owner, group, octal mode and SHA-1 of a file (None if absent), in one round trip."""
 
+    @override
     def command(self, path: str) -> str:
         q = shlex.quote(path)
         return f"test -f {q} && stat -c '%U %G %a' {q} && sha1sum {q} | cut -d' ' -f1 || true"
 
+    @override
     def process(self, output: list[str]):
         if len(output) < 2:
             return None
@@ -127,6 +132,7 @@ def secret_file(path: str, content: str, user: str, group: str, mode: str = "600
 class HttpAnswers(FactBase):
     """'up' once ``url`` answers with a 2xx status, 'down' after ``timeout`` seconds of trying."""
 
+    @override
     def command(self, url: str, timeout: int) -> str:
         return (
             f"end=$(( $(date +%s) + {int(timeout)} )); "
@@ -134,6 +140,7 @@ class HttpAnswers(FactBase):
             '[ "$(date +%s)" -ge "$end" ] && { echo down; exit 0; }; sleep 2; done; echo up'
         )
 
+    @override
     def process(self, output: list[str]) -> str:
         return output[-1].strip() if output else ""
 

@@ -15,9 +15,11 @@ import types
 import typing
 from collections.abc import Callable, Iterable
 from math import isfinite
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.host import Host
+from typing_extensions import override
 
 from roles.common.memo import host_memo
 
@@ -58,6 +60,7 @@ class RoleSettings:
     PREFIX: ClassVar[str]
     GROUPS: ClassVar[tuple[str, ...]] = ()
 
+    @override
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "PREFIX" in cls.__dict__:
@@ -81,7 +84,7 @@ class RoleSettings:
         return rows
 
     @classmethod
-    def problems_in(cls, data: dict[str, Any]) -> tuple[RoleSettings | None, list[Problem]]:
+    def problems_in(cls, data: dict[str, Any]) -> tuple[Self | None, list[Problem]]:
         """Build the settings from a host-data dict; return (settings or None, problems)."""
         hints = typing.get_type_hints(cls)
         values, problems = {}, []
@@ -108,7 +111,7 @@ class RoleSettings:
         return instance, instance.check()
 
     @classmethod
-    def from_host(cls, host) -> RoleSettings:
+    def from_host(cls, host: Host) -> Self:
         """The validated settings of ``host`` (cached on the host), or a SettingsError."""
         cache = host_memo(host, "settings")
         if cls.PREFIX not in cache:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import DeployError
+from typing_extensions import override
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 
@@ -38,13 +39,16 @@ def parse_daemon_json(text: str) -> dict:
 class DaemonJson(FactBase):
     """The parsed content of /etc/docker/daemon.json ({} when missing or empty)."""
 
+    @override
     def command(self):
         return f"if [ -f {DAEMON_JSON} ]; then cat {DAEMON_JSON}; fi"
 
+    @override
     def process(self, output):
         return parse_daemon_json("\n".join(output))
 
     @staticmethod
+    @override
     def default():
         return {}
 

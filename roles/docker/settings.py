@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from typing_extensions import override
+
 from roles.common import checks
 from roles.common.settings import RoleSettings, setting
 
@@ -76,6 +78,7 @@ class DockerSettings(RoleSettings):
         _json_object,
     )
 
+    @override
     def check(self):
         problems = []
         if self.source == "debian" and self.version:

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 from pyinfra.api import FactBase
+from typing_extensions import override
 
 
 @dataclass
@@ -81,6 +82,7 @@ def parse_host_network(lines: list[str]) -> HostNetwork:
 class FirewallHostNetwork(FactBase):
     """Default-route interfaces, their networks, and this SSH session's client address."""
 
+    @override
     def command(self) -> str:
         return (
             "printf 'route4 %s\\n' \"$(ip -j -4 route show default 2>/dev/null)\"; "
@@ -89,9 +91,11 @@ class FirewallHostNetwork(FactBase):
             "printf 'ssh %s\\n' \"${SSH_CONNECTION:-}\""
         )
 
+    @override
     def process(self, output):
         return parse_host_network(output)
 
     @staticmethod
+    @override
     def default():
         return HostNetwork()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from typing_extensions import override
+
 from roles.common import checks
 from roles.common.settings import RoleSettings, setting
 
@@ -37,6 +39,7 @@ class FirewallSettings(RoleSettings):
         checks.matches(r"[A-Za-z0-9_-]{1,17}", "a firewalld zone name"),
     )
 
+    @override
     def check(self):
         problems = []
         if not self.allow_anywhere:

@@ -6,6 +6,7 @@ import re
 import shlex
 
 from pyinfra.api import FactBase
+from typing_extensions import override
 
 from roles.libvirt.facts import sections
 
@@ -30,6 +31,7 @@ class GuestVmState(FactBase):
     in ``sums``, which ``pci`` addresses exist, the hugepages reserved and the size of the
     filesystem ``image_dir`` is on (or will be: its nearest existing parent's)."""
 
+    @override
     def command(self, names, files, disks, sums, pci, image_dir="/") -> str:
         q = lambda items: " ".join(shlex.quote(i) for i in items) or "''"  # noqa: E731
         return "; ".join(
@@ -60,9 +62,11 @@ class GuestVmState(FactBase):
         )
 
     @staticmethod
+    @override
     def default():
         return GuestVmState().process([])
 
+    @override
     def process(self, output):
         found = sections(output)
         words = lambda name: [w for line in found.get(name, []) for w in line.split()]  # noqa: E731

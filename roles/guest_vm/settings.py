@@ -10,6 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from typing_extensions import override
+
 from roles.common import checks
 from roles.common.settings import RoleSettings, setting, type_matches, type_name
 
@@ -196,6 +198,7 @@ class GuestVmSettings(RoleSettings):
         """Memory the host must reserve as hugepages for the VMs that ask for them."""
         return sum(vm.memory_mb for vm in self.machines() if vm.hugepages)
 
+    @override
     def check(self):
         problems = []
         for i, raw in enumerate(self.vms):

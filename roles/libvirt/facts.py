@@ -6,6 +6,7 @@ import re
 import shlex
 
 from pyinfra.api import FactBase
+from typing_extensions import override
 
 
 def sections(lines: list[str]) -> dict[str, list[str]]:
@@ -32,9 +33,11 @@ class NetworkLinks(FactBase):
     )
 
     @staticmethod
+    @override
     def default():
         return {}
 
+    @override
     def process(self, output):
         links = {}
         for line in output:
@@ -50,6 +53,7 @@ class IfupdownConfig(FactBase):
 
     command = "cat /etc/network/interfaces 2>/dev/null || echo '#absent'"
 
+    @override
     def process(self, output):
         text = "\n".join(output) + "\n"
         return None if text.strip() == "#absent" else text
@@ -65,6 +69,7 @@ class NmConnections(FactBase):
         "ipv4.dns,bridge.stp,bridge.mac-address"
     )
 
+    @override
     def command(self, names: list[str]) -> str:
         quoted = " ".join(shlex.quote(n) for n in names)
         return (
@@ -75,9 +80,11 @@ class NmConnections(FactBase):
         )
 
     @staticmethod
+    @override
     def default():
         return {"active": {}, "profiles": {}}
 
+    @override
     def process(self, output):
         result = self.default()
         current = None
@@ -111,6 +118,7 @@ class SelinuxImageDir(FactBase):
     """EL9: whether SELinux is enabled, whether a local file-context rule labels ``path`` as
     virt_image_t, and the type the folder has now."""
 
+    @override
     def command(self, path: str) -> str:
         rule = shlex.quote(f"{path}(/.*)?")
         return (
@@ -121,9 +129,11 @@ class SelinuxImageDir(FactBase):
         )
 
     @staticmethod
+    @override
     def default():
         return {"enabled": False, "rule": False, "type": None}
 
+    @override
     def process(self, output):
         found = sections(output)
         status = " ".join(found.get("status", []))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing_extensions import override
+
 from roles.common import checks
 from roles.common.settings import RoleSettings, setting
 
@@ -50,6 +52,7 @@ class LibvirtSettings(RoleSettings):
         checks.absolute_path,
     )
 
+    @override
     def check(self):
         problems = []
         if self.bridge_uplink == self.bridge:

@@ -8,6 +8,7 @@ import shlex
 from dataclasses import dataclass
 
 from pyinfra.api import FactBase
+from typing_extensions import override
 
 
 @dataclass
@@ -65,8 +66,10 @@ def parse_tags(text: str) -> set[str] | None:
 class OllamaModels(FactBase):
     """The models Ollama has (GET /api/tags), or None when its API does not answer."""
 
+    @override
     def command(self, api: str) -> str:
         return f"curl -fsS -m 10 {shlex.quote(api + '/api/tags')} 2>/dev/null || true"
 
+    @override
     def process(self, output: list[str]) -> set[str] | None:
         return parse_tags("\n".join(output))

@@ -9,6 +9,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from typing_extensions import override
+
 from roles.common import checks
 from roles.common.ports import ssh_port_clash
 from roles.common.settings import RoleSettings, setting
@@ -136,6 +138,7 @@ class OllamaSettings(RoleSettings):
     )
     pull_timeout: int = setting(7200, "seconds one model pull may take", checks.in_range(30, 86400))
 
+    @override
     def check(self) -> list[tuple[str, str]]:
         problems = []
         for name, value in self.environment.items():
@@ -165,6 +168,7 @@ class OllamaSettings(RoleSettings):
         return problems
 
     @classmethod
+    @override
     def problems_in(cls, data):
         """Also refuse a port tabbyAPI uses on the same address (both run on the guest)."""
         settings, problems = super().problems_in(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from pyinfra.api import FactBase
+from typing_extensions import override
 
 # nvidia-smi's table: "|   0  NVIDIA A100 80GB PCIe   On  | ... |      0MiB / 81920MiB | ..."
 _GPU = re.compile(r"^\|\s+(\d+)\s+(.+?)\s{2,}\S+\s+\|")
@@ -15,9 +16,11 @@ class GpuMemory(FactBase):
     """The GPUs nvidia-smi lists: ``[{"index": 0, "name": ..., "total_mib": 81920}]``; an empty
     list when nvidia-smi is missing or fails (no driver yet, or no GPU)."""
 
+    @override
     def command(self) -> str:
         return "! command -v nvidia-smi >/dev/null || nvidia-smi 2>/dev/null || true"
 
+    @override
     def process(self, output: list[str]) -> list[dict]:
         return parse_nvidia_smi(output)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from typing_extensions import override
+
 from roles.common import checks, secrets
 from roles.common.ports import ssh_port_clash
 from roles.common.settings import RoleSettings, setting
@@ -259,6 +261,7 @@ class TabbyapiSettings(RoleSettings):
         ]
         return [(repo, rev, folder) for repo, rev, folder in wanted if repo]
 
+    @override
     def check(self) -> list[tuple[str, str]]:
         problems = []
         key = self.key
@@ -363,6 +366,7 @@ class TabbyapiSettings(RoleSettings):
         return problems
 
     @classmethod
+    @override
     def problems_in(cls, data):
         """Also refuse sshd's port (both run on the guest)."""
         settings, problems = super().problems_in(data)

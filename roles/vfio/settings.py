@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing_extensions import override
+
 from roles.common import checks
 from roles.common.settings import RoleSettings, setting
 
@@ -36,6 +38,7 @@ class VfioSettings(RoleSettings):
         checks.in_range(60, 7200),
     )
 
+    @override
     def check(self):
         twice = sorted({gpu for gpu in self.gpus if self.gpus.count(gpu) > 1})
         if twice:

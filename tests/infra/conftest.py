@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import getpass
 import os
-import sys
 import urllib.parse
 import warnings
 from dataclasses import dataclass
@@ -24,12 +23,6 @@ import pytest
 import testinfra
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # group_data and these checks import the repo's roles
-    sys.path.insert(0, str(REPO))
-# Shared check helpers (gpu_stack_checks.py) sit beside the tests; pytest's importlib mode
-# does not put this folder on sys.path by itself.
-if str(Path(__file__).parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).parent))
 GROUP_FIXTURES = {
     "guest": "ai_guests",
     "hypervisor": "hypervisors",

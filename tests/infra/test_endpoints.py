@@ -19,6 +19,7 @@ import urllib.request
 import pytest
 import testinfra
 import yaml
+from typing_extensions import override
 
 from roles.client import config_paths
 from roles.client.deployed import deployment, guest_settings
@@ -61,6 +62,7 @@ class _Data:
     def get(self, key, default=None):
         return self._values.get(key, default)
 
+    @override
     def __setattr__(self, key, value):
         if key.startswith("_"):
             super().__setattr__(key, value)

@@ -28,15 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from deploy_run import DeployRun, pyinfra_deploy
+
+from lab import network, proc
+from lab.config import Lab
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-# The lab tests' own helpers (pytest's importlib mode puts no test folder on sys.path).
-sys.path.insert(0, str(Path(__file__).parent))
-from deploy_run import DeployRun, pyinfra_deploy  # noqa: E402
-
-from lab import network, proc  # noqa: E402
-from lab.config import Lab  # noqa: E402
 
 TOOLS = ["systemd-nspawn", "mmdebstrap", "script", "ssh", "ssh-keygen", "nft", "ip"]
 TIMINGS: dict[str, float] = {}  # shown at the end of the run

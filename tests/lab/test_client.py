@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from continue_validator import validate
+from deploy_run import ANSI, pyinfra_deploy
+
+from roles.common import secrets
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "node"))
-from continue_validator import validate  # noqa: E402
-from deploy_run import ANSI, pyinfra_deploy  # noqa: E402
-
-from roles.common import secrets  # noqa: E402
 
 pytestmark = pytest.mark.lab
 

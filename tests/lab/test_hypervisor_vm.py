@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from deploy_run import pyinfra_deploy
+
+from lab.overrides import OVERRIDES
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from deploy_run import pyinfra_deploy  # noqa: E402
-
-from lab.overrides import OVERRIDES  # noqa: E402
 
 pytestmark = pytest.mark.lab
 

@@ -19,7 +19,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +26,12 @@ from pathlib import Path
 import pytest
 from deploy_run import ANSI, DeployRun, pyinfra_command
 
+from roles.docker.facts import DAEMON_JSON
+from roles.hf_tools.settings import HfToolsSettings
+from roles.ollama.settings import OllamaSettings
+from roles.tabbyapi.settings import TabbyapiSettings
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from roles.docker.facts import DAEMON_JSON  # noqa: E402
-from roles.hf_tools.settings import HfToolsSettings  # noqa: E402
-from roles.ollama.settings import OllamaSettings  # noqa: E402
-from roles.tabbyapi.settings import TabbyapiSettings  # noqa: E402
 
 pytestmark = pytest.mark.lab
 

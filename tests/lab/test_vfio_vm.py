@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from deploy_run import pyinfra_deploy
+
+from lab import vm
+from roles.preflight.facts import PROBE
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from deploy_run import pyinfra_deploy  # noqa: E402
-
-from lab import vm  # noqa: E402
-from roles.preflight.facts import PROBE  # noqa: E402
 
 pytestmark = pytest.mark.lab
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import sys
 
 import pytest
 import yaml
@@ -253,7 +252,6 @@ def test_bad_client_settings_stop_before_anything():
 
 
 def test_configs_the_deploy_writes_pass_continues_schema(tmp_path):
-    sys.path.insert(0, str(ROOT / "tests" / "node"))
     from continue_validator import validate
 
     planned = {

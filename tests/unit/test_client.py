@@ -3,18 +3,13 @@ schema package (@continuedev/config-yaml, run by Node.js from tests/node)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
+from continue_validator import validate
 
 from roles.client import config_paths
 from roles.client.render import OLLAMA, TABBYAPI, Deployment, Served, config_yaml
 from roles.client.settings import ClientSettings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
-from continue_validator import validate  # noqa: E402
 
 DEFAULTS = ClientSettings.problems_in({})[0]
 CHAT_ROLES = ("chat", "edit", "apply")

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from typing_extensions import override
 
 from roles.common.settings import SettingsError
 from roles.planner import _tabbyapi_kv_bits, apply_plan, plan_for_host, planned_data
@@ -221,6 +222,7 @@ class _Data:
     def dict(self):
         return dict(self.values)
 
+    @override
     def __setattr__(self, key, value):
         self.values[key] = value
 

@@ -31,6 +31,6 @@ ai_guests = _vms_with_static_addresses() or [
 
 # This machine, where you run pyinfra: the deploy writes your editor's Continue config here
 # (~/.continue/config.yaml, see the client_* settings). Remove it to leave your editor alone.
-clients = [
+clients: list[tuple[str, dict]] = [
     ("@local", {}),
 ]

@@ -47,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "status":
         print("\n".join(instance.status(lab) + vm.status(lab)))
     elif args.command == "ssh" and args.name in vm.MACHINES:
-        st = vm.running(lab, args.name)
-        if not st:
+        vm_state = vm.running(lab, args.name)
+        if not vm_state:
             print(f"{args.name} is not running (python -m lab up --machines {args.name})")
             return 1
-        os.execvp("ssh", vm.ssh_command(lab, st, *args.cmd))
+        os.execvp("ssh", vm.ssh_command(lab, vm_state, *args.cmd))
     elif args.command == "ssh":
         st = nspawn.running(lab, args.name)
         if not st:

@@ -93,8 +93,9 @@ def status(lab: Lab) -> list[str]:
             lines.append(f"  {machine}: stopped (leftovers: run `python -m lab down`)")
             continue
         ok = ssh.run(lab, st["ip"], "true", check=False, timeout=10).returncode == 0
+        pid = st["nspawn"]["pid"] if st["nspawn"] else "?"
         lines.append(
-            f"  {machine}: running, {st['ip']}, nspawn PID {st['nspawn']['pid']}, "
+            f"  {machine}: running, {st['ip']}, nspawn PID {pid}, "
             f"ssh {'ok' if ok else 'NOT answering'}"
         )
     if lab.inventory.exists():

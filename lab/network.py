@@ -46,7 +46,7 @@ def pick_subnet(name: str) -> str:
     """A free 10.213.X.0/24, X derived from the instance name (next free one on a clash)."""
     start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % 254
     for i in range(254):
-        net = ipaddress.ip_network(f"10.213.{(start + i) % 254 + 1}.0/24")
+        net = ipaddress.IPv4Network(f"10.213.{(start + i) % 254 + 1}.0/24")
         if not _subnet_in_use(net):
             return str(net)
     raise RuntimeError("no free 10.213.X.0/24 subnet for the lab")

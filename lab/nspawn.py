@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from lab import cgroups, cloud_image, hostfs, network, proc, ssh
 from lab.config import MACHINES, Lab
@@ -29,18 +30,27 @@ def ip_of(lab: Lab, machine: str, subnet: str) -> str:
     return network.address(subnet, MACHINES[machine].octet)
 
 
+class MachineState(TypedDict):
+    """A machine's state.json: its address and the processes that run it."""
+
+    ip: str
+    script: proc.Proc  # `script`, which gives nspawn a terminal
+    nspawn: proc.Proc | None  # None until it is found
+    leader: proc.Proc | None  # the machine's init
+
+
 def _state_path(lab: Lab, machine: str) -> Path:
     return lab.machine_dir(machine) / "state.json"
 
 
-def state(lab: Lab, machine: str) -> dict | None:
+def state(lab: Lab, machine: str) -> MachineState | None:
     try:
         return json.loads(_state_path(lab, machine).read_text())
     except (OSError, ValueError):
         return None
 
 
-def running(lab: Lab, machine: str) -> dict | None:
+def running(lab: Lab, machine: str) -> MachineState | None:
     """The machine's state if its nspawn process is up, else None."""
     st = state(lab, machine)
     return st if st and proc.alive(st["nspawn"]) else None
@@ -113,12 +123,12 @@ def _nspawn_command(lab: Lab, machine: str, root: Path, mdir: Path) -> list[str]
 
 def start(
     lab: Lab, machine: str, root: Path, subnet: str, nameservers: list[str], keep: bool = False
-) -> dict:
+) -> MachineState:
     """Boot the machine and wait for SSH; a running machine is kept as it is. With ``keep`` a
     persistent machine boots its root filesystem as the last run left it."""
-    st = running(lab, machine)
-    if st:
-        return st
+    kept = running(lab, machine)
+    if kept:
+        return kept
     if keep:
         power_off(lab, machine)
     else:
@@ -145,23 +155,23 @@ def start(
         preexec_fn=lambda: cgroups.join(groups),
         env={**os.environ, "SHELL": "/bin/sh"},
     )
-    st = {"ip": ip, "script": proc.ident(script.pid), "nspawn": None, "leader": None}
+    st: MachineState = {"ip": ip, "script": proc.ident(script.pid), "nspawn": None, "leader": None}
     # Recorded at once: should anything below fail, `down` still finds what to stop.
     _state_path(lab, machine).write_text(json.dumps(st))
-    st["nspawn"] = _find_child(script.pid, "systemd-nspawn", log)
+    nspawn = st["nspawn"] = _find_child(script.pid, "systemd-nspawn", log)
     _state_path(lab, machine).write_text(json.dumps(st))
     try:
-        ssh.wait_ready(lab, ip, BOOT_TIMEOUT, alive=lambda: proc.alive(st["nspawn"]))
+        ssh.wait_ready(lab, ip, BOOT_TIMEOUT, alive=lambda: proc.alive(nspawn))
     except Exception as e:
         raise RuntimeError(f"{machine}: {e}; console log:\n{tail(log)}") from e
     # The container's init, for a last-resort kill of the whole machine at `down`.
-    leader = _find_child(st["nspawn"]["pid"], "systemd", log)
+    leader = _find_child(nspawn["pid"], "systemd", log)
     st["leader"] = leader
     _state_path(lab, machine).write_text(json.dumps(st))
     return st
 
 
-def _find_child(pid: int, comm: str, log: Path, timeout: float = 15) -> dict:
+def _find_child(pid: int, comm: str, log: Path, timeout: float = 15) -> proc.Proc:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = _descendant(pid, comm)
@@ -171,7 +181,7 @@ def _find_child(pid: int, comm: str, log: Path, timeout: float = 15) -> dict:
     raise RuntimeError(f"no {comm} process under PID {pid}; console log:\n{tail(log)}")
 
 
-def _descendant(pid: int, comm: str) -> dict | None:
+def _descendant(pid: int, comm: str) -> proc.Proc | None:
     """The first process named ``comm`` below ``pid``, nearest first."""
     for kid in proc.descendants(pid):
         with contextlib.suppress(OSError):
@@ -196,7 +206,7 @@ def stop(lab: Lab, machine: str) -> None:
 
 def power_off(lab: Lab, machine: str) -> None:
     """Power the machine off (its files, and a persistent machine's root, stay); idempotent."""
-    st = state(lab, machine) or {}
+    st: MachineState | dict = state(lab, machine) or {}  # {}: nothing recorded
     nspawn = st.get("nspawn")
     if not nspawn and proc.alive(st.get("script")):  # `start` failed before it found nspawn
         nspawn = _descendant(st["script"]["pid"], "systemd-nspawn")

@@ -7,6 +7,14 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import TypedDict
+
+
+class Proc(TypedDict):
+    """A process as the lab records it (in its state.json files)."""
+
+    pid: int
+    start: int | None  # start time in clock ticks since boot
 
 
 def start_time(pid: int) -> int | None:
@@ -19,11 +27,11 @@ def start_time(pid: int) -> int | None:
     return int(stat.rpartition(")")[2].split()[19])
 
 
-def ident(pid: int) -> dict:
+def ident(pid: int) -> Proc:
     return {"pid": pid, "start": start_time(pid)}
 
 
-def alive(p: dict | None) -> bool:
+def alive(p: Proc | None) -> bool:
     if not p:
         return False
     state = start_time(p["pid"])
@@ -55,7 +63,7 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def wait_gone(p: dict, timeout: float) -> bool:
+def wait_gone(p: Proc | None, timeout: float) -> bool:
     """Poll until the process is gone; True if it went in time."""
     deadline = time.monotonic() + timeout
     while alive(p):
@@ -65,8 +73,8 @@ def wait_gone(p: dict, timeout: float) -> bool:
     return True
 
 
-def kill(p: dict, sig: int = signal.SIGKILL) -> None:
+def kill(p: Proc | None, sig: int = signal.SIGKILL) -> None:
     """Signal the recorded process, only if it is still the same process."""
-    if alive(p):
+    if p and alive(p):
         with contextlib.suppress(ProcessLookupError):
             os.kill(p["pid"], sig)

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from lab import config, hostfs, inventory, proc, rootfs, ssh
 from lab.config import Lab
@@ -251,14 +252,23 @@ def vm_dir(lab: Lab, name: str = NAME) -> Path:
     return lab.dir / "vms" / name
 
 
-def state(lab: Lab, name: str = NAME) -> dict | None:
+class VmState(TypedDict):
+    """A VM's state.json: its qemu process, SSH port forward, console log and image folder."""
+
+    qemu: proc.Proc
+    port: int
+    log: str
+    images: str
+
+
+def state(lab: Lab, name: str = NAME) -> VmState | None:
     try:
         return json.loads((vm_dir(lab, name) / "state.json").read_text())
     except (OSError, ValueError):
         return None
 
 
-def running(lab: Lab, name: str = NAME) -> dict | None:
+def running(lab: Lab, name: str = NAME) -> VmState | None:
     """The VM's state (qemu process, SSH port) if its qemu process is up, else None."""
     st = state(lab, name)
     return st if st and proc.alive(st["qemu"]) else None
@@ -269,12 +279,12 @@ def host_id(lab: Lab, name: str = NAME) -> str:
     return config.short(f"{lab.name}-{name}", 63)
 
 
-def ssh_command(lab: Lab, st: dict, *cmd: str) -> list[str]:
+def ssh_command(lab: Lab, st: VmState, *cmd: str) -> list[str]:
     """``ssh`` into the VM through its port forward on 127.0.0.1."""
     return ssh.command(lab, "127.0.0.1", *cmd, port=st["port"])
 
 
-def wait_ssh(lab: Lab, st: dict, timeout: float = BOOT_TIMEOUT) -> float:
+def wait_ssh(lab: Lab, st: VmState, timeout: float = BOOT_TIMEOUT) -> float:
     """Wait until SSH answers; returns the seconds waited. The qemu process must stay up."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -317,12 +327,12 @@ def _write_files(lab: Lab, vdir: Path, images: Path) -> None:
     (vdir / "apt-proxy").write_text(apt_proxy)
 
 
-def start(lab: Lab, log=print, name: str = NAME) -> dict:
+def start(lab: Lab, log=print, name: str = NAME) -> VmState:
     """Boot the VM (building its images first if needed) and wait for SSH; a running VM is
     kept as it is. Returns its state: qemu process, SSH port, console log."""
-    st = running(lab, name)
-    if st:
-        return st
+    kept = running(lab, name)
+    if kept:
+        return kept
     ssh.ensure_key(lab)
     images = ensure_image(log)
     vdir = vm_dir(lab, name)
@@ -336,7 +346,12 @@ def start(lab: Lab, log=print, name: str = NAME) -> dict:
         stderr=subprocess.STDOUT,
         start_new_session=True,  # a Ctrl-C meant for the caller must not reach the VM
     )
-    st = {"qemu": proc.ident(qemu.pid), "port": port, "log": str(console), "images": str(images)}
+    st: VmState = {
+        "qemu": proc.ident(qemu.pid),
+        "port": port,
+        "log": str(console),
+        "images": str(images),
+    }
     (vdir / "state.json").write_text(json.dumps(st))
     waited = wait_ssh(lab, st)
     log(f"{host_id(lab, name)}: SSH on 127.0.0.1:{port} after {waited:.0f} s")
@@ -345,9 +360,9 @@ def start(lab: Lab, log=print, name: str = NAME) -> dict:
 
 def stop(lab: Lab, name: str = NAME, log=print) -> None:
     """Power the VM off (qemu then exits) and remove its files; idempotent."""
-    st = state(lab, name) or {}
-    qemu = st.get("qemu")
-    if proc.alive(qemu):
+    st = state(lab, name)
+    qemu = st["qemu"] if st else None
+    if st and proc.alive(qemu):
         started = time.monotonic()
         subprocess.run(
             ssh_command(lab, st, "systemctl --no-block poweroff"),
@@ -385,7 +400,7 @@ def inventory_hosts(lab: Lab) -> dict[str, list[tuple[str, dict]]]:
 MACHINES = {NAME: GROUP}
 
 
-def up(lab: Lab, log=print) -> dict:
+def up(lab: Lab, log=print) -> VmState:
     """Boot the VM (kept if running) and write the lab's inventory with it."""
     if os.geteuid() != 0:
         raise SystemExit("the lab VM needs root (its image is built with mmdebstrap)")

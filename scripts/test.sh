@@ -9,6 +9,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
 ruff format --check .
 yamllint -s .
+mypy  # files and settings: pyproject.toml [tool.mypy]
 
 # Two runs, so that a failure in the fast tier (seconds) stops before the lab tier (minutes).
 run_pytest() {

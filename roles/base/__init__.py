@@ -109,7 +109,7 @@ def configure():
         )
 
     if family == DEBIAN:
-        debian_package_sources(state, probe)
+        debian_package_sources(state=state, probe=probe)
     host_state.packages(state, "Base packages", packages)
 
     _admin_user(settings, state, probe, home)

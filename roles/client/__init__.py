@@ -7,6 +7,7 @@ import posixpath
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Home
 
 from roles.client import operations
@@ -36,7 +37,10 @@ def configure():
     backed up first; an unchanged one is left alone."""
     settings = ClientSettings.from_host(host)
     guest = choose_guest(host.inventory, settings)
-    config_path, env_path = config_paths(settings, host.get_fact(Home))
+    home = host.get_fact(Home)
+    if not home:
+        raise DeployError(f"{host.name}: no home directory ($HOME) to put the Continue config in")
+    config_path, env_path = config_paths(settings, home)
     text = config_yaml(deployment(guest, settings), settings.name, settings.autocomplete_options)
 
     operations.config_file(

@@ -60,7 +60,7 @@ def deployment(guest, settings: ClientSettings) -> Deployment:
     models = []
     if tabby.enabled and tabby.model:
         roles = plan.tabbyapi.roles if plan and plan.tabbyapi else TABBYAPI_ROLES
-        roles = settings.model_roles.get(tabby.model, roles)
+        roles = tuple(settings.model_roles.get(tabby.model, roles))
         context = tabby.max_seq_len if tabby.max_seq_len and tabby.max_seq_len > 0 else None
         if roles:
             models.append(Served(TABBYAPI, tabby.model, tuple(roles), context))
@@ -69,7 +69,7 @@ def deployment(guest, settings: ClientSettings) -> Deployment:
         for name in ollama.models:
             placement = planned.get(name)
             roles = placement.roles if placement else _catalogue_roles(name)
-            roles = settings.model_roles.get(name, roles)
+            roles = tuple(settings.model_roles.get(name, roles))
             if roles:
                 context = placement.context if placement and EMBED not in roles else None
                 models.append(Served(OLLAMA, name, tuple(roles), context))

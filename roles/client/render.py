@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
@@ -41,7 +42,7 @@ def continue_config(deployment: Deployment, name: str, autocomplete_options: dic
     """Continue's config.yaml as a dict: one entry per served model, chat models first."""
     models = []
     for served in sorted(deployment.models, key=lambda s: "chat" not in s.roles):
-        entry = {
+        entry: dict[str, Any] = {
             "name": f"{served.model} ({_LABEL[served.backend]})",
             "provider": "openai" if served.backend == TABBYAPI else "ollama",
             "model": served.model,

@@ -54,7 +54,9 @@ def add(repo: AptRepo, state: State) -> list:
     """Ensures the key and the source file; returns their operations (changed => refresh).
     ``state`` must have read :func:`paths` (see roles.common.host_state)."""
     if repo.key_path in state.files:
-        key = UNCHANGED  # a key is fetched once; delete the file to fetch it again
+        key: host_state.OpResult = (
+            UNCHANGED  # a key is fetched once; delete the file to fetch it again
+        )
     else:
         key = files.download(
             name=f"{repo.title}: repository signing key",

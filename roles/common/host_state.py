@@ -10,11 +10,13 @@ host costs one command per role. The operations still check the host themselves 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand
+from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, dnf, files, systemd
 from typing_extensions import override
 
@@ -59,7 +61,7 @@ def parse(lines: list[str]) -> State:
     return state
 
 
-class HostState(FactBase):
+class HostState(FactBase[State]):
     """Files (mode, owner, sha1), folders (mode, owner), packages (version), systemd units
     (is-enabled, is-active) and the output of a role's ``probe`` shell snippet, each line
     tagged with its kind."""
@@ -103,12 +105,12 @@ class HostState(FactBase):
         return StringCommand(*parts, "true")
 
     @override
-    def process(self, output):
+    def process(self, output: list[str]) -> State:
         return parse(output)
 
     @staticmethod
     @override
-    def default():
+    def default() -> State:
         return State()
 
 
@@ -134,9 +136,17 @@ class _Unchanged:
 
 
 UNCHANGED = _Unchanged()
+# What the helpers below return: pyinfra's operation, or UNCHANGED when none was needed.
+OpResult = OperationMeta | _Unchanged
 
 
-def after(ops, operation, *, force: bool = False, **kwargs):
+def after(
+    ops: Iterable[OpResult],
+    operation: Callable[..., OperationMeta],
+    *,
+    force: bool = False,
+    **kwargs,
+) -> OpResult:
     """``operation(**kwargs)`` run only if one of ``ops`` changed the host (always, with
     ``force``); not even planned when every op in ``ops`` was ``UNCHANGED`` and nothing forces
     it, so a converged host sees no skipped step."""
@@ -153,7 +163,7 @@ def sha1(content: str) -> str:
 
 
 def put(state: State, name: str, path: str, content: str, mode: str = "644",
-        owner: str = "root:root"):  # fmt: skip
+        owner: str = "root:root") -> OpResult:  # fmt: skip
     """``files.put`` of ``content`` unless the file already has it, the mode and the owner."""
     if state.files.get(path) == FileState(mode.lstrip("0") or "0", owner, sha1(content)):
         host.noop(f"{path} is up to date")
@@ -162,7 +172,9 @@ def put(state: State, name: str, path: str, content: str, mode: str = "644",
     return files.put(name=name, src=StringIO(content), dest=path, mode=mode, user=user, group=group)
 
 
-def directory(state: State, name: str, path: str, mode: str, owner: str | None = "root:root"):
+def directory(
+    state: State, name: str, path: str, mode: str, owner: str | None = "root:root"
+) -> OpResult:
     """``files.directory`` unless the folder exists with ``mode`` and ``owner`` (``None``: any
     owner, and the operation leaves it as it is)."""
     have = state.dirs.get(path)
@@ -172,7 +184,7 @@ def directory(state: State, name: str, path: str, mode: str, owner: str | None =
     return files.directory(name=name, path=path, mode=mode, user=user or None, group=group or None)
 
 
-def absent(state: State, name: str, path: str):
+def absent(state: State, name: str, path: str) -> OpResult:
     """Remove ``path`` if it exists."""
     if path not in state.files:
         return UNCHANGED
@@ -190,7 +202,7 @@ def missing(state: State, specs) -> list[str]:
     return result
 
 
-def packages(state: State, name: str, specs: list[str]):
+def packages(state: State, name: str, specs: list[str]) -> OpResult:
     """``apt.packages`` (EL9: ``dnf.packages``) for the packages not installed yet."""
     todo = missing(state, specs)
     if not todo:
@@ -200,7 +212,7 @@ def packages(state: State, name: str, specs: list[str]):
     return install(name=name, packages=todo)
 
 
-def packages_absent(state: State, name: str, names: list[str]):
+def packages_absent(state: State, name: str, names: list[str]) -> OpResult:
     """Remove those of ``names`` that are installed."""
     installed = [n for n in names if n in state.packages]
     if not installed:
@@ -208,7 +220,9 @@ def packages_absent(state: State, name: str, names: list[str]):
     return apt.packages(name=name, packages=installed, present=False)
 
 
-def service(state: State, name: str, unit: str, enabled: bool = True, running: bool | None = True):
+def service(
+    state: State, name: str, unit: str, enabled: bool = True, running: bool | None = True
+) -> OpResult:
     """``systemd.service`` only when the unit is not yet enabled/running as wanted."""
     is_enabled, is_active = state.units.get(unit, ("", ""))
     ok_enabled = (is_enabled == "enabled") == enabled

@@ -39,7 +39,7 @@ class PrimaryAddress(FactBase):
 
 
 def parse_primary_address(lines: list[str]) -> str | None:
-    found = {}
+    found: dict[str, str] = {}
     for line in lines:
         kind, _, value = line.strip().partition(" ")
         found.setdefault(kind, value.split("/")[0])
@@ -119,7 +119,8 @@ def secret_file(path: str, content: str, user: str, group: str, mode: str = "600
         yield StringCommand(f"install -m {mode} -o {user} -g {group} /dev/null {q}")
     if state is None or state["sha1"] != wanted:
         temp = host.get_temp_filename()  # a random name: nobody can plant a file there first
-        if (host.current_op_global_arguments or {}).get("_sudo"):
+        op_args = host.current_op_global_arguments
+        if op_args and op_args.get("_sudo"):
             # noclobber: fail rather than write through anything already at that path.
             yield StringCommand(f"umask 077 && set -C && : > {temp}", _sudo=False)
         yield FileUploadCommand(StringIO(content), path, remote_temp_filename=temp)

@@ -58,6 +58,8 @@ class RoleSettings:
     """Base of every role's settings dataclass."""
 
     PREFIX: ClassVar[str]
+    # Set by @dataclass on each subclass; declared so that dataclasses.fields(cls) type-checks.
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
     GROUPS: ClassVar[tuple[str, ...]] = ()
 
     @override
@@ -79,7 +81,8 @@ class RoleSettings:
         """(key, default, doc) rows for the README's settings tables."""
         rows = []
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            factory = f.default_factory
+            default = f.default if factory is dataclasses.MISSING else factory()
             rows.append((cls.key(f.name), default, f.metadata.get("doc", "")))
         return rows
 

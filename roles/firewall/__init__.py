@@ -137,6 +137,6 @@ def configure():
         return
     policy = host_policy(settings)
     if os_family(host) == DEBIAN:
-        _nftables(policy)
+        _nftables(policy=policy)
     else:
-        _firewalld(policy, settings.firewalld_zone)
+        _firewalld(policy=policy, zone=settings.firewalld_zone)

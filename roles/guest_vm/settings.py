@@ -127,16 +127,16 @@ def _vm_problems(i: int, raw: dict) -> list[tuple[str, str]]:
         msg = checks.cidr_address(vm.address)
         if msg:
             problems.append((key("address"), f"{msg}; or 'dhcp'"))
-        elif vm.gateway and checks.ip_address(vm.gateway):
-            problems.append((key("gateway"), checks.ip_address(vm.gateway)))
+        elif vm.gateway and (msg := checks.ip_address(vm.gateway)):
+            problems.append((key("gateway"), msg))
         elif (
             vm.gateway
             and ipaddress.ip_address(vm.gateway) not in ipaddress.ip_interface(vm.address).network
         ):
             problems.append((key("gateway"), f"{vm.gateway} is not in {vm.address}'s network"))
     for server in vm.dns:
-        if checks.ip_address(server):
-            problems.append((key("dns"), checks.ip_address(server)))
+        if msg := checks.ip_address(server):
+            problems.append((key("dns"), msg))
     return problems
 
 
@@ -216,7 +216,8 @@ class GuestVmSettings(RoleSettings):
 
 
 def _duplicates(vms: list[Vm], attr: str, why: str, skip: Any = "") -> list[tuple[str, str]]:
-    seen, problems = {}, []
+    seen: dict[Any, int] = {}
+    problems = []
     for i, vm in enumerate(vms):
         value = getattr(vm, attr)
         if value == skip:
@@ -230,7 +231,8 @@ def _duplicates(vms: list[Vm], attr: str, why: str, skip: Any = "") -> list[tupl
 
 
 def _shared_items(vms: list[Vm], attr: str, why: str) -> list[tuple[str, str]]:
-    owner, problems = {}, []
+    owner: dict[Any, int] = {}
+    problems = []
     for i, vm in enumerate(vms):
         for item in getattr(vm, attr):
             if item in owner and owner[item] != i:

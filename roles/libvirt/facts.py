@@ -25,12 +25,14 @@ def sections(lines: list[str]) -> dict[str, list[str]]:
 class NetworkLinks(FactBase):
     """The host's network interfaces: name -> {"mac", "bridge" (its master), "ipv4" [cidr]}."""
 
-    command = (
-        "for d in /sys/class/net/*; do n=${d##*/}; "
-        'm=$(readlink "$d/master" 2>/dev/null); '
-        'echo "$n|$(cat "$d/address" 2>/dev/null)|${m##*/}|'
-        '$(ip -o -4 addr show dev "$n" 2>/dev/null | awk \'{printf "%s ", $4}\')"; done'
-    )
+    @override
+    def command(self) -> str:
+        return (
+            "for d in /sys/class/net/*; do n=${d##*/}; "
+            'm=$(readlink "$d/master" 2>/dev/null); '
+            'echo "$n|$(cat "$d/address" 2>/dev/null)|${m##*/}|'
+            '$(ip -o -4 addr show dev "$n" 2>/dev/null | awk \'{printf "%s ", $4}\')"; done'
+        )
 
     @staticmethod
     @override
@@ -51,7 +53,9 @@ class NetworkLinks(FactBase):
 class IfupdownConfig(FactBase):
     """Debian: /etc/network/interfaces as text (None when ifupdown has no such file)."""
 
-    command = "cat /etc/network/interfaces 2>/dev/null || echo '#absent'"
+    @override
+    def command(self) -> str:
+        return "cat /etc/network/interfaces 2>/dev/null || echo '#absent'"
 
     @override
     def process(self, output):
@@ -87,7 +91,7 @@ class NmConnections(FactBase):
     @override
     def process(self, output):
         result = self.default()
-        current = None
+        current: str | dict | None = None
         for line in output:
             line = line.rstrip("\n")
             if line == "[active]":

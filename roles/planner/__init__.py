@@ -134,7 +134,7 @@ def _tabbyapi_kv_bits(cache_mode: str) -> int:
 def _tabbyapi_data(name: str, placement: Placement | None, given: dict) -> dict[str, Any]:
     if placement is None or placement.backend != TABBYAPI:
         return {"tabbyapi_enabled": False}
-    data = {"tabbyapi_enabled": True, "tabbyapi_max_seq_len": placement.context}
+    data: dict[str, Any] = {"tabbyapi_enabled": True, "tabbyapi_max_seq_len": placement.context}
     model = placement.model
     if model.exl3_repo:
         data["tabbyapi_model_repo"] = model.exl3_repo

@@ -49,7 +49,7 @@ class Placement:
 
     @property
     def bits(self) -> float:
-        return float(self.quant) if self.backend == TABBYAPI else GGUF_BITS[self.quant]
+        return float(self.quant or 16) if self.backend == TABBYAPI else GGUF_BITS[self.quant]
 
     @property
     def quant_label(self) -> str:
@@ -161,7 +161,7 @@ def plan(
     """
     chat_model = _model(chat, CHAT)
     same = autocomplete in (None, chat)
-    auto_model = chat_model if same else _model(autocomplete, AUTOCOMPLETE)
+    auto_model = chat_model if same or autocomplete is None else _model(autocomplete, AUTOCOMPLETE)
     if same and AUTOCOMPLETE not in chat_model.uses:
         raise PlanError(
             f"{chat} is not trained for fill-in-the-middle: name an autocomplete model "

@@ -153,6 +153,7 @@ def _secret(state: State, name: str, path: str, content: str, user: str):
 
 def _checkout(settings: TabbyapiSettings, install: TabbyapiState):
     """The pinned ref checked out (detached) in <install_dir>/src, unless it already is."""
+    assert settings.git_url, "called only when tabbyapi_git_url is set"
     if install.head and install.ref == install.head and install.origin == settings.git_url:
         return UNCHANGED
     q = shlex.quote

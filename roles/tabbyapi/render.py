@@ -5,6 +5,7 @@ systemd unit and the log rotation (Jinja2 text). Pure functions, so unit tests c
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import yaml
 
@@ -40,7 +41,7 @@ def _drop_none(section: dict) -> dict:
 
 def config(settings: TabbyapiSettings, listen: str) -> dict:
     """config.yml as a dict; ``listen`` is the resolved address (never 'auto')."""
-    data = {
+    data: dict[str, Any] = {
         "network": {
             "host": listen,
             "port": settings.port,

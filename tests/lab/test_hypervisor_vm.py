@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from deploy_run import pyinfra_deploy
@@ -39,9 +40,9 @@ VM_BOOT_TIMEOUT = 600  # TCG on 2 shared cores; a boot with cloud-init's first r
 
 @dataclass
 class Hypervisor:
-    lab: object  # LabInstance of tests/lab/conftest.py
-    first: object  # DeployRun of tests/lab/conftest.py
-    second: object | None = None
+    lab: Any  # LabInstance of tests/lab/conftest.py
+    first: Any  # DeployRun of tests/lab/conftest.py
+    second: Any = None
     before_second: dict | None = None
     host_links_before: str = ""
 

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from deploy_run import pyinfra_deploy
@@ -39,7 +40,7 @@ MANAGED = ["/etc/default/grub.d/vfio.cfg", "/etc/modprobe.d/vfio.conf"]
 
 @dataclass
 class VfioHost:
-    lab: object  # LabInstance of tests/lab/conftest.py
+    lab: Any  # LabInstance of tests/lab/conftest.py
     timings: dict
     runs: dict = field(default_factory=dict)
 

@@ -96,7 +96,7 @@ def _text(command, plan: Plan) -> str:
     """A command as text; an upload reads ``upload DEST`` and its content goes to plan.files."""
     if isinstance(command, FileUploadCommand):
         src = command.src
-        content = src.getvalue() if hasattr(src, "getvalue") else Path(src).read_text()
+        content = src.getvalue() if hasattr(src, "getvalue") else Path(str(src)).read_text()
         plan.files[command.dest] = content.decode() if isinstance(content, bytes) else content
         return f"upload {command.dest}"
     getter = getattr(command, "get_masked_value", None)

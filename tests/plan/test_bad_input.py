@@ -328,7 +328,7 @@ def test_secrets_file_readable_by_others_is_refused(monkeypatch, tmp_path):
 # --- Through the real CLI, as users run it --------------------------------------------------
 
 # id -> (group, bad data, text the output must show, mode of a secrets file to write or None)
-CLI_CASES = {
+CLI_CASES: dict[str, tuple[str, dict, str, int | None]] = {
     "cli-ollama-bind-all": (GUEST, {"ollama_bind_address": "0.0.0.0"}, "ollama_bind_address", None),
     "cli-gpu-given-to-two-vms": (
         HV, {"guest_vm_vms": [{**VM, "gpus": [GPU]}, {**VM, "name": "b", "gpus": [GPU]}]},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+from typing import Any
 
 import pytest
 import yaml
@@ -254,7 +255,7 @@ def test_bad_client_settings_stop_before_anything():
 def test_configs_the_deploy_writes_pass_continues_schema(tmp_path):
     from continue_validator import validate
 
-    planned = {
+    planned: dict[str, Any] = {
         **GUEST_DATA,
         "planner_chat_model": "qwen2.5-coder-7b",
         "planner_autocomplete_model": "qwen2.5-coder-1.5b-base",

@@ -55,7 +55,7 @@ def converged_libvirt(os_release: str, data: dict) -> dict:
         *package_lines(PACKAGES[family]),
         f"dir 755 root:root {settings.image_dir}",
     ]
-    found = {
+    found: dict = {
         re.compile(rf"for f in {re.escape(GUESTS_CONFIG[family])}\b"): state,
         re.compile(r"for d in /sys/class/net/\*"): links(bridge=True),
     }
@@ -178,12 +178,13 @@ def test_el9_changed_bridge_address_modifies_only_the_difference():
 
 
 def test_converged_hosts_plan_nothing_for_libvirt():
-    for os_release, data in [
+    cases: list[tuple[str, dict]] = [
         (DEBIAN, {}),
         (DEBIAN, {"libvirt_bridge_uplink": "enp3s0"}),
         (EL9, {"libvirt_bridge_uplink": "enp3s0", "libvirt_image_dir": "/srv/vms"}),
         (EL9, {"libvirt_bridge_address": "10.0.0.5/24", "libvirt_bridge_dns": ["10.0.0.1"]}),
-    ]:
+    ]
+    for os_release, data in cases:
         found = {**converged_libvirt(os_release, data), **os_release_response(fixture(os_release))}
         plan = run_plan({"hypervisors": {**LAN, **data}}, found)
         assert plan.error is None, plan.error

@@ -49,7 +49,7 @@ def host(os_release: str = "os-release.rocky-9.4.txt", files: dict | None = None
     content, as the role writes them) and, for files.line when it runs, the recorded
     GRUB_CMDLINE_LINUX line of /etc/default/grub."""
     lines = [file_line(path, content) for path, content in (files or {}).items()]
-    found = {VFIO_READ: "\n".join(lines + probe_lines(**sections))}
+    found: dict = {VFIO_READ: "\n".join(lines + probe_lines(**sections))}
     grub = [line for line in sections.get("default_grub", "").splitlines()
             if line.startswith("GRUB_CMDLINE_LINUX=")]  # fmt: skip
     if grub:

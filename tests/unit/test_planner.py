@@ -191,8 +191,8 @@ def test_catalogue_entries_are_complete():
 
 
 def test_gpu_memory_from_recorded_nvidia_smi():
-    lines = (FIXTURES / "nvidia-smi.debian-12-vm.a100-passthrough.535.216.01.txt").read_text()
-    lines = lines.splitlines()
+    text = (FIXTURES / "nvidia-smi.debian-12-vm.a100-passthrough.535.216.01.txt").read_text()
+    lines = text.splitlines()
     assert parse_nvidia_smi(lines) == [
         {"index": 0, "name": "NVIDIA A100 80GB PCIe", "total_mib": 81920}
     ]
@@ -216,6 +216,8 @@ class FakeHost:
 
 
 class _Data:
+    values: dict
+
     def __init__(self, values):
         self.__dict__["values"] = dict(values)
 

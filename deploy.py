@@ -36,10 +36,11 @@ if "clients" not in host.groups:  # the control machine (@local) gets only the e
 if "hypervisors" in host.groups:
     # hypervisor roles are wired here (preflight, vfio, libvirt, guest VMs)
     preflight.check()  # read-only; refuses the host before anything changes
-    vfio.configure()
-    if not vfio.only(host):  # vfio_only: GPU isolation alone (prepare and reboot the host first)
+    vfio.configure()  # with vfio_reboot: reboots and checks here, before any VM starts
+    if not vfio.only(host):  # vfio_only: GPU isolation alone (VMs managed elsewhere)
         libvirt.configure()
-        guest_vm.configure()
+        guest_vm.configure()  # GPU VMs defined, not started, while a reboot is pending
+    vfio.finish()  # REBOOT PENDING and the next command, last
 
 if "ai_guests" in host.groups:
     nvidia_driver.install()

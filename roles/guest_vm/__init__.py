@@ -12,6 +12,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, python, server
 
+from roles import vfio
 from roles.base.settings import BaseSettings
 from roles.guest_vm import render
 from roles.guest_vm.facts import VIRSH, GuestVmState
@@ -30,7 +31,10 @@ def configure():
     """Ensures each VM in guest_vm_vms has a system disk copied once from the checksummed
     Debian image (never overwritten, grown only when disk_gb grows, never shrunk), a cloud-init
     seed (hostname, admin user and SSH keys, network), and a libvirt domain defined from the
-    settings (re-defined only when they change), autostarted and running."""
+    settings (re-defined only when they change), autostarted and running. A VM with GPUs is
+    defined but neither started, restarted nor autostarted while the host's VFIO reboot is
+    pending and this run does not do it (vfio_reboot False): libvirt would take the GPU live
+    from the host's driver."""
     settings = GuestVmSettings.from_host(host)
     vms = settings.machines()
     if not vms:
@@ -99,10 +103,11 @@ def _refuse_what_cannot_work(settings, vms: list[Vm], paths, state) -> None:
         )
 
 
-def _restart_for_new_definition(vm: Vm, settings: GuestVmSettings, define) -> None:
+def _restart_for_new_definition(vm: Vm, settings: GuestVmSettings, define, wait: bool) -> None:
     """A running domain keeps its old definition until it is powered off: restart it when the
-    settings allow it (a clean ACPI shutdown, never a forced one), else say so."""
-    if settings.restart_on_change:
+    settings allow it (a clean ACPI shutdown, never a forced one) and its GPUs need no reboot
+    of the host first (``wait``), else say so."""
+    if settings.restart_on_change and not wait:
         timeout, name = settings.shutdown_timeout, vm.name
         server.shell(
             name=f"{name}: restart for the new definition (guest_vm_restart_on_change)",
@@ -213,6 +218,7 @@ def _download_image(settings: GuestVmSettings, cache: str) -> None:
 def _vm(vm: Vm, settings: GuestVmSettings, paths: VmPaths, cache: str, state: dict) -> None:
     base = BaseSettings.from_host(host)
     libvirt = LibvirtSettings.from_host(host)
+    wait = bool(vm.gpus) and vfio.waits_for_reboot(host)
     disk, size = shlex.quote(paths.disk), f"{vm.disk_gb}G"
 
     if paths.disk not in state["files"]:
@@ -275,7 +281,15 @@ def _vm(vm: Vm, settings: GuestVmSettings, paths: VmPaths, cache: str, state: di
             commands=[f"{VIRSH} define {paths.xml}.new && mv {paths.xml}.new {paths.xml}"],
         )
         if vm.name in state["running"]:
-            _restart_for_new_definition(vm, settings, define)
+            _restart_for_new_definition(vm, settings, define, wait)
+    if wait:  # neither now nor at the next boot, where the GPU may still be the host's
+        if vm.name not in state["running"]:
+            python.call(
+                name=f"{vm.name}: not started, its GPUs wait for the host's reboot "
+                "(REBOOT PENDING)",
+                function=lambda: None,
+            )
+        return
     if vm.autostart and vm.name not in state["autostart"]:
         server.shell(name=f"{vm.name}: autostart", commands=[f"{VIRSH} autostart {vm.name}"])
     if not vm.autostart and vm.name in state["autostart"]:
@@ -283,4 +297,8 @@ def _vm(vm: Vm, settings: GuestVmSettings, paths: VmPaths, cache: str, state: di
             name=f"{vm.name}: no autostart", commands=[f"{VIRSH} autostart --disable {vm.name}"]
         )
     if vm.autostart and vm.name not in state["running"]:
-        server.shell(name=f"{vm.name}: start", commands=[f"{VIRSH} start {vm.name}"])
+        # The check: a reboot earlier in this run (vfio_reboot) may have autostarted it.
+        server.shell(
+            name=f"{vm.name}: start",
+            commands=[f"{VIRSH} domstate {vm.name} | grep -qx running || {VIRSH} start {vm.name}"],
+        )

@@ -61,7 +61,7 @@ def verdict(host) -> Verdict:
 def check():
     """Changes nothing. Refuses the host, listing every problem, unless: the CPU has vmx/svm;
     the IOMMU is on (or turns on with the arguments this deploy sets); each GPU in vfio_gpus
-    exists, is not the boot VGA, and shares its IOMMU group with nothing but its own functions;
-    no other device has the ids vfio-pci will claim; each guest VM's devices are isolated by
+    exists, is not the boot VGA, and shares its IOMMU group with nothing but its own functions
+    and PCI bridges (which stay with the host); each guest VM's devices are isolated by
     vfio_gpus and no GPU goes to two VMs. With vfio_gpus empty there is nothing to check."""
     verdict(current_host)

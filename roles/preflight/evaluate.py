@@ -28,8 +28,13 @@ class Verdict:
 
     problems: list[str] = field(default_factory=list)
     platform: str | None = None  # "intel" | "amd": whose IOMMU, for the kernel arguments
-    iommu_pending: bool = False  # off now; on after a reboot with the arguments the deploy sets
+    # Off now, on after a reboot with the arguments the deploy sets: the GPUs' slots are bound
+    # already, and their IOMMU groups checked after that reboot.
+    iommu_pending: bool = False
     passthrough: list[PciFunction] = field(default_factory=list)  # verified, to bind to vfio-pci
+    # Of those, the ones whose vendor:device ids a device the host keeps has too: vfio-pci takes
+    # them by PCI address (driver_override), never by ``ids=``.
+    by_address: list[str] = field(default_factory=list)
 
 
 def platform_of(state: VfioState) -> str | None:
@@ -73,11 +78,12 @@ def evaluate(
             problems += group_problems
             passing.update({m: state.functions[m] for m in members})
     problems += _boot_vga_problems(state, passing)
-    problems += _shared_ids_problems(state, passing)
     problems += assignment_problems(state, passing, vm_gpus)
 
-    if not problems and state.iommu_active:
+    if not problems:
         verdict.passthrough = [passing[a] for a in sorted(passing)]
+        shared = shared_ids(state, passing)
+        verdict.by_address = [a for a in sorted(passing) if passing[a].ids in shared]
     return verdict
 
 
@@ -136,15 +142,17 @@ def _group(state: VfioState, gpu: str, address: str) -> tuple[list[str], list[st
     if not state.iommu_active:
         slot = slot_of(address)
         return sorted(a for a in state.functions if slot_of(a) == slot), problems
-    members = state.group_members(address)
+    # Bridges (the root port without ACS the GPU sits behind, on most Intel desktops) may share
+    # the group: they stay with the host and are never passed, bound or waited for.
+    members = [m for m in state.group_members(address) if not state.functions[m].is_bridge]
     strangers = [m for m in members if slot_of(m) != slot_of(address)]
     if strangers:
         listed = ", ".join(state.functions[m].label() for m in strangers)
         problems.append(
             f"vfio_gpus {gpu}: {address} shares IOMMU group {state.groups[address]} with "
-            f"{listed}; a group goes to a VM whole, and these belong to the host (a root port "
-            "or chipset device without ACS isolation). Move the card to a slot whose IOMMU "
-            "group holds only the card's own functions, or choose another GPU"
+            f"{listed}; a group goes to a VM whole, and these devices belong to the host "
+            "(a chipset device without ACS isolation). Move the card to a slot whose IOMMU "
+            "group holds only the card's own functions (and PCI bridges), or choose another GPU"
         )
     return members, problems
 
@@ -159,20 +167,14 @@ def _boot_vga_problems(state: VfioState, passing: dict[str, PciFunction]) -> lis
     ]
 
 
-def _shared_ids_problems(state: VfioState, passing: dict[str, PciFunction]) -> list[str]:
-    """vfio-pci binds by vendor:device ids: any other device with the same ids would be taken
-    from the host too, unchecked."""
-    problems = []
-    for ids in sorted({f.ids for f in passing.values() if f.ids}):
-        others = sorted(a for a, f in state.functions.items() if f.ids == ids and a not in passing)
-        if others:
-            problems.append(
-                f"vfio_gpus: {', '.join(others)} has the same ids {ids} as a function passed "
-                "through, and vfio-pci (options vfio-pci ids=...) would take it from the host "
-                "too: add it to vfio_gpus as well (it is checked the same way), or pass a card "
-                "of another model"
-            )
-    return problems
+def shared_ids(state: VfioState, passing: Mapping[str, PciFunction]) -> set[str]:
+    """The ids of passed functions that a device the host keeps has too (a second card of the
+    same model): ``options vfio-pci ids=`` would take that one from the host as well."""
+    return {
+        f.ids
+        for a, f in state.functions.items()
+        if f.ids and a not in passing and f.ids in {p.ids for p in passing.values()}
+    }
 
 
 def assignment_problems(

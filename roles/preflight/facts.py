@@ -47,6 +47,12 @@ PROBE = "\n".join(
         # EL9: the kernels' boot entries, and the arguments kernels installed later get.
         "echo '@@ grubby'; command -v grubby >/dev/null && grubby --info=ALL",
         "echo '@@ default_grub'; grep -E '^GRUB_CMDLINE_LINUX=' /etc/default/grub",
+        # EL9 (leapp upgrades, Image Builder): kernel-install builds new kernels' BLS entries
+        # from this file when it exists; grubby --update-kernel=ALL leaves it alone.
+        "if [ -e /etc/kernel/cmdline ]; then echo '@@ kernel_cmdline'; cat /etc/kernel/cmdline; fi",
+        # Framebuffers and the PCI device each draws on: a console on a GPU means the host uses it.
+        "echo '@@ framebuffers'; for f in /sys/class/graphics/fb*; do"
+        ' [ -e "$f/device" ] && echo "${f##*/} $(readlink -f "$f/device")"; done',
         # Debian: the arguments update-grub wrote for each kernel; initramfs-tools' module list.
         "echo '@@ grub_cfg'; grep -E '^[[:space:]]*linux[[:space:]]' /boot/grub/grub.cfg",
         "echo '@@ initramfs_modules'; cat /etc/initramfs-tools/modules",
@@ -70,6 +76,8 @@ class VfioState:
     dmesg: list[str] = field(default_factory=list)
     grubby: list[BootEntry] = field(default_factory=list)
     default_grub_cmdline: str | None = None
+    kernel_cmdline: list[str] | None = None  # /etc/kernel/cmdline's arguments; None: no file
+    framebuffers: dict[str, str] = field(default_factory=dict)  # PCI address -> fb0
     grub_cfg: list[list[str]] = field(default_factory=list)
     initramfs_modules: str = ""
     stale_initramfs: list[str] = field(default_factory=list)
@@ -78,6 +86,19 @@ class VfioState:
     @property
     def iommu_active(self) -> bool:
         return bool(self.groups)
+
+    def host_uses(self, address: str) -> list[str]:
+        """How the host uses the function at ``address`` now (empty: it does not): a live
+        unbind from such a driver can hang the host, so it happens only at boot."""
+        uses = []
+        function = self.functions.get(address)
+        if function and function.driver and function.driver != "vfio-pci":
+            uses.append(f"driver {function.driver}")
+        if address in self.framebuffers:
+            uses.append(f"console framebuffer {self.framebuffers[address]}")
+        if address in self.boot_vga:
+            uses.append("boot VGA")
+        return uses
 
     def group_members(self, address: str) -> list[str]:
         """Every address in the IOMMU group of ``address`` (itself alone when unknown)."""
@@ -108,6 +129,8 @@ def vfio_state(sections: dict[str, str]) -> VfioState:
         dmesg=[line for line in get("dmesg", "").splitlines() if line.strip()],
         grubby=parse.parse_grubby(get("grubby", "")),
         default_grub_cmdline=parse.parse_default_grub_cmdline(get("default_grub", "")),
+        kernel_cmdline=get("kernel_cmdline", "").split() if "kernel_cmdline" in sections else None,
+        framebuffers=parse.parse_framebuffers(get("framebuffers", "")),
         grub_cfg=parse.parse_grub_cfg_linux(get("grub_cfg", "")),
         initramfs_modules=get("initramfs_modules", ""),
         stale_initramfs=get("stale_initramfs", "").split(),

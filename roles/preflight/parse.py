@@ -48,6 +48,15 @@ class PciFunction:
             return self.class_code.startswith("03")
         return any(w in self.class_name for w in ("VGA", "3D controller", "Display controller"))
 
+    @property
+    def is_bridge(self) -> bool:
+        """A PCI bridge or PCIe root/downstream port (class 0604, driver pcieport): it routes the
+        GPU's traffic and stays with the host; vfio-pci never binds it (the kernel lets a
+        group hold bridges beside the functions it passes)."""
+        if self.class_code:
+            return self.class_code == "0604"
+        return self.driver == "pcieport" or self.class_name == "PCI bridge"
+
     def label(self) -> str:
         """``0000:01:00.1 Audio device [10de:1aef]`` for messages."""
         ids = f" [{self.ids}]" if self.ids else ""
@@ -132,6 +141,18 @@ def parse_boot_vga(text: str) -> set[str]:
         for m in map(_BOOT_VGA.search, text.splitlines())
         if m and m["value"] == "1"
     }
+
+
+def parse_framebuffers(text: str) -> dict[str, str]:
+    """``fb0 /sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0`` lines -> {address: "fb0"}
+    (framebuffers of no PCI device, such as simple-framebuffer, are left out)."""
+    found = {}
+    for line in text.splitlines():
+        name, _, device = line.strip().partition(" ")
+        address = device.rpartition("/")[2]
+        if re.fullmatch(_ADDRESS, address):
+            found.setdefault(full_address(address), name)
+    return found
 
 
 def parse_cpuinfo(text: str) -> tuple[str | None, set[str]]:

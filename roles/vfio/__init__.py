@@ -1,14 +1,18 @@
 """VFIO role: the hypervisor's IOMMU on and its passthrough GPUs bound to vfio-pci at boot.
 
 Only devices the preflight verified are ever bound: the GPUs in vfio_gpus with every function
-of their IOMMU groups. A reboot happens only when the running kernel's arguments or a GPU's
-driver differ from what is wanted, and only with vfio_reboot; otherwise the run ends reporting
-the pending reboot and what it will change.
+of their IOMMU groups (PCI bridges in a group stay with the host; while the IOMMU is still off,
+the GPU's slot, its group checked after the reboot that turns the IOMMU on). Binding happens at
+boot, never live: while the running kernel's arguments or a GPU's driver differ from what is
+wanted (``pending``), no VM with GPUs is started. With vfio_reboot the host reboots, is checked
+and the run goes on; otherwise the run ends with REBOOT PENDING and the command to run next.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
+import sys
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
@@ -18,14 +22,16 @@ from pyinfra.operations import files, python, server
 from roles import preflight
 from roles.common import host_state
 from roles.common.host_state import UNCHANGED
+from roles.common.memo import host_memo
 from roles.common.platform import EL9, os_family
 from roles.preflight import facts
+from roles.preflight.evaluate import Verdict, evaluate
 from roles.preflight.facts import VfioState
-from roles.preflight.parse import PciFunction
 from roles.vfio import render
+from roles.vfio.assignment import vm_gpus
 from roles.vfio.settings import VfioSettings
 
-__all__ = ["VfioSettings", "configure", "only"]
+__all__ = ["VfioSettings", "configure", "finish", "only", "pending"]
 
 
 def only(host) -> bool:
@@ -33,15 +39,36 @@ def only(host) -> bool:
     return VfioSettings.from_host(host).only
 
 
+def pending(host) -> list[str]:
+    """What only a reboot applies on ``host`` (empty: nothing; always empty without
+    vfio_gpus): kernel arguments missing from /proc/cmdline, passed functions not on vfio-pci.
+    Until then no VM with GPUs may start: libvirt would unbind the card live from a driver the
+    host uses."""
+    memo = host_memo(host, "vfio")
+    if "pending" not in memo:
+        memo["pending"] = []
+        if VfioSettings.from_host(host).gpus:
+            verdict, state = preflight.verdict(host), preflight.host_state(host)
+            args = render.kernel_args(verdict.platform)
+            memo["pending"] = pending_changes(state, args, verdict)
+    return memo["pending"]
+
+
+def waits_for_reboot(host) -> bool:
+    """Whether GPU VMs must wait for a reboot this run does not do (vfio_reboot is False)."""
+    return bool(pending(host)) and not VfioSettings.from_host(host).reboot
+
+
 @deploy("VFIO: GPU passthrough on the host")
 def configure():
     """With vfio_gpus set, ensures: the IOMMU kernel arguments (intel_iommu=on on Intel,
-    iommu=pt) for every installed kernel and for kernels installed later; vfio-pci claiming
-    the verified functions' ids before their usual drivers (modprobe.d, initramfs, rebuilt only
-    when its inputs changed). Then, if the running kernel lacks the arguments or a function is
-    not bound to vfio-pci: reboots and checks the binding (vfio_reboot), or reports the pending
-    reboot. While the IOMMU is still off, only the arguments are set: the GPUs' IOMMU groups
-    can be verified, and the GPUs bound, on the run after the reboot."""
+    iommu=pt) for every installed kernel and for kernels installed later (EL9: also in
+    /etc/kernel/cmdline when the host has one); vfio-pci claiming the verified functions before
+    their usual drivers (by ids, or by PCI address with driver_override where a card the host
+    keeps has the same ids; modprobe.d, initramfs rebuilt only when its inputs changed). Then,
+    if the running kernel lacks the arguments or a function is not bound to vfio-pci, and
+    vfio_reboot is set: reboots and checks (with the IOMMU off before, the GPUs' slots are
+    bound and their IOMMU groups checked now); the run goes on."""
     settings = VfioSettings.from_host(host)
     if not settings.gpus:
         return
@@ -54,57 +81,87 @@ def configure():
         _el9_kernel_args(state, args)
     else:
         _debian_kernel_args(state, args)
+    bind(state, verdict, family)
 
-    functions = verdict.passthrough
-    if functions:
-        modprobe = host_state.put(
-            state.managed,
-            f"VFIO: vfio-pci claims {', '.join(render.passthrough_ids(functions))}",
-            render.MODPROBE_CONF,
-            render.modprobe_conf(functions),
-        )
-        initramfs = _el9_initramfs if family == EL9 else _debian_initramfs
-        initramfs(state, changed=modprobe is not UNCHANGED)
-
-    pending = pending_changes(state, args, functions)
-    if pending and settings.reboot:
-        server.reboot(
-            name="VFIO: reboot to apply " + "; ".join(pending),
-            delay=10,
-            reboot_timeout=settings.reboot_timeout,
-        )
+    todo = pending(host)
+    if todo and settings.reboot:
+        _reboot(todo, settings.reboot_timeout)
         python.call(
             name="VFIO: check the kernel arguments and the vfio-pci binding after the reboot",
-            function=_check_after_reboot,
+            function=_after_reboot,
             wanted_args=args,
-            addresses=[f.address for f in functions],
+            verdict=verdict,
+            family=family,
+            reboot_timeout=settings.reboot_timeout,
         )
-    elif pending:
+
+
+def finish() -> None:
+    """The run's last word on a hypervisor whose reboot is pending (vfio_reboot is False):
+    REBOOT PENDING, what the reboot applies, and the command to run after it."""
+    todo = pending(host)
+    if todo and not VfioSettings.from_host(host).reboot:
         python.call(
-            name="VFIO: REBOOT PENDING (vfio_reboot is False): " + "; ".join(pending),
+            name="VFIO: REBOOT PENDING (vfio_reboot is False): " + "; ".join(todo),
             function=_report_pending,
-            pending=pending,
-            deferred=verdict.iommu_pending,
+            pending=todo,
+            groups_later=preflight.verdict(host).iommu_pending,
         )
 
 
-def pending_changes(state: VfioState, args: list[str], functions: list[PciFunction]) -> list[str]:
+def bind(state: VfioState, verdict: Verdict, family: str) -> None:
+    """The files that bind the verified functions to vfio-pci at boot, and the initramfs."""
+    functions, by_address = verdict.passthrough, verdict.by_address
+    if not functions:
+        return
+    claimed = [*render.passthrough_ids(functions, by_address), *by_address]
+    modprobe = host_state.put(
+        state.managed,
+        f"VFIO: vfio-pci claims {', '.join(claimed)}",
+        render.MODPROBE_CONF,
+        render.modprobe_conf(functions, by_address),
+    )
+    script = [_by_address_files(state, by_address, family)]
+    initramfs = _el9_initramfs if family == EL9 else _debian_initramfs
+    initramfs(state, by_address, changed=modprobe is not UNCHANGED or script != [UNCHANGED])
+
+
+def _by_address_files(state: VfioState, by_address: list[str], family: str):
+    """The driver_override script (and, on Debian, the hook putting it into the initramfs)
+    while functions are bound by address; removed when none is."""
+    wanted = {render.OVERRIDE_SCRIPT: render.override_script(by_address)} if by_address else {}
+    if by_address and family != EL9:
+        wanted[render.INITRAMFS_HOOK] = render.initramfs_hook()
+    changed = UNCHANGED
+    for path in (render.OVERRIDE_SCRIPT, render.INITRAMFS_HOOK):
+        if path in wanted:
+            op = host_state.put(
+                state.managed, f"VFIO: bind by PCI address ({path})", path, wanted[path], "755"
+            )
+        else:
+            op = host_state.absent(state.managed, f"VFIO: no binding by PCI address ({path})", path)
+        changed = op if op is not UNCHANGED else changed
+    return changed
+
+
+def pending_changes(state: VfioState, args: list[str], verdict: Verdict) -> list[str]:
     """What a reboot would change: kernel arguments missing from /proc/cmdline, functions not
-    bound to vfio-pci (each described for the user)."""
-    pending = []
+    bound to vfio-pci, GPUs that can be verified only with the IOMMU on (each described)."""
+    todo = []
     missing = render.missing_args(state.cmdline, args)
     if missing:
-        pending.append(f"kernel arguments {' '.join(missing)}")
-    for function in functions:
+        todo.append(f"kernel arguments {' '.join(missing)}")
+    for function in verdict.passthrough:
         if function.driver != "vfio-pci":
-            now = function.driver or "no driver"
-            pending.append(f"{function.address} from {now} to vfio-pci")
-    return pending
+            uses = state.host_uses(function.address) or ["no driver"]
+            todo.append(f"{function.address} from {', '.join(uses)} to vfio-pci")
+    return todo
 
 
 def _el9_kernel_args(state: VfioState, args: list[str]) -> None:
-    """grubby for every installed kernel's boot entry (BLS), and GRUB_CMDLINE_LINUX in
-    /etc/default/grub, which kernels installed later start from."""
+    """grubby for every installed kernel's boot entry (BLS); GRUB_CMDLINE_LINUX in
+    /etc/default/grub and, where it exists, /etc/kernel/cmdline: the arguments kernel-install
+    gives kernels installed later (grubby --update-kernel=ALL changes neither)."""
     if not state.grubby or any(render.missing_args(e.args, args) for e in state.grubby):
         server.shell(
             name=f"VFIO: kernel arguments {' '.join(args)} for every installed kernel",
@@ -118,6 +175,15 @@ def _el9_kernel_args(state: VfioState, args: list[str]) -> None:
             line=r"^GRUB_CMDLINE_LINUX=.*$",
             replace=line,
         )
+    if state.kernel_cmdline is not None:
+        wanted = render.with_args(state.kernel_cmdline, args)
+        if wanted:
+            server.shell(
+                name=f"VFIO: kernel arguments {' '.join(args)} in {render.KERNEL_CMDLINE}",
+                commands=[
+                    f"printf '%s\\n' {shlex.quote(' '.join(wanted))} > {render.KERNEL_CMDLINE}"
+                ],
+            )
 
 
 def _debian_kernel_args(state: VfioState, args: list[str]) -> None:
@@ -133,12 +199,12 @@ def _debian_kernel_args(state: VfioState, args: list[str]) -> None:
         server.shell(name="VFIO: regenerate grub.cfg (update-grub)", commands=["update-grub"])
 
 
-def _el9_initramfs(state: VfioState, changed: bool) -> None:
+def _el9_initramfs(state: VfioState, by_address: list[str], changed: bool) -> None:
     dracut = host_state.put(
         state.managed,
         "VFIO: vfio-pci in the initramfs (dracut)",
         render.DRACUT_CONF,
-        render.dracut_conf(),
+        render.dracut_conf(by_address),
     )
     if changed or dracut is not UNCHANGED or state.stale_initramfs:
         server.shell(
@@ -147,7 +213,7 @@ def _el9_initramfs(state: VfioState, changed: bool) -> None:
         )
 
 
-def _debian_initramfs(state: VfioState, changed: bool) -> None:
+def _debian_initramfs(state: VfioState, by_address: list[str], changed: bool) -> None:
     content = render.initramfs_modules()
     block = not render.has_block(state.initramfs_modules, content)
     if block:
@@ -164,17 +230,51 @@ def _debian_initramfs(state: VfioState, changed: bool) -> None:
         )
 
 
-def _check_after_reboot(wanted_args: list[str], addresses: list[str]) -> None:
-    """Read the host again: the arguments must be in /proc/cmdline and every passed function
-    bound to vfio-pci; else fail, saying what is wrong."""
-    state = facts.read()
-    problems = []
+def _reboot(todo: list[str], timeout: int) -> None:
+    server.reboot(name="VFIO: reboot to apply " + "; ".join(todo), delay=10, reboot_timeout=timeout)
+
+
+def _after_reboot(
+    wanted_args: list[str], verdict: Verdict, family: str, reboot_timeout: int
+) -> None:
+    """Read the host again: the arguments must be in /proc/cmdline, the IOMMU on, the GPUs'
+    IOMMU groups fit (checked only now when the IOMMU was off before) and every passed function
+    on vfio-pci. A function the groups add is bound and the host rebooted once more, within
+    this run (operations called here run at once, nested in this one)."""
+    state = facts.read(paths=render.MANAGED_FILES)
+    _check_args(state, wanted_args)
+    if not state.iommu_active:
+        raise OperationError(
+            "after the reboot the IOMMU is still off (no /sys/kernel/iommu_groups): "
+            "enable VT-d / AMD-Vi in the firmware setup"
+        )
+    now = evaluate(state, VfioSettings.from_host(host).gpus, vm_gpus(host))
+    if now.problems:
+        raise OperationError(
+            "after the reboot, with the IOMMU on, the preflight refuses the GPUs (no VM was "
+            "started; to give a GPU back to the host, take it out of vfio_gpus, delete "
+            f"{render.MODPROBE_CONF} and reboot):\n"
+            + "\n".join(f"  - {problem}" for problem in now.problems)
+        )
+    if [f.address for f in now.passthrough] != [f.address for f in verdict.passthrough]:
+        bind(state, now, family)
+        if pending_changes(state, wanted_args, now):
+            _reboot(pending_changes(state, wanted_args, now), reboot_timeout)
+            state = facts.read()
+    _check_bound(state, [f.address for f in now.passthrough])
+
+
+def _check_args(state: VfioState, wanted_args: list[str]) -> None:
     missing = render.missing_args(state.cmdline, wanted_args)
     if missing:
-        problems.append(
-            f"/proc/cmdline lacks {' '.join(missing)}: the boot loader did not pass them "
-            "(EL9: grubby --info=DEFAULT; Debian: grep linux /boot/grub/grub.cfg)"
+        raise OperationError(
+            f"after the reboot /proc/cmdline lacks {' '.join(missing)}: the boot loader did "
+            "not pass them (EL9: grubby --info=DEFAULT; Debian: grep linux /boot/grub/grub.cfg)"
         )
+
+
+def _check_bound(state: VfioState, addresses: list[str]) -> None:
+    problems = []
     for address in addresses:
         function = state.functions.get(address)
         driver = function.driver if function else "(device gone)"
@@ -185,26 +285,25 @@ def _check_after_reboot(wanted_args: list[str], addresses: list[str]) -> None:
             )
     if problems:
         raise OperationError("after the reboot: " + "; ".join(problems))
-    if not addresses:
-        if not state.iommu_active:
-            raise OperationError(
-                "after the reboot the IOMMU is still off (no /sys/kernel/iommu_groups): "
-                "enable VT-d / AMD-Vi in the firmware setup"
-            )
-        logger.warning(
-            f"{host.print_prefix}The IOMMU is on now: run the deploy again to check the GPUs' "
-            "IOMMU groups and bind them to vfio-pci."
-        )
 
 
-def _report_pending(pending: list[str], deferred: bool) -> None:
+def rerun_command() -> str:
+    """The command to run after the reboot: this run's own pyinfra command line, if known."""
+    if os.path.basename(sys.argv[0]) == "pyinfra" and len(sys.argv) > 1:
+        return shlex.join(["pyinfra", *sys.argv[1:]])
+    return "pyinfra inventory.py deploy.py"
+
+
+def _report_pending(pending: list[str], groups_later: bool) -> None:
     then = (
-        " Then run the deploy again: with the IOMMU on, the GPUs' IOMMU groups are checked "
-        "and the GPUs bound to vfio-pci."
-        if deferred
+        " With the IOMMU on, that run checks the GPUs' IOMMU groups before any VM starts."
+        if groups_later
         else ""
     )
     logger.warning(
         f"{host.print_prefix}REBOOT PENDING, not done because vfio_reboot is False. It will "
-        f"apply: {'; '.join(pending)}. Reboot the host (or set vfio_reboot = True).{then}"
+        f"apply: {'; '.join(pending)}. No VM with GPUs was started (a GPU is bound to "
+        "vfio-pci only at boot, never taken live from the host). Next: reboot the host "
+        f"(`systemctl reboot`), then run `{rerun_command()}` again (or set vfio_reboot = True "
+        f"and the deploy reboots and goes on by itself).{then}"
     )

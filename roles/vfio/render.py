@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from roles.common.templates import render
 from roles.preflight.parse import PciFunction
 
@@ -9,7 +11,10 @@ MODPROBE_CONF = "/etc/modprobe.d/vfio.conf"
 DRACUT_CONF = "/etc/dracut.conf.d/vfio.conf"  # EL9
 GRUB_DROPIN = "/etc/default/grub.d/vfio.cfg"  # Debian
 INITRAMFS_MODULES = "/etc/initramfs-tools/modules"  # Debian, shared: this role keeps a block
-MANAGED_FILES = (MODPROBE_CONF, DRACUT_CONF, GRUB_DROPIN)
+OVERRIDE_SCRIPT = "/usr/local/sbin/aicoder-vfio-override"  # binding by PCI address
+INITRAMFS_HOOK = "/etc/initramfs-tools/hooks/aicoder-vfio-override"  # Debian: the script inside
+KERNEL_CMDLINE = "/etc/kernel/cmdline"  # EL9, when present: new kernels' arguments
+MANAGED_FILES = (MODPROBE_CONF, DRACUT_CONF, GRUB_DROPIN, OVERRIDE_SCRIPT, INITRAMFS_HOOK)
 BLOCK_MARKER = "# {mark} ai-coding-server vfio"
 
 # Drivers that would otherwise grab a GPU's functions first: the GPU (nouveau, NVIDIA's), its
@@ -35,9 +40,10 @@ def missing_args(present: list[str], wanted: list[str]) -> list[str]:
     return [arg for arg in wanted if arg not in present]
 
 
-def passthrough_ids(functions: list[PciFunction]) -> list[str]:
-    """vendor:device ids of the functions, each once, in order."""
-    return list(dict.fromkeys(f.ids for f in functions if f.ids))
+def passthrough_ids(functions: list[PciFunction], by_address=()) -> list[str]:
+    """vendor:device ids of the functions, each once, in order; those of the functions bound
+    ``by_address`` (their ids would take a card the host keeps) left out."""
+    return list(dict.fromkeys(f.ids for f in functions if f.ids and f.address not in by_address))
 
 
 def softdeps(functions: list[PciFunction]) -> list[str]:
@@ -52,18 +58,36 @@ def softdeps(functions: list[PciFunction]) -> list[str]:
     return sorted({m.replace("-", "_") for m in modules} - skip)
 
 
-def modprobe_conf(functions: list[PciFunction]) -> str:
-    """/etc/modprobe.d/vfio.conf: vfio-pci claims these ids, the usual drivers load after it."""
+def modprobe_conf(functions: list[PciFunction], by_address: Sequence[str] = ()) -> str:
+    """/etc/modprobe.d/vfio.conf: vfio-pci claims these ids (and, through the override script,
+    the functions ``by_address``); the usual drivers load after it."""
     return render(
-        "vfio/modprobe-vfio.conf.j2", ids=passthrough_ids(functions), softdeps=softdeps(functions)
+        "vfio/modprobe-vfio.conf.j2",
+        ids=passthrough_ids(functions, by_address),
+        addresses=list(by_address),
+        script=OVERRIDE_SCRIPT,
+        softdeps=softdeps(functions),
     )
 
 
-def dracut_conf() -> str:
-    """/etc/dracut.conf.d/vfio.conf (EL9): vfio-pci and its options in the initramfs."""
+def override_script(by_address: Sequence[str]) -> str:
+    """The script modprobe runs to load vfio-pci: driver_override for these functions first
+    (as TrueNAS binds by address), so a second card with the same ids stays with the host."""
     return render(
-        "vfio/dracut-vfio.conf.j2", modules=INITRAMFS_DRIVERS, modprobe_conf=MODPROBE_CONF
+        "vfio/vfio-override.sh.j2", addresses=list(by_address), modprobe_conf=MODPROBE_CONF
     )
+
+
+def initramfs_hook() -> str:
+    """Debian: the initramfs-tools hook that copies the override script into the initramfs."""
+    return render("vfio/initramfs-hook.sh.j2", script=OVERRIDE_SCRIPT, modprobe_conf=MODPROBE_CONF)
+
+
+def dracut_conf(by_address: Sequence[str] = ()) -> str:
+    """/etc/dracut.conf.d/vfio.conf (EL9): vfio-pci and its options (and the override script,
+    when functions are bound by address) in the initramfs."""
+    files = [MODPROBE_CONF, *([OVERRIDE_SCRIPT] if by_address else [])]
+    return render("vfio/dracut-vfio.conf.j2", modules=INITRAMFS_DRIVERS, files=files)
 
 
 def initramfs_modules() -> str:
@@ -80,6 +104,12 @@ def has_block(text: str, content: str) -> bool:
 def grub_dropin(args: list[str]) -> str:
     """/etc/default/grub.d/vfio.cfg (Debian): the arguments added for every kernel."""
     return render("vfio/grub-vfio.cfg.j2", args=args)
+
+
+def with_args(present: list[str], args: list[str]) -> list[str] | None:
+    """``present`` arguments with the missing ``args`` appended; None when none is missing."""
+    missing = missing_args(present, args)
+    return present + missing if missing else None
 
 
 def default_grub_line(current: str | None, args: list[str]) -> str | None:

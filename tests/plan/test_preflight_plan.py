@@ -35,22 +35,53 @@ def test_a_clean_gpu_passes_with_every_function_of_its_group():
     assert "options vfio-pci ids=10de:128b,10de:0e0f\n" in plan.files["/etc/modprobe.d/vfio.conf"]
 
 
-@pytest.mark.parametrize(
-    ("groups", "gpu", "root_port"),
-    [
-        ("iommu-groups.shared-root-port.gt1030.ubuntu-6.8.txt", "0000:01:00.0", "0000:00:01.0"),
-        ("iommu-groups.shared-root-port.rtx3070ti.partial.txt", "0000:01:00.0", "0000:00:01.0"),
-    ],
-)
-def test_gpu_sharing_its_group_with_the_cpu_root_port_is_refused(groups, gpu, root_port):
+ROOT_PORT_HOSTS = [
+    ("iommu-groups.shared-root-port.gt1030.ubuntu-6.8.txt", "10de:1d01,10de:0fb8"),
+    ("iommu-groups.shared-root-port.rtx3070ti.partial.txt", "10de:2482,10de:228b"),
+]
+
+
+@pytest.mark.parametrize(("groups", "ids"), ROOT_PORT_HOSTS)
+def test_gpu_sharing_its_group_with_the_cpu_root_port_is_accepted(groups, ids):
+    # The usual Intel desktop: the x16 root port 00:01.0 (no ACS) is in the GPU's group. It stays
+    # with the host: not in ids=, not waited for.
     found = host(
         cpuinfo=INTEL_CPU,
         cmdline=fixture("cmdline.rhel-9.0-rt.intel-iommu-on.txt"),
         groups=fixture(groups),
     )
-    message = refused(found, vfio_gpus=[gpu])
-    assert f"vfio_gpus {gpu}: {gpu} shares IOMMU group" in message
-    assert f"{root_port} PCI bridge [8086:1901]" in message
+    plan = run_plan({"hypervisors": {**HV, "vfio_gpus": ["0000:01:00.0"]}}, found)
+    assert plan.error is None, plan.error
+    modprobe = plan.files["/etc/modprobe.d/vfio.conf"]
+    assert f"options vfio-pci ids={ids}\n" in modprobe and "8086:1901" not in modprobe
+    pending = [n for n in plan.names() if "REBOOT PENDING" in n]
+    assert pending and "0000:00:01.0" not in pending[0] and "0000:01:00.1 from" in pending[0]
+
+
+def test_a_vm_given_the_root_port_is_refused():
+    found = host(
+        cpuinfo=INTEL_CPU,
+        cmdline=fixture("cmdline.rhel-9.0-rt.intel-iommu-on.txt"),
+        groups=fixture(ROOT_PORT_HOSTS[0][0]),
+    )
+    vms = [{"name": "ai", "gpus": ["0000:01:00.0", "0000:00:01.0"]}]
+    message = refused(found, vfio_gpus=["0000:01:00.0"], guest_vm_vms=vms)
+    assert "gets 0000:00:01.0, which vfio_gpus does not pass through" in message
+
+
+def test_an_endpoint_device_in_the_gpus_group_is_still_refused():
+    # Constructed from the GT 1030 host: its chipset USB controller moved into the GPU's group.
+    groups = fixture(ROOT_PORT_HOSTS[0][0]).replace(
+        "IOMMU group 3 00:14.0", "IOMMU group 2 00:14.0"
+    )
+    found = host(
+        cpuinfo=INTEL_CPU, cmdline=fixture("cmdline.rhel-9.0-rt.intel-iommu-on.txt"), groups=groups
+    )
+    message = refused(found, vfio_gpus=["0000:01:00.0"])
+    assert (
+        "0000:01:00.0 shares IOMMU group 2 with 0000:00:14.0 USB controller [8086:a2af]" in message
+    )
+    assert "0000:00:01.0" not in message  # the bridge is not the problem
     assert "Move the card to a slot" in message
 
 
@@ -115,16 +146,41 @@ def test_no_virtualization_extensions_are_refused():
     assert "neither vmx nor svm" in message
 
 
-def test_a_twin_card_the_ids_would_also_take_is_refused():
-    # Two RTX 3090s: vfio-pci binds by ids, so passing one would take the other from the host.
-    found = host(
-        cpuinfo=INTEL_CPU,
-        cmdline=fixture("cmdline.rocky-9.4.no-iommu.txt"),
-        lspci=fixture("lspci-nnk-grep-A3.nvidia-3090x2.nvidia-driver.partial.txt"),
+def twin_3090s() -> dict:
+    """Two RTX 3090s (recorded lspci, both on nvidia), each alone in its IOMMU group (the group
+    lines are constructed: the source printed none), the IOMMU on."""
+    groups = "\n".join(
+        f"IOMMU Group {20 + i} 0000:{bus}:00.{fn}"
+        for i, bus in enumerate(("05", "0a"))
+        for fn in (0, 1)
     )
-    message = refused(found, vfio_gpus=["0000:05:00.0"])
-    assert "0000:0a:00.0 has the same ids 10de:2204" in message
-    assert "0000:0a:00.1 has the same ids 10de:1aef" in message
+    return host(
+        cpuinfo=INTEL_CPU,
+        cmdline=fixture("cmdline.rhel-9.0-rt.intel-iommu-on.txt"),
+        lspci=fixture("lspci-nnk-grep-A3.nvidia-3090x2.nvidia-driver.partial.txt"),
+        groups=groups,
+    )
+
+
+def test_a_twin_card_with_the_same_ids_is_bound_by_pci_address():
+    # vfio-pci's ids= would take the host's own 3090 too: the passed one goes by driver_override.
+    plan = run_plan({"hypervisors": {**HV, "vfio_gpus": ["0000:05:00.0"]}}, twin_3090s())
+    assert plan.error is None, plan.error
+    modprobe = plan.files["/etc/modprobe.d/vfio.conf"]
+    assert "ids=" not in modprobe
+    assert "install vfio-pci /usr/local/sbin/aicoder-vfio-override $CMDLINE_OPTS\n" in modprobe
+    script = plan.files["/usr/local/sbin/aicoder-vfio-override"]
+    assert "for dev in 0000:05:00.0 0000:05:00.1; do" in script and "0a:00" not in script
+    assert "/usr/local/sbin/aicoder-vfio-override" in plan.files["/etc/dracut.conf.d/vfio.conf"]
+    assert plan.find(r"^chmod 755 /usr/local/sbin/aicoder-vfio-override$")
+    assert plan.find(r"^dracut -f --regenerate-all$")
+
+
+def test_both_twin_cards_by_ids_need_no_override():
+    plan = run_plan({"hypervisors": {**HV, "vfio_gpus": ["10de:2204"]}}, twin_3090s())
+    assert plan.error is None, plan.error
+    assert "options vfio-pci ids=10de:2204,10de:1aef\n" in plan.files["/etc/modprobe.d/vfio.conf"]
+    assert "/usr/local/sbin/aicoder-vfio-override" not in plan.files
 
 
 def test_a_gpu_given_to_two_vms_is_refused():

@@ -7,6 +7,7 @@ from pyinfra.operations import server as pyinfra_server
 from vfio_facts import (
     GT710,
     INTEL_CPU,
+    VFIO_READ,
     X570_GROUPS,
     X570_LSPCI_BOUND,
     el9_fresh_amd,
@@ -16,7 +17,8 @@ from vfio_facts import (
     recorded_host,
 )
 
-from roles.preflight import facts, parse
+from roles.common import host_state
+from roles.preflight import facts
 from roles.vfio import render
 
 HV = {"vfio_only": True, "firewall_allowed_networks": ["192.168.1.0/24"]}
@@ -65,9 +67,10 @@ def test_el9_amd_host_plans_grubby_default_grub_modprobe_dracut_and_reports_the_
     assert "REBOOT PENDING" in caplog.text and f"{GT710} from no driver to vfio-pci" in caplog.text
 
 
-def test_el9_intel_host_with_the_iommu_still_off_gets_only_the_arguments_first(caplog):
-    # Rocky 9.4 without IOMMU arguments on an Intel CPU: no IOMMU groups yet, so the GPU's
-    # group cannot be checked, and nothing is bound to vfio-pci until it can.
+def test_el9_intel_host_with_the_iommu_still_off_binds_the_gpu_slot_in_the_same_phase(caplog):
+    # Rocky 9.4 without IOMMU arguments on an Intel CPU: no IOMMU groups yet. The GPU's slot
+    # (both functions) is bound at the reboot that turns the IOMMU on, so one reboot does; the
+    # group is checked after it, before any VM starts.
     found = host(
         cpuinfo=INTEL_CPU,
         cmdline=fixture("cmdline.rocky-9.4.no-iommu.txt"),
@@ -80,8 +83,13 @@ def test_el9_intel_host_with_the_iommu_still_off_gets_only_the_arguments_first(c
     commands = vfio_commands(plan)
     assert commands[0] == "grubby --update-kernel=ALL --args='intel_iommu=on iommu=pt'"
     assert r'rd.lvm.lv=almalinux\/swap intel_iommu=on iommu=pt"/' in commands[1]
-    assert len(commands) == 2  # no modprobe.d, no dracut: the GPU is not verified yet
-    assert "run the deploy again" in caplog.text
+    assert commands[2:] == [
+        "upload /etc/modprobe.d/vfio.conf",
+        "upload /etc/dracut.conf.d/vfio.conf",
+        "dracut -f --regenerate-all",
+    ]
+    assert "options vfio-pci ids=10de:128b,10de:0e0f\n" in plan.files[render.MODPROBE_CONF]
+    assert "checks the GPUs' IOMMU groups before any VM starts" in caplog.text
 
 
 def converged_sections(**extra) -> dict:
@@ -142,21 +150,24 @@ def test_a_gpu_on_another_driver_is_only_a_pending_reboot():
     assert f"{GT710} from no driver to vfio-pci" in names[0]
 
 
-def after_reboot(monkeypatch, sections: dict):
+def after_reboot(monkeypatch, responses: dict):
     """Let pyinfra's reboot skip its waiting (real sleeps; the fake host reports an unchanged
-    uptime, which it takes as rebooted) and make the read after the reboot see ``sections``."""
+    uptime, which it takes as rebooted) and make every read after the first (the preflight's)
+    see the host of ``responses`` (fake responses, as el9_converged gives)."""
     monkeypatch.setattr(pyinfra_server, "sleep", lambda seconds: None)
-    lines = [line for name, text in sections.items() for line in (f"@@ {name}", *text.splitlines())]
-    first_read = facts.read  # the preflight's, with the role's files
+    after = facts.from_host_state(host_state.parse(responses[VFIO_READ].splitlines()))
+    first_read, reads = facts.read, []
 
     def read(paths=()):
-        return first_read(paths) if paths else facts.vfio_state(parse.split_sections(lines))
+        reads.append(paths)
+        return first_read(paths) if len(reads) == 1 else after
 
     monkeypatch.setattr(facts, "read", read)
+    return reads
 
 
 def test_reboot_when_allowed_then_the_binding_is_checked(monkeypatch):
-    after_reboot(monkeypatch, {**converged_sections(), "groups": X570_GROUPS})
+    after_reboot(monkeypatch, el9_converged())
     found = el9_fresh_amd()
     found["/proc/uptime"] = "100"
     plan = run_plan({"hypervisors": {**GT710_DATA, "vfio_reboot": True}}, found)
@@ -169,7 +180,7 @@ def test_reboot_when_allowed_then_the_binding_is_checked(monkeypatch):
 
 
 def test_a_gpu_not_on_vfio_pci_after_the_reboot_fails_the_deploy_saying_so(monkeypatch, caplog):
-    after_reboot(monkeypatch, {**converged_sections(lspci=""), "groups": X570_GROUPS})
+    after_reboot(monkeypatch, el9_converged(lspci=X570_GROUPS))
     found = el9_fresh_amd()
     found["/proc/uptime"] = "100"
     with pytest.raises(Exception, match="No hosts remaining"):

@@ -28,6 +28,15 @@ NO_IOMMU_ACPI = fixture("acpi-tables.debian-12-build-machine.txt")  # no DMAR, n
 X570_GROUPS = fixture("iommu-groups.clean.gt710-x570.ubuntu-20.04.txt")
 X570_LSPCI_BOUND = fixture("lspci-nnk.gt710-vfio.x570.ubuntu-20.04.txt")
 GT710 = "0000:24:00.0"
+# The same host before the binding (constructed from it): the GT 710 on the drivers its lspci
+# names (nouveau, snd_hda_intel), nouveau's framebuffer console fb1 on it.
+X570_LSPCI_HOST = re.sub(
+    r"(24:00\.0 .*\n.*\n\tKernel driver in use: )vfio-pci", r"\1nouveau", X570_LSPCI_BOUND
+).replace("Kernel driver in use: vfio-pci", "Kernel driver in use: snd_hda_intel")
+X570_FRAMEBUFFERS = (
+    "fb0 /sys/devices/pci0000:00/0000:00:03.1/0000:2d:00.0\n"
+    "fb1 /sys/devices/pci0000:00/0000:00:03.2/0000:24:00.0\n"
+)
 # No source prints boot_vga (SOURCES.md); these lines say what yyu/vm describes: the RX 570
 # drives the host's display.
 X570_BOOT_VGA = (
@@ -83,6 +92,59 @@ def el9_fresh_amd(files: dict | None = None, **extra):
     }
     sections.update(extra)
     return host(files=files, **sections)
+
+
+# The Z370 host of asokolsky's notes (Intel; GT 1030 at 01:00.x behind the CPU's x16 root port
+# 00:01.0, all three in IOMMU group 2; the iGPU 00:02.0 drives the host).
+Z370_GROUPS = fixture("iommu-groups.shared-root-port.gt1030.ubuntu-6.8.txt")
+GT1030 = ["0000:01:00.0", "0000:01:00.1"]
+# Its `lspci -nn` while the IOMMU is off: the recorded group listing's lspci lines without the
+# group prefix (the recording has no drivers).
+Z370_LSPCI = re.sub(r"^IOMMU group \d+ ", "", Z370_GROUPS, flags=re.M)
+Z370_BOOT_VGA = (  # constructed, as for the X570: the iGPU is the boot VGA
+    "/sys/bus/pci/devices/0000:00:02.0/boot_vga:1\n/sys/bus/pci/devices/0000:01:00.0/boot_vga:0\n"
+)
+
+
+def bound(lspci: str, addresses: list[str]) -> str:
+    """``lspci`` with "Kernel driver in use: vfio-pci" under each of ``addresses`` (constructed:
+    what the binding leaves)."""
+    short = {a.removeprefix("0000:") for a in addresses}
+    out = []
+    for line in lspci.splitlines():
+        out.append(line)
+        if line.split(" ", 1)[0] in short:
+            out.append("\tKernel driver in use: vfio-pci")
+    return "\n".join(out) + "\n"
+
+
+def el9_fresh_intel(files: dict | None = None, **extra):
+    """Rocky 9.4 on the Z370 (Intel): no IOMMU arguments, so the IOMMU is off (no groups), the
+    GPU behind the root port, nothing of the vfio role's yet."""
+    sections = {
+        "cpuinfo": INTEL_CPU,
+        "cmdline": fixture("cmdline.rocky-9.4.no-iommu.txt"),
+        "lspci": Z370_LSPCI,
+        "boot_vga": Z370_BOOT_VGA,
+        "grubby": fixture("grubby-info-all.rocky-9.1.txt"),
+        "default_grub": fixture("default-grub.almalinux-9.4.txt"),
+    }
+    sections.update(extra)
+    return host(files=files, **sections)
+
+
+def rebooted(recorded_cmdline: str, args: list[str], **sections) -> dict:
+    """Sections of a host after the vfio role's files and the reboot: ``args`` in
+    /proc/cmdline, every boot entry and /etc/default/grub (constructed from the recorded ones
+    the way grubby and the role's line edit change them)."""
+    default_grub = fixture("default-grub.almalinux-9.4.txt")
+    line = render.default_grub_line(parse.parse_default_grub_cmdline(default_grub), args)
+    return {
+        "cmdline": " ".join(render.with_args(recorded_cmdline.split(), args) or []),
+        "grubby": grubby_after(fixture("grubby-info-all.rocky-9.1.txt"), args),
+        "default_grub": re.sub(r"^GRUB_CMDLINE_LINUX=.*$", line or "", default_grub, flags=re.M),
+        **sections,
+    }
 
 
 def isolated_gpus(addresses: list[str], os_release: str = "os-release.debian-12.txt"):

@@ -84,14 +84,16 @@ class HostState(FactBase[State]):
             ]
         if packages:
             names = [QuoteString(p) for p in packages]
-            # EL9 has no dpkg: rpm prints the same line for each installed package.
+            # EL9 has no dpkg: rpm prints the same line for each wanted name that an installed
+            # package provides (curl-minimal provides curl: `dnf install curl` would conflict).
             parts += [
                 "if command -v dpkg-query >/dev/null; then",
                 "dpkg-query -W -f='package ${db:Status-Abbrev} ${Package} ${Version}\\n'",
                 *names,
-                "2>/dev/null; else rpm -q --qf 'package ii  %{NAME} %{VERSION}-%{RELEASE}\\n'",
+                "2>/dev/null; else for p in",
                 *names,
-                "2>/dev/null | grep '^package ii '; fi;",
+                """; do rpm -q --whatprovides --qf "package ii  $p %{VERSION}-%{RELEASE}\\n" """
+                """"$p"; done 2>/dev/null | grep '^package ii '; fi;""",
             ]
         if units:
             parts += [

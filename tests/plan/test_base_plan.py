@@ -9,7 +9,7 @@ from harness import run_plan as run_deploy
 
 from roles.base import _FAMILY_PACKAGES, debian_files
 from roles.base.settings import BaseSettings
-from roles.common.platform import DEBIAN
+from roles.common.platform import DEBIAN, EL9
 
 run_plan = partial(run_deploy, deploy_file=ROOT / "tests" / "plan" / "deploys" / "base_only.py")
 BASE_STATE = re.compile(r"getent passwd")  # the role's one HostState read, by its probe
@@ -83,6 +83,22 @@ def test_rocky_host_uses_dnf_and_no_apt_sources():
     plan = run_plan({"hypervisors": {}}, os_release_response(fixture("os-release.rocky-9.4.txt")))
     assert plan.find(r"dnf .*install"), plan.names()
     assert not plan.find(r"apt-get|debian\.sources")
+
+
+def test_curl_minimal_satisfies_curl_on_el9():
+    # Rocky/Alma 9 images ship curl-minimal, which conflicts with `dnf install curl` (recorded).
+    # The read asks rpm what provides each name, and curl-minimal provides curl.
+    recorded = fixture("dnf-install-curl.rocky-9.1.curl-minimal-conflict.txt")
+    nvr = re.search(r"installed package curl-minimal-(\S+)\.x86_64", recorded)[1]
+    provided = [f"package ii  curl {nvr}"]  # the line the read prints for it
+    others = [p for p in BaseSettings().packages + _FAMILY_PACKAGES[EL9] if p != "curl"]
+    by_provides = re.compile(r"rpm -q --whatprovides .*getent passwd")
+    rocky = os_release_response(fixture("os-release.rocky-9.4.txt"))
+    plan = run_plan({"hypervisors": {}}, {by_provides: provided + package_lines(others), **rocky})
+    assert plan.error is None, plan.error
+    assert not plan.find(r"dnf .*install"), plan.commands
+    fresh = run_plan({"hypervisors": {}}, {by_provides: package_lines(others), **rocky})
+    assert fresh.find(r"^dnf install -y curl$")
 
 
 def test_sources_file_lists_nonfree_components_for_all_three_suites():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 from roles.common import host_state
@@ -65,6 +66,24 @@ def test_the_command_runs_and_reads_back_what_it_finds(tmp_path):
     assert str(tmp_path / "absent") not in state.files
     assert "dpkg" in state.packages and "surely-not-a-package" not in state.packages
     assert state.probe == ["one", "two"]
+
+
+def test_on_el9_a_package_counts_as_installed_when_an_installed_one_provides_it(tmp_path):
+    """The rpm branch (no dpkg-query on PATH), with a stand-in rpm that answers --whatprovides
+    the way rpm does on Rocky 9 (curl-minimal provides curl; nothing provides nano)."""
+    (tmp_path / "rpm").write_text(
+        "#!/bin/sh\nfor a; do qf=$last; last=$a; done\n"
+        '[ "$last" = curl ] || { echo "no package provides $last"; exit 1; }\n'
+        'printf "$(printf %s "$qf" | sed \'s/%{VERSION}/7.76.1/; s/%{RELEASE}/19.el9/\')"\n'
+    )
+    (tmp_path / "rpm").chmod(0o755)
+    for tool in ("grep", "sed"):
+        (tmp_path / tool).symlink_to(shutil.which(tool))
+    command = HostState().command(packages=("curl", "nano")).get_raw_value()
+    assert "rpm -q --whatprovides" in command
+    out = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
+                         env={"PATH": str(tmp_path)}, check=True)  # fmt: skip
+    assert host_state.parse(out.stdout.splitlines()).packages == {"curl": "7.76.1-19.el9"}
 
 
 def test_flat_and_suite_repositories_render_as_deb822():

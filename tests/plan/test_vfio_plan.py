@@ -92,6 +92,29 @@ def test_el9_intel_host_with_the_iommu_still_off_binds_the_gpu_slot_in_the_same_
     assert "checks the GPUs' IOMMU groups before any VM starts" in caplog.text
 
 
+KERNEL_CMDLINE = fixture("kernel-cmdline.almalinux-9.lxc-image.txt")
+
+
+def test_el9_host_with_etc_kernel_cmdline_gets_the_arguments_there_too():
+    # kernel-install builds the next kernel's boot entry from /etc/kernel/cmdline where the host
+    # has one (EL9 cloud images, leapp upgrades): without them there, a kernel update would
+    # boot without the IOMMU arguments.
+    plan = run_plan({"hypervisors": GT710_DATA}, el9_fresh_amd(kernel_cmdline=KERNEL_CMDLINE))
+    assert plan.error is None, plan.error
+    (line,) = plan.find(r"/etc/kernel/cmdline")
+    assert line == (
+        "printf '%s\\n' 'root=/dev/loop0p2 ro console=tty1 console=ttyS0 iommu=pt' "
+        "> /etc/kernel/cmdline"
+    )
+    assert vfio_commands(plan)[0] == "grubby --update-kernel=ALL --args=iommu=pt"
+
+
+def test_el9_host_without_etc_kernel_cmdline_gets_no_such_file():
+    plan = run_plan({"hypervisors": GT710_DATA}, el9_fresh_amd())
+    assert plan.error is None, plan.error
+    assert not plan.find(r"/etc/kernel/cmdline")
+
+
 def converged_sections(**extra) -> dict:
     """The AMD host after the deploy and its reboot: iommu=pt in /proc/cmdline (RHEL 9.4's
     recorded one has it), both functions on vfio-pci (the X570's recorded lspci), the arguments
@@ -119,6 +142,13 @@ def el9_converged(**extra):
 
 def test_converged_el9_host_plans_nothing():
     plan = run_plan({"hypervisors": GT710_DATA}, el9_converged())
+    assert plan.error is None, plan.error
+    assert vfio_ops(plan) == []
+
+
+def test_a_converged_host_with_the_arguments_in_etc_kernel_cmdline_plans_nothing():
+    done = KERNEL_CMDLINE.strip() + " iommu=pt\n"
+    plan = run_plan({"hypervisors": GT710_DATA}, el9_converged(kernel_cmdline=done))
     assert plan.error is None, plan.error
     assert vfio_ops(plan) == []
 

@@ -163,3 +163,35 @@ def test_lab_vm_primary_adapter_and_a_missing_device_are_refused():
     (missing,) = evaluate(lab_vm_state(), ["0000:00:09.0"]).problems
     assert "no PCI device at 0000:00:09.0" in missing
     assert "0000:00:05.0 VGA compatible controller [1002:5046]" in missing
+
+
+def test_root_ports_are_bridges_by_class_or_driver():
+    groups, described = parse.parse_iommu_groups(
+        fixture("iommu-groups.shared-root-port.gt1030.ubuntu-6.8.txt")
+    )
+    assert described["0000:00:01.0"].is_bridge  # PCI bridge [0604]
+    assert not described["0000:01:00.0"].is_bridge and not described["0000:00:1f.0"].is_bridge
+    assert parse.PciFunction("0000:00:01.0", driver="pcieport").is_bridge  # no class read
+
+
+def test_framebuffers_and_what_the_host_uses_a_gpu_for():
+    found = parse.parse_framebuffers(
+        "fb0 /sys/devices/pci0000:00/0000:00:03.1/0000:2d:00.0\n"
+        "fb1 /sys/devices/platform/simple-framebuffer.0\n"
+    )
+    assert found == {"0000:2d:00.0": "fb0"}
+    state = vfio_state(
+        {
+            "lspci": fixture("lspci-nnk.gt710-vfio.x570.ubuntu-20.04.txt"),
+            "framebuffers": "fb0 /sys/devices/pci0000:00/0000:00:03.1/0000:2d:00.0\n",
+            "boot_vga": "/sys/bus/pci/devices/0000:2d:00.0/boot_vga:1\n",
+        }
+    )
+    assert state.host_uses("0000:2d:00.0") == [
+        "driver amdgpu",
+        "console framebuffer fb0",
+        "boot VGA",
+    ]
+    assert state.host_uses("0000:24:00.0") == []  # on vfio-pci already
+    assert state.kernel_cmdline is None  # no /etc/kernel/cmdline section: no such file
+    assert vfio_state({"kernel_cmdline": "ro quiet\n"}).kernel_cmdline == ["ro", "quiet"]

@@ -1,5 +1,7 @@
 """What the vfio role writes: kernel arguments, modprobe.d, dracut and initramfs-tools, GRUB."""
 
+import subprocess
+
 import pytest
 
 from roles.preflight.parse import PciFunction
@@ -92,3 +94,35 @@ def test_default_grub_line_keeps_what_is_there_and_adds_what_is_missing():
     assert intel == f'GRUB_CMDLINE_LINUX="{current} intel_iommu=on iommu=pt"'
     assert render.default_grub_line(current + " iommu=pt", ["iommu=pt"]) is None
     assert render.default_grub_line(None, ["iommu=pt"]) == 'GRUB_CMDLINE_LINUX="iommu=pt"'
+
+
+def test_functions_bound_by_address_leave_ids_for_a_modprobe_install_script():
+    text = render.modprobe_conf(GT710, by_address=["0000:24:00.0", "0000:24:00.1"])
+    assert "ids=" not in text
+    assert f"install vfio-pci {render.OVERRIDE_SCRIPT} $CMDLINE_OPTS\n" in text
+    assert "softdep nouveau pre: vfio-pci\n" in text  # loading nouveau first runs the script
+    mixed = render.modprobe_conf(GT710, by_address=["0000:24:00.1"])
+    assert "options vfio-pci ids=10de:128b\n" in mixed and "install vfio-pci" in mixed
+    assert render.OVERRIDE_SCRIPT in render.dracut_conf(by_address=["0000:24:00.1"])
+    assert render.OVERRIDE_SCRIPT not in render.dracut_conf()
+    assert f"copy_file script {render.OVERRIDE_SCRIPT}\n" in render.initramfs_hook()
+
+
+def test_the_override_script_marks_only_its_devices_then_loads_vfio_pci(tmp_path):
+    """The rendered script run by sh against a stand-in sysfs and modprobe."""
+    devices = tmp_path / "devices"
+    for address in ("0000:05:00.0", "0000:05:00.1", "0000:0a:00.0"):
+        (devices / address).mkdir(parents=True)
+        (devices / address / "driver_override").write_text("(null)\n")
+    (tmp_path / "bin").mkdir()
+    modprobe = tmp_path / "bin" / "modprobe"
+    modprobe.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/loaded\n')
+    modprobe.chmod(0o755)
+    script = render.override_script(["0000:05:00.0", "0000:05:00.1", "0000:09:00.0"])
+    script = script.replace("/sys/bus/pci/devices", str(devices))
+    subprocess.run(["/bin/sh", "-c", script, "sh", "disable_vga=1"], check=True,
+                   env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"})  # fmt: skip
+    assert (devices / "0000:05:00.0" / "driver_override").read_text() == "vfio-pci\n"
+    assert (devices / "0000:05:00.1" / "driver_override").read_text() == "vfio-pci\n"
+    assert (devices / "0000:0a:00.0" / "driver_override").read_text() == "(null)\n"
+    assert (tmp_path / "loaded").read_text() == "--ignore-install vfio-pci disable_vga=1\n"

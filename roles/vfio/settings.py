@@ -24,13 +24,14 @@ class VfioSettings(RoleSettings):
     )
     reboot: bool = setting(
         False,
-        "reboot the host when the kernel arguments or a GPU's driver differ from what is wanted "
-        "(False: the run ends reporting the pending reboot)",
+        "reboot the host when the kernel arguments or a GPU's driver differ from what is wanted, "
+        "check it and go on in the same run (False: VMs with GPUs are defined but not started, "
+        "and the run ends with REBOOT PENDING and the command to run after the reboot)",
     )
     only: bool = setting(
         False,
         "run only the preflight and this role on the hypervisor, leaving out libvirt and the "
-        "guest VMs: to prepare (and reboot) the host first, or where the VMs are managed apart",
+        "guest VMs (where the VMs are managed apart); a first run does not need it",
     )
     reboot_timeout: int = setting(
         900,

@@ -180,3 +180,22 @@ def test_a_converged_hypervisor_plans_nothing(kind):
         plan = later_run(HOSTS[kind], running=True, vfio_reboot=reboot)
         assert plan.error is None, plan.error
         assert hypervisor_ops(plan) == [], hypervisor_ops(plan)
+
+
+def test_a_running_gpu_vm_is_not_restarted_while_the_reboot_is_pending():
+    # The VM runs (its GPU already passed, say); a second GPU function's binding is pending and
+    # the VM's memory changed: with restart_on_change, a restart would still take the card live.
+    hv = HOSTS["amd"]
+    old = settings(hv)
+    data = settings(hv, guest_vm_restart_on_change=True)
+    data["guest_vm_vms"] = [{**data["guest_vm_vms"][0], "memory_mb": 8192}]
+    responses = {
+        **converged_libvirt(EL9, {}),
+        STATE: vm_lines(old, defined=True, running=True),
+        **hv.fresh(),
+    }
+    plan = run_plan({"hypervisors": data}, responses)
+    assert plan.error is None, plan.error
+    assert "ai: define the domain" in names(plan)
+    assert "ai: report that a restart is pending" in names(plan)
+    assert not plan.find(r"virsh .* (shutdown|start) ai")

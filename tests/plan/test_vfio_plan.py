@@ -2,7 +2,7 @@
 the exact commands, a converged host planning nothing, and reboots only when allowed."""
 
 import pytest
-from harness import fixture, run_plan
+from harness import fixture, os_release_response, run_plan
 from pyinfra.operations import server as pyinfra_server
 from vfio_facts import (
     GT710,
@@ -90,6 +90,20 @@ def test_el9_intel_host_with_the_iommu_still_off_binds_the_gpu_slot_in_the_same_
     ]
     assert "options vfio-pci ids=10de:128b,10de:0e0f\n" in plan.files[render.MODPROBE_CONF]
     assert "checks the GPUs' IOMMU groups before any VM starts" in caplog.text
+
+
+def test_rhel_9_6_entries_with_tuned_params_and_kernelopts_get_grubby_once():
+    # Recorded RHEL 9.6 entries: one with $tuned_params, the rescue one with $kernelopts (the
+    # grubenv variable of hosts upgraded from EL8). grubby is asked until every entry has them.
+    recorded = fixture("grubby-info-all.rhel-9.6-tuned-params.insights-fixture.txt")
+    fresh = el9_fresh_amd(grubby=recorded)
+    fresh.update(os_release_response(fixture("os-release.rhel-9.6.txt")))
+    plan = run_plan({"hypervisors": GT710_DATA}, fresh)
+    assert plan.error is None, plan.error
+    assert plan.find(r"^grubby --update-kernel=ALL --args=iommu=pt$")
+    done = el9_converged(grubby=grubby_after(recorded, ["iommu=pt"]))
+    done.update(os_release_response(fixture("os-release.rhel-9.6.txt")))
+    assert vfio_ops(run_plan({"hypervisors": GT710_DATA}, done)) == []
 
 
 KERNEL_CMDLINE = fixture("kernel-cmdline.almalinux-9.lxc-image.txt")

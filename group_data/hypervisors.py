@@ -3,15 +3,19 @@
 # --- vfio: the GPUs the host gives to its VMs (checked first by the preflight) -----------------
 # Each GPU by PCI address (`lspci -Dnn`) or by vendor:device ids (every card with those ids).
 # Its whole IOMMU group (the HDMI audio function, ...) is bound to vfio-pci; list the same
-# addresses under "gpus" of the VM that gets it (guest_vm_vms below). The preflight refuses,
-# before any change, a GPU that shares its IOMMU group with host devices, the boot VGA, a
-# device that does not exist, an IOMMU that is off, and a GPU given to two VMs.
+# addresses under "gpus" of the VM that gets it (guest_vm_vms below). A PCI bridge (the CPU's
+# root port on most Intel desktops) in the group stays with the host. The preflight refuses,
+# before any change, a GPU that shares its IOMMU group with other host devices, the boot VGA,
+# a device that does not exist, an IOMMU that is off, and a GPU given to two VMs. A second,
+# identical card the host keeps is left alone: the GPU is then bound by its PCI address.
 # vfio_gpus = ["0000:01:00.0"]
-# Reboot when the kernel arguments or the GPU's driver need it (else the run reports it):
+# The first run needs one reboot (the GPU is taken from the host only at boot). With
+# vfio_reboot the run reboots, checks and goes on to start the VMs; without it, it starts no
+# VM with a GPU and ends with REBOOT PENDING and the command to run after the reboot:
 # vfio_reboot = False  # also once from the command line: pyinfra ... --data vfio_reboot=true
 # vfio_reboot_timeout = 900
-# Only the preflight and GPU isolation on the hypervisors (no libvirt, no VMs), e.g. to
-# prepare and reboot the host first:
+# Only the preflight and GPU isolation on the hypervisors (no libvirt, no VMs), where the VMs
+# are managed apart:
 # vfio_only = False
 
 # --- libvirt: the bridge the VMs join, and where their disks live -----------------------------

@@ -121,18 +121,18 @@ def bind(state: VfioState, verdict: Verdict, family: str) -> None:
         render.MODPROBE_CONF,
         render.modprobe_conf(functions, by_address),
     )
-    script = [_by_address_files(state, by_address, family)]
+    changed = _by_address_files(state, by_address, family) or modprobe is not UNCHANGED
     initramfs = _el9_initramfs if family == EL9 else _debian_initramfs
-    initramfs(state, by_address, changed=modprobe is not UNCHANGED or script != [UNCHANGED])
+    initramfs(state, by_address, changed=changed)
 
 
-def _by_address_files(state: VfioState, by_address: list[str], family: str):
+def _by_address_files(state: VfioState, by_address: list[str], family: str) -> bool:
     """The driver_override script (and, on Debian, the hook putting it into the initramfs)
-    while functions are bound by address; removed when none is."""
+    while functions are bound by address; removed when none is. Whether any file changes."""
     wanted = {render.OVERRIDE_SCRIPT: render.override_script(by_address)} if by_address else {}
     if by_address and family != EL9:
         wanted[render.INITRAMFS_HOOK] = render.initramfs_hook()
-    changed = UNCHANGED
+    changed = False
     for path in (render.OVERRIDE_SCRIPT, render.INITRAMFS_HOOK):
         if path in wanted:
             op = host_state.put(
@@ -140,7 +140,7 @@ def _by_address_files(state: VfioState, by_address: list[str], family: str):
             )
         else:
             op = host_state.absent(state.managed, f"VFIO: no binding by PCI address ({path})", path)
-        changed = op if op is not UNCHANGED else changed
+        changed = changed or op is not UNCHANGED
     return changed
 
 

@@ -118,6 +118,10 @@ def test_without_permission_the_run_configures_and_reports_the_pending_reboot(vf
     assert run.ok, run.tail()
     assert "REBOOT PENDING" in run.output
     assert f"kernel arguments {ARGS}" in run.output
+    # nothing taken live: the stand-in stays on its drivers until the reboot; the run says
+    # what to do next, with its own command line
+    assert "No VM with GPUs was started" in run.output
+    assert "Next: reboot the host" in run.output and "deploy.py" in run.output
     after = vfiohost.snapshot()
     assert after["boot_id"] == before["boot_id"] and after["cmdline"] == before["cmdline"]
     assert "Kernel driver in use: snd_hda_intel" in after["rest"]  # still the host's audio
@@ -142,6 +146,9 @@ def test_allowed_to_reboot_the_run_reboots_and_binds_both_functions(vfiohost):
     group = vfiohost.sh(f"readlink /sys/bus/pci/devices/{STANDIN}/iommu_group").rsplit("/", 1)[1]
     assert vfiohost.sh(f"ls /dev/vfio/{group.strip()}").strip()
     assert "REBOOT PENDING" not in run.output
+    assert "VFIO: check the kernel arguments and the vfio-pci binding after the reboot" in (
+        run.output
+    )
 
 
 def test_a_second_run_changes_nothing_and_does_not_reboot(vfiohost):

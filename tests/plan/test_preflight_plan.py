@@ -1,6 +1,8 @@
 """The preflight through the real deploy.py on recorded EL9 hosts: every refusal stops the deploy
 before any operation, with a message saying what is wrong and what to do."""
 
+import re
+
 import pytest
 from harness import fixture, run_plan
 from vfio_facts import (
@@ -9,6 +11,7 @@ from vfio_facts import (
     INTEL_CPU,
     NO_IOMMU_ACPI,
     NO_VIRT_CPU,
+    VFIO_READ,
     X570_GROUPS,
     el9_fresh_amd,
     host,
@@ -146,7 +149,7 @@ def test_no_virtualization_extensions_are_refused():
     assert "neither vmx nor svm" in message
 
 
-def twin_3090s() -> dict:
+def twin_3090s(os_release: str = "os-release.rocky-9.4.txt") -> dict:
     """Two RTX 3090s (recorded lspci, both on nvidia), each alone in its IOMMU group (the group
     lines are constructed: the source printed none), the IOMMU on."""
     groups = "\n".join(
@@ -155,6 +158,7 @@ def twin_3090s() -> dict:
         for fn in (0, 1)
     )
     return host(
+        os_release,
         cpuinfo=INTEL_CPU,
         cmdline=fixture("cmdline.rhel-9.0-rt.intel-iommu-on.txt"),
         lspci=fixture("lspci-nnk-grep-A3.nvidia-3090x2.nvidia-driver.partial.txt"),
@@ -176,11 +180,34 @@ def test_a_twin_card_with_the_same_ids_is_bound_by_pci_address():
     assert plan.find(r"^dracut -f --regenerate-all$")
 
 
+def test_on_debian_the_override_script_goes_into_the_initramfs_by_a_hook():
+    plan = run_plan(
+        {"hypervisors": {**HV, "vfio_gpus": ["0000:05:00.0"]}},
+        twin_3090s("os-release.debian-12.txt"),
+    )
+    assert plan.error is None, plan.error
+    hook = plan.files["/etc/initramfs-tools/hooks/aicoder-vfio-override"]
+    assert "copy_file script /usr/local/sbin/aicoder-vfio-override" in hook
+    assert plan.find(r"^chmod 755 /etc/initramfs-tools/hooks/aicoder-vfio-override$")
+    assert plan.find(r"^update-initramfs -u -k all$")
+
+
 def test_both_twin_cards_by_ids_need_no_override():
     plan = run_plan({"hypervisors": {**HV, "vfio_gpus": ["10de:2204"]}}, twin_3090s())
     assert plan.error is None, plan.error
     assert "options vfio-pci ids=10de:2204,10de:1aef\n" in plan.files["/etc/modprobe.d/vfio.conf"]
     assert "/usr/local/sbin/aicoder-vfio-override" not in plan.files
+    # A script left from binding one of them by address goes: nothing would run it any more.
+    left = twin_3090s()
+    left[VFIO_READ] = (
+        "file 755 root:root 0 /usr/local/sbin/aicoder-vfio-override\n" + left[VFIO_READ]
+    )
+    left[re.compile(r"stat -c .* /usr/local/sbin/aicoder-vfio-override 2>")] = (
+        "user=root group=root mode=-rwxr-xr-x atime=0 mtime=0 ctime=0 size=400 "
+        "'/usr/local/sbin/aicoder-vfio-override'"
+    )  # pyinfra's File fact, for files.file
+    plan = run_plan({"hypervisors": {**HV, "vfio_gpus": ["10de:2204"]}}, left)
+    assert plan.find(r"^rm -f /usr/local/sbin/aicoder-vfio-override$"), plan.names()
 
 
 def test_a_gpu_given_to_two_vms_is_refused():

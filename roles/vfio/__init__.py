@@ -92,7 +92,6 @@ def configure():
             wanted_args=args,
             verdict=verdict,
             family=family,
-            reboot_timeout=settings.reboot_timeout,
         )
 
 
@@ -234,13 +233,11 @@ def _reboot(todo: list[str], timeout: int) -> None:
     server.reboot(name="VFIO: reboot to apply " + "; ".join(todo), delay=10, reboot_timeout=timeout)
 
 
-def _after_reboot(
-    wanted_args: list[str], verdict: Verdict, family: str, reboot_timeout: int
-) -> None:
+def _after_reboot(wanted_args: list[str], verdict: Verdict, family: str) -> None:
     """Read the host again: the arguments must be in /proc/cmdline, the IOMMU on, the GPUs'
     IOMMU groups fit (checked only now when the IOMMU was off before) and every passed function
-    on vfio-pci. A function the groups add is bound and the host rebooted once more, within
-    this run (operations called here run at once, nested in this one)."""
+    on vfio-pci. Where a group holds fewer functions than the slot bound before, the files are
+    narrowed to it for later boots (operations called here run at once, nested in this one)."""
     state = facts.read(paths=render.MANAGED_FILES)
     _check_args(state, wanted_args)
     if not state.iommu_active:
@@ -258,9 +255,6 @@ def _after_reboot(
         )
     if [f.address for f in now.passthrough] != [f.address for f in verdict.passthrough]:
         bind(state, now, family)
-        if pending_changes(state, wanted_args, now):
-            _reboot(pending_changes(state, wanted_args, now), reboot_timeout)
-            state = facts.read()
     _check_bound(state, [f.address for f in now.passthrough])
 
 

@@ -146,7 +146,7 @@ def parse_boot_vga(text: str) -> set[str]:
 def parse_framebuffers(text: str) -> dict[str, str]:
     """``fb0 /sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0`` lines -> {address: "fb0"}
     (framebuffers of no PCI device, such as simple-framebuffer, are left out)."""
-    found = {}
+    found: dict[str, str] = {}
     for line in text.splitlines():
         name, _, device = line.strip().partition(" ")
         address = device.rpartition("/")[2]

@@ -11,6 +11,7 @@ GT 1030 behind the CPU's root port) and the AMD X570 (IOMMU on, GT 710), from re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -41,7 +42,7 @@ from roles.vfio import render
 
 @dataclass
 class Hv:
-    fresh: object  # (files) -> fake responses of the VFIO read, before any run
+    fresh: Callable[..., dict]  # (files, **sections) -> fake responses of the VFIO read
     after: dict  # sections after the first run and its reboot
     gpus: list[str]
     ids: str

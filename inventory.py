@@ -14,10 +14,13 @@ hypervisors = [
 
 def _vms_with_static_addresses() -> list[tuple[str, dict]]:
     """The VMs of group_data/hypervisors.py (guest_vm_vms) that have a static address: the
-    hypervisor run creates them, and this run configures them as AI guests."""
+    hypervisor run creates them, and this run configures them as AI guests. They exist only to
+    serve the models, so they reboot by themselves when the NVIDIA driver needs it and the run
+    goes on (nvidia_driver_reboot; other guests only report REBOOT PENDING). Set it False here
+    to reboot them yourself."""
     data = runpy.run_path(str(Path(__file__).parent / "group_data" / "hypervisors.py"))
     return [
-        (vm["address"].split("/")[0], {"ssh_user": "aicoder"})
+        (vm["address"].split("/")[0], {"ssh_user": "aicoder", "nvidia_driver_reboot": True})
         for vm in data.get("guest_vm_vms", [])
         if vm.get("address", "dhcp") != "dhcp"
     ]

@@ -55,12 +55,15 @@
 # planner_ram_offload_gib = 16.0          # how much of a too-big chat model may sit in RAM
 
 # --- NVIDIA driver (roles/nvidia_driver) -----------------------------------------------------
-# nvidia_driver_source = "debian"         # bookworm's 535 driver; "nvidia": NVIDIA's CUDA repo
+# nvidia_driver_source = "nvidia"         # NVIDIA's CUDA repo; "debian": bookworm's 535 (too old
+#                                         # for Ollama on the GPU: then also ollama_gpu = False)
 # nvidia_driver_branch = "580"            # with "nvidia": the branch apt is pinned to (570+: RTX 50xx)
 # nvidia_driver_nvidia_packages = ["nvidia-driver-cuda", "nvidia-kernel-open-dkms", "nvidia-persistenced"]
 # nvidia_driver_cuda_repo_url = "https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64"
-# nvidia_driver_kernel_headers = "linux-headers-amd64"   # the guest kernel's flavour
-# nvidia_driver_reboot = False            # True: reboot the guest after a driver/blacklist change
+# nvidia_driver_kernel_flavour = "amd64"  # linux-image-/linux-headers-<flavour>; "cloud-amd64"
+# nvidia_driver_reboot = False            # True: reboot when the driver needs it, check it, go on
+#                                         # (the VMs this project creates: True, see inventory.py)
+# nvidia_driver_secure_boot_mok = False   # True once DKMS's key is enrolled as a MOK
 
 # --- Docker (roles/docker) ---------------------------------------------------------------------
 # docker_source = "docker"                # Docker's repo (compose v2); "debian": docker.io + compose 1.29

@@ -9,6 +9,11 @@ OVERRIDES: dict[str, dict] = {
         # docker-compose (v1) stand in, and the container toolkit is left out.
         "docker_source": "debian",
         "container_toolkit_enabled": False,
+        # NVIDIA's CUDA repository (the default driver source) is unreachable too: Debian's 535
+        # driver stands in. Ollama needs 550+ to use a GPU, so the deploy would refuse that pair
+        # with ollama_gpu; the lab machine has no GPU, so Ollama runs on the CPU here.
+        "nvidia_driver_source": "debian",
+        "ollama_gpu": False,
         # GitHub, Docker Hub and Hugging Face are unreachable and no mirror of them exists here:
         # no tabbyAPI checkout (so no venv install and no start), no model download, no Ollama
         # image (so its stack is installed but not started). Users, folders, config files and

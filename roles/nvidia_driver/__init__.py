@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pyinfra import host, logger
-from pyinfra.api import deploy
-from pyinfra.operations import python, server
+from pyinfra import host
+from pyinfra.api import FactBase, deploy
+from pyinfra.api.exceptions import DeployError, OperationError
+from pyinfra.operations import python, server, systemd
 
-from roles.common import apt_repo, host_state
+from roles.common import apt_repo, gpu, host_state
 from roles.common.host_state import UNCHANGED, State
 from roles.common.platform import DEBIAN, os_family
 from roles.nvidia_driver import facts, render
@@ -18,16 +19,46 @@ __all__ = ["NvidiaDriverSettings", "install"]
 PERSISTENCED = "nvidia-persistenced"
 
 
+class DriverProbe(FactBase):
+    """The role's driver probe alone: read again after a reboot."""
+
+    def command(self, flavour: str) -> str:
+        return facts.probe(flavour)
+
+    def process(self, output: list[str]) -> DriverState:
+        return facts.parse_state(output)
+
+
 def _read_state(settings: NvidiaDriverSettings) -> tuple[State, DriverState]:
     """Everything this role manages, plus the driver probe, in one round trip."""
     cuda = render.cuda_repo(settings)
     state = host_state.read(
-        paths=[render.BLACKLIST_PATH, render.PIN_PATH, *apt_repo.paths(cuda)],
+        paths=[
+            render.BLACKLIST_PATH,
+            render.PIN_PATH,
+            render.PERSISTENCED_DROPIN,
+            *apt_repo.paths(cuda),
+        ],
         packages=settings.packages,
         units=[PERSISTENCED],
-        probe=facts.probe(settings.kernel_headers),
+        probe=facts.probe(settings.kernel_flavour),
     )
     return state, facts.parse_state(state.probe)
+
+
+def _refuse_secure_boot(settings: NvidiaDriverSettings, driver: DriverState) -> None:
+    """DKMS builds an unsigned module, which a Secure Boot kernel refuses to load: the driver
+    would be installed but never run. Refused before any change (a driver that is loaded
+    already was signed by a key the firmware trusts)."""
+    if driver.secure_boot and not driver.driver_loaded and not settings.secure_boot_mok:
+        raise DeployError(
+            f"{host.name}: Secure Boot is on, and the NVIDIA driver's DKMS module is unsigned, "
+            "so the kernel would refuse to load it. Turn Secure Boot off in the VM's firmware "
+            "(libvirt: <feature enabled='no' name='secure-boot'/> in <os><firmware>, as the "
+            "guest_vm role defines its VMs; or the OVMF setup menu), or enroll DKMS's signing "
+            "key as a MOK (mokutil --import /var/lib/dkms/mok.pub, confirm in MokManager at the "
+            "next boot) and set nvidia_driver_secure_boot_mok = True"
+        )
 
 
 def _nvidia_repository(settings: NvidiaDriverSettings, state: State) -> list:
@@ -50,76 +81,145 @@ def _debian_repository(settings: NvidiaDriverSettings, state: State) -> list:
 
 
 def _build_module(settings: NvidiaDriverSettings, driver: DriverState, packages):
-    """Build the DKMS module for the kernel the headers package is for (the installed kernel,
-    which the guest boots next), not for ``uname -r``: in a container, or before a reboot into a
-    new kernel, those differ. The kernel is read when the op runs, after the headers install."""
-    built = driver.target_kernel and driver.module_built(driver.target_kernel)
+    """Build the DKMS module for the kernel the image metapackage is for (the newest installed,
+    which GRUB boots by default), not for ``uname -r``: in a container, or before a reboot into
+    a new kernel, those differ. The kernel is read when the op runs, after the install, and the
+    op fails unless that kernel is installed and its module file is where DKMS puts it."""
+    kernel = driver.target_kernel
+    built = kernel and kernel in driver.boot_kernels and driver.module_built(kernel)
     if built and packages is UNCHANGED:
-        host.noop(f"nvidia DKMS module installed for kernel {driver.target_kernel}")
+        host.noop(f"nvidia DKMS module installed for kernel {kernel}")
         return UNCHANGED
-    headers = settings.kernel_headers
+    image = settings.kernel_image
     find_kernel = (
-        f"k=$(dpkg-query -W -f='${{Depends}}' {headers} "
-        "| sed -n 's/^linux-headers-\\([^ ,]*\\).*/\\1/p')"
+        f"k=$(dpkg-query -W -f='${{Depends}}' {image} "
+        "| sed -n 's/^linux-image-\\([^ ,]*\\).*/\\1/p')"
     )
     return server.shell(
-        name="NVIDIA driver: DKMS module built for the installed kernel",
+        name="NVIDIA driver: DKMS module built for the default boot kernel",
         commands=[
-            f'{find_kernel}; [ -n "$k" ] || {{ echo "{headers} is not installed" >&2; exit 1; }}; '
+            f'{find_kernel}; [ -n "$k" ] || {{ echo "{image} is not installed" >&2; exit 1; }}; '
+            f'[ -e "/boot/vmlinuz-$k" ] || {{ echo "kernel $k ({image}) has no /boot/vmlinuz-$k" '
+            ">&2; exit 1; }; "
+            f'[ -d "/lib/modules/$k/build" ] || {{ echo "no headers for kernel $k: install '
+            f'{settings.kernel_headers} from the same suite as {image}" >&2; exit 1; }}; '
             'dkms autoinstall -k "$k"; '
             # Fail loudly when no module came out of it (e.g. a kernel API change upstream).
-            'dkms status -k "$k" | grep -E "^nvidia.*: installed" || { echo "no nvidia DKMS '
-            'module for kernel $k: see /var/lib/dkms/*/*/build/make.log" >&2; exit 1; }'
+            'ls /lib/modules/"$k"/updates/dkms/nvidia*.ko* >/dev/null 2>&1 || { echo "no nvidia '
+            "module for kernel $k (the default boot kernel) in /lib/modules/$k/updates/dkms: "
+            'see /var/lib/dkms/*/*/build/make.log" >&2; exit 1; }'
         ],
     )
 
 
-def _report_or_reboot(settings: NvidiaDriverSettings, driver: DriverState, changes: list) -> None:
-    """Reboot only when the user allowed it; otherwise say clearly that a reboot is pending."""
-    hint = "set nvidia_driver_reboot = True to let the deploy reboot, or reboot the guest yourself"
-    if driver.reboot_pending:
-        logger.warning(
-            f"[{host.name}] REBOOT PENDING: the NVIDIA driver is not loaded on the GPU yet; {hint}"
-        )
-    changes = [op for op in changes if op is not UNCHANGED]
-    if not changes:
+def _persistenced(state: State, driver: DriverState, packages, dropin) -> None:
+    """nvidia-persistenced enabled, started only where the driver runs (see the drop-in, put
+    before the package's own start at install), and never left failed: a failed unit marks the
+    whole system degraded."""
+    host_state.after([dropin], systemd.daemon_reload, name="NVIDIA driver: reload systemd units")
+    host_state.service(
+        state,
+        f"NVIDIA driver: {PERSISTENCED} enabled",
+        PERSISTENCED,
+        enabled=True,
+        # It can only run with the driver loaded; until the reboot, enabling is all there is.
+        running=True if driver.driver_loaded else None,
+    )
+    if driver.driver_loaded:
         return
+    failed = state.units.get(PERSISTENCED, ("", ""))[1] == "failed"
+    host_state.after(
+        [packages, dropin],
+        server.shell,
+        force=failed,
+        name=f"NVIDIA driver: {PERSISTENCED} not left failed (no driver loaded yet)",
+        commands=[
+            f"systemctl is-failed -q {PERSISTENCED} && systemctl reset-failed {PERSISTENCED}; true"
+        ],
+    )
 
-    def changed() -> bool:
-        return any(op.did_change() for op in changes)
 
+def _verify_after_reboot(flavour: str) -> None:
+    """After the reboot: the nvidia module must drive the GPU, on the kernel it was built for."""
+    driver = host.get_fact(DriverProbe, flavour=flavour)
+    problems = []
+    if "nouveau" in driver.loaded:
+        problems.append("nouveau is loaded (see /etc/modprobe.d and `update-initramfs -u -k all`)")
+    if "nvidia" not in driver.loaded:
+        problems.append(
+            "the nvidia module is not loaded (see `dmesg | grep -i nvidia` and "
+            f"`modprobe nvidia`; module files: /lib/modules/{driver.running_kernel}/updates/dkms)"
+        )
+    if driver.target_kernel and driver.running_kernel != driver.target_kernel:
+        problems.append(
+            f"the guest booted kernel {driver.running_kernel}, not {driver.target_kernel} "
+            "(the default boot kernel the module was built for: see `grub-editenv list`)"
+        )
+    if problems:
+        raise OperationError("after the reboot: " + "; ".join(problems))
+
+
+def _reboot_or_hold(settings: NvidiaDriverSettings, driver: DriverState, changes: list) -> None:
+    """While the driver cannot drive the GPU before a reboot, either reboot (allowed by
+    nvidia_driver_reboot), check and go on, or hold every GPU service back for this run and end
+    with REBOOT PENDING. Without a GPU in the guest, GPU services are held back too."""
+    reasons = driver.pending_reasons()
+    if any(op is not UNCHANGED for op in changes):
+        reasons.insert(
+            0, "this run installs or changes the driver, the kernel or the nouveau blacklist"
+        )
+    if not driver.gpus:
+        no_gpu = "no NVIDIA GPU is visible in the guest"
+        passthrough = (
+            "pass the GPU through to the VM (guest_vm_vms 'gpus' on the hypervisor), power the "
+            "VM off and on, and run the deploy again"
+        )
+        if reasons:
+            gpu.hold(host, "REBOOT PENDING", [*reasons, no_gpu], passthrough)
+        else:
+            gpu.hold(host, "NO GPU", [no_gpu], passthrough)
+        return
+    if not reasons:
+        gpu.release(host)
+        return
     if settings.reboot:
-        # Only after a change made by this run: a driver that still fails to load after a
-        # reboot must not make every later run reboot again.
+        # Also without a change in this run: a user who set nvidia_driver_reboot after a run
+        # that only reported the reboot gets it now. A driver that still does not load fails
+        # the check below, every run, with the reason.
         server.reboot(
             name="NVIDIA driver: reboot to load the driver (allowed by nvidia_driver_reboot)",
-            _if=changed,
+            delay=10,
+            reboot_timeout=600,
         )
+        python.call(
+            name="NVIDIA driver: the nvidia module is loaded for the running kernel",
+            function=_verify_after_reboot,
+            flavour=settings.kernel_flavour,
+        )
+        gpu.release(host)
         return
-
-    def warn():
-        logger.warning(
-            f"[{host.name}] REBOOT PENDING: the NVIDIA driver or the nouveau blacklist changed "
-            f"and takes effect after a reboot; {hint}"
-        )
-
-    python.call(
-        name="NVIDIA driver: report that a reboot is pending (not allowed to reboot)",
-        function=warn,
-        _if=changed,
+    gpu.hold(
+        host,
+        "REBOOT PENDING",
+        reasons,
+        "reboot the guest (sudo systemctl reboot), then run the deploy again; or set "
+        "nvidia_driver_reboot = True and the run reboots, checks the driver and goes on",
     )
 
 
 @deploy("NVIDIA driver")
 def install():
-    """Ensures the NVIDIA driver from the configured source (Debian's non-free packages, or
-    NVIDIA's CUDA repository pinned to one branch), the kernel headers and the DKMS module built
-    for the installed kernel, nouveau blacklisted (initramfs rebuilt only when that changed) and
-    nvidia-persistenced enabled. Reboots only when ``nvidia_driver_reboot`` allows it; otherwise
-    a pending reboot is reported."""
+    """Ensures the NVIDIA driver from the configured source (NVIDIA's CUDA repository pinned to
+    one branch, or Debian's non-free packages), the kernel image and headers metapackages and
+    the DKMS module built for the default boot kernel (checked), nouveau blacklisted (initramfs
+    rebuilt only when that changed) and nvidia-persistenced enabled (started only with the
+    driver loaded). Refuses a Secure Boot guest before any change. While the driver cannot drive
+    the GPU before a reboot: reboots, checks and goes on if ``nvidia_driver_reboot`` allows it;
+    otherwise no GPU service starts in this run, which ends with REBOOT PENDING."""
     settings = NvidiaDriverSettings.from_host(host)
     os_family(host, allowed=(DEBIAN,))
     state, driver = _read_state(settings)
+    _refuse_secure_boot(settings, driver)
 
     blacklist = host_state.put(
         state, "NVIDIA driver: blacklist nouveau", render.BLACKLIST_PATH, render.blacklist_nouveau()
@@ -132,7 +232,8 @@ def install():
                 _if=blacklist.did_change,
             )
         else:
-            host.noop("no initramfs-tools (no kernel image, e.g. a container): nothing to rebuild")
+            # A kernel installed below builds its initramfs with the blacklist already there.
+            host.noop("no initramfs-tools yet (no kernel image): nothing to rebuild")
 
     if settings.source == "nvidia":
         repo_ops = _nvidia_repository(settings, state)
@@ -142,16 +243,15 @@ def install():
     apt_repo.refresh_index(
         "NVIDIA driver", repo_ops, missing if settings.source == "nvidia" else []
     )
+    dropin = host_state.put(
+        state,
+        f"NVIDIA driver: {PERSISTENCED} only with a GPU and the driver",
+        render.PERSISTENCED_DROPIN,
+        render.persistenced_dropin(),
+    )
     packages = host_state.packages(
         state, f"NVIDIA driver: packages ({settings.source})", settings.packages
     )
     built = _build_module(settings, driver, packages)
-    host_state.service(
-        state,
-        f"NVIDIA driver: {PERSISTENCED} enabled",
-        PERSISTENCED,
-        enabled=True,
-        # It can only run with the driver loaded; until the reboot, enabling is all there is.
-        running=True if "nvidia" in driver.loaded else None,
-    )
-    _report_or_reboot(settings, driver, [blacklist, packages, built])
+    _persistenced(state, driver, packages, dropin)
+    _reboot_or_hold(settings, driver, [blacklist, packages, built])

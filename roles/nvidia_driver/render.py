@@ -8,6 +8,7 @@ from roles.nvidia_driver.settings import NvidiaDriverSettings
 
 BLACKLIST_PATH = "/etc/modprobe.d/blacklist-nouveau.conf"
 PIN_PATH = "/etc/apt/preferences.d/nvidia-driver-pin"
+PERSISTENCED_DROPIN = "/etc/systemd/system/nvidia-persistenced.service.d/aicoder-needs-gpu.conf"
 
 # Names of the packages built from NVIDIA's driver sources (apt_preferences globs). Broad on
 # purpose: the pin only raises versions of this branch, so a package matched here that has no
@@ -17,6 +18,10 @@ PINNED_PACKAGES = "*nvidia* libcuda* libnv* libxnvctrl*"
 
 def blacklist_nouveau() -> str:
     return render("nvidia_driver/blacklist-nouveau.conf.j2")
+
+
+def persistenced_dropin() -> str:
+    return render("nvidia_driver/persistenced-needs-gpu.conf.j2")
 
 
 def branch_pin(settings: NvidiaDriverSettings) -> str:

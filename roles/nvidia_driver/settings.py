@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from roles.common import checks
 from roles.common.settings import RoleSettings, setting
 
+# The branch of Debian 12's nvidia-driver in every bookworm suite (main 535.261, -security
+# 535.309, -backports 535.216); Debian 13 has 550.
+DEBIAN_BRANCH = 535
+
 
 @dataclass(frozen=True)
 class NvidiaDriverSettings(RoleSettings):
@@ -14,15 +18,18 @@ class NvidiaDriverSettings(RoleSettings):
     GROUPS = ("ai_guests",)
 
     source: str = setting(
-        "debian",
-        "where the driver comes from: 'debian' (bookworm non-free, 535 branch) or 'nvidia' "
-        "(NVIDIA's CUDA repository, a pinned newer branch for newer cards)",
+        "nvidia",
+        "where the driver comes from: 'nvidia' (NVIDIA's CUDA repository, the pinned branch: "
+        "what Ollama's CUDA runner needs) or 'debian' (bookworm non-free, 535: too old for "
+        "Ollama on the GPU, see ollama_min_driver_branch)",
         checks.one_of("debian", "nvidia"),
     )
-    kernel_headers: str = setting(
-        "linux-headers-amd64",
-        "headers package for the guest's kernel flavour; DKMS builds the module for its kernel",
-        checks.matches(checks.APT_PACKAGE, "a package name like linux-headers-amd64"),
+    kernel_flavour: str = setting(
+        "amd64",
+        "the guest's kernel flavour: linux-image-<flavour> and linux-headers-<flavour> are "
+        "installed together, so DKMS builds for the kernel that boots ('cloud-amd64' for "
+        "genericcloud images)",
+        checks.matches(r"[a-z0-9][a-z0-9-]*", "a kernel flavour like amd64 or cloud-amd64"),
     )
     debian_packages: list[str] = setting(
         [
@@ -60,8 +67,15 @@ class NvidiaDriverSettings(RoleSettings):
     )
     reboot: bool = setting(
         False,
-        "reboot the guest when the driver or the nouveau blacklist changed and the driver is not "
-        "loaded yet; when False a pending reboot is only reported",
+        "reboot the guest when the driver, the kernel or the nouveau blacklist changed or the "
+        "driver is not loaded on the GPU yet, check it is loaded after, and go on; when False the "
+        "run starts no GPU service and ends with REBOOT PENDING (the VMs this project creates "
+        "set it True: inventory.py)",
+    )
+    secure_boot_mok: bool = setting(
+        False,
+        "install the driver although Secure Boot is on: only once DKMS's signing key is enrolled "
+        "(mokutil --import /var/lib/dkms/mok.pub, confirmed in MokManager at the next boot)",
     )
 
     @property
@@ -69,7 +83,21 @@ class NvidiaDriverSettings(RoleSettings):
         return self.cuda_repo_key_url or f"{self.cuda_repo_url.rstrip('/')}/3bf863cc.pub"
 
     @property
+    def kernel_image(self) -> str:
+        return f"linux-image-{self.kernel_flavour}"
+
+    @property
+    def kernel_headers(self) -> str:
+        return f"linux-headers-{self.kernel_flavour}"
+
+    @property
     def packages(self) -> list[str]:
-        """Everything the chosen source installs, headers first (DKMS needs them)."""
+        """Everything the chosen source installs, kernel and headers first (DKMS builds for
+        the kernel whose headers are there)."""
         chosen = self.debian_packages if self.source == "debian" else self.nvidia_packages
-        return [self.kernel_headers, *chosen]
+        return [self.kernel_image, self.kernel_headers, *chosen]
+
+    @property
+    def driver_branch(self) -> int:
+        """The driver branch this source installs (bookworm's non-free suites all ship 535)."""
+        return DEBIAN_BRANCH if self.source == "debian" else int(self.branch)

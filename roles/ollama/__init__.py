@@ -10,7 +10,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy, operation
 from pyinfra.operations import server
 
-from roles.common import host_state
+from roles.common import gpu, host_state
 from roles.common.platform import DEBIAN, os_family
 from roles.common.services import (
     client_address,
@@ -105,6 +105,9 @@ def install():
     )
     found = facts.parse_state(state.probe)
     runnable = _image(settings, found.image)
+    # With the GPU reserved, never started or waited on while the driver waits for a reboot.
+    if runnable and settings.gpu:
+        runnable = gpu.may_start(host, "Ollama (GPU)")
 
     for path, mode in folders.items():
         host_state.directory(state, f"Ollama: {path}", path, mode, owner=None)

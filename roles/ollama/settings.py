@@ -14,6 +14,7 @@ from typing_extensions import override
 from roles.common import checks
 from roles.common.ports import ssh_port_clash
 from roles.common.settings import RoleSettings, setting
+from roles.nvidia_driver.settings import NvidiaDriverSettings
 from roles.tabbyapi.settings import TabbyapiSettings
 
 # [host/][namespace/]model[:tag], each part as upstream's types/model/name.go allows it.
@@ -97,6 +98,13 @@ class OllamaSettings(RoleSettings):
     )
     port: int = setting(11434, "TCP port of Ollama's API", checks.port)
     gpu: bool = setting(True, "reserve the NVIDIA GPUs for the container (False: CPU only)")
+    min_driver_branch: int = setting(
+        550,
+        "the oldest NVIDIA driver branch the image's CUDA runner uses: older drivers make Ollama "
+        "drop the GPU and run on the CPU (v0.32.15: 550, and 570 for compute 5.0-6.2 cards; "
+        "discover/cuda_compat.go); with ollama_gpu the deploy refuses an older driver",
+        checks.in_range(300, 999),
+    )
     gpu_device_ids: list[str] = setting(
         [],
         "GPUs to reserve, by index or UUID as nvidia-smi shows them; empty: all",
@@ -175,6 +183,7 @@ class OllamaSettings(RoleSettings):
         if settings is None or problems or not settings.enabled:
             return settings, problems
         problems += ssh_port_clash(cls.key("port"), settings.port, data)
+        problems += _driver_too_old(settings, data)
         tabby, tabby_problems = TabbyapiSettings.problems_in(data)
         if tabby is None or tabby_problems or not tabby.enabled:
             return settings, problems
@@ -187,6 +196,30 @@ class OllamaSettings(RoleSettings):
                 )
             )
         return settings, problems
+
+
+def _driver_too_old(settings: OllamaSettings, data) -> list[tuple[str, str]]:
+    """Refuse a driver branch Ollama's CUDA runner rejects: it would silently run on the CPU."""
+    driver, problems = NvidiaDriverSettings.problems_in(data)
+    if not settings.gpu or driver is None or problems:
+        return []
+    branch = driver.driver_branch
+    if branch >= settings.min_driver_branch:
+        return []
+    where = (
+        "nvidia_driver_source = 'debian' installs Debian 12's 535 driver"
+        if driver.source == "debian"
+        else f"nvidia_driver_branch = '{driver.branch}'"
+    )
+    return [
+        (
+            OllamaSettings.key("gpu"),
+            f"{where}, but Ollama needs driver {settings.min_driver_branch} or newer to use the "
+            "GPU and otherwise runs on the CPU; use nvidia_driver_source = 'nvidia' (the default) "
+            f"with nvidia_driver_branch {settings.min_driver_branch} or newer (default '580'; "
+            "570+ for compute 5.0-6.2 cards), or set ollama_gpu = False to run Ollama on the CPU",
+        )
+    ]
 
 
 def _may_overlap(a: str, b: str) -> bool:

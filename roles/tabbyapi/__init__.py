@@ -10,7 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
-from roles.common import host_state, secrets
+from roles.common import gpu, host_state, secrets
 from roles.common.host_state import UNCHANGED, FileState, State
 from roles.common.platform import DEBIAN, os_family
 from roles.common.services import (
@@ -97,6 +97,13 @@ def _read_state(settings: TabbyapiSettings) -> tuple[State, TabbyapiState]:
         dirs=[path for path, _, _ in _folders(settings)],
     )
     return state, facts.parse_state(state.probe)
+
+
+def _needs_gpu(settings: TabbyapiSettings) -> bool:
+    """tabbyAPI needs the GPU unless told to launch without it (developer.unsafe_launch skips
+    its torch/CUDA check: a CPU-only launch, e.g. the lab's)."""
+    developer = settings.config_overrides.get("developer", {})
+    return not developer.get("unsafe_launch", False)
 
 
 def _check_host(settings: TabbyapiSettings, install: TabbyapiState) -> None:
@@ -297,6 +304,9 @@ def install():
             f"{host.name}: tabbyapi_git_url is None: tabbyAPI's code is not installed, so the "
             "service is enabled but not started"
         )
+    # Never started, restarted or waited on while the driver waits for a reboot (roles/common/gpu).
+    if runnable and _needs_gpu(settings):
+        runnable = gpu.may_start(host, "tabbyAPI")
     unit_lifecycle(state, "tabbyAPI", render.UNIT, unit, runnable, restart_on=restart_on)
     if runnable:
         logs = (

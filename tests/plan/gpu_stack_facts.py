@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import re
 
-from harness import fixture, os_release_response
+from harness import file_line, fixture, os_release_response, package_lines
 from pyinfra.facts.files import File
+
+from roles.nvidia_driver import render
+from roles.nvidia_driver.settings import NvidiaDriverSettings
 
 # The other guest roles resolve "auto" addresses and the firewall's LAN from facts these tests
 # do not describe; give them fixed values so the whole deploy.py plans.
@@ -65,3 +68,42 @@ def role_ops(plan, role: str | None = None) -> list[tuple[str, list[str]]]:
     """The changed operations of this part's roles (or of one of them)."""
     roles = (role,) if role else ROLES
     return [(n, c) for n, c in plan.changed if n.split(" | ")[0] in roles]
+
+
+KERNEL = "6.1.0-56-amd64"
+
+
+def converged_driver(data: dict | None = None, gpu: bool = True, kernel: str = KERNEL) -> list:
+    """The nvidia_driver state read of a guest where a run with ``data`` has nothing to do: its
+    files as the deploy writes them, its packages, the module built for the default boot kernel
+    and (``gpu``) a GPU that the loaded nvidia module drives, on that kernel."""
+    settings, problems = NvidiaDriverSettings.problems_in(data or {})
+    assert settings is not None and not problems, problems
+    repo = render.cuda_repo(settings)
+    files = [
+        file_line(render.BLACKLIST_PATH, render.blacklist_nouveau()),
+        file_line(render.PERSISTENCED_DROPIN, render.persistenced_dropin()),
+    ]
+    if settings.source == "nvidia":
+        files += [
+            f"file 644 root:root 0123456789abcdef0123456789abcdef01234567 {repo.key_path}",
+            file_line(repo.source_path, repo.source_text()),
+            file_line(render.PIN_PATH, render.branch_pin(settings)),
+        ]
+    active = "active" if gpu else "inactive"
+    probe = [
+        f"running {kernel}",
+        f"image linux-image-{kernel} (= 6.1.192-2)",
+        f"headers linux-headers-{kernel} (= 6.1.192-2)",
+        f"boot {kernel}",
+        f"ko /lib/modules/{kernel}/updates/dkms/nvidia.ko",
+        "initramfs yes",
+        "secureboot",
+        *(["gpu 0000:06:00.0", "loaded nvidia"] if gpu else []),
+    ]
+    return [
+        *files,
+        *package_lines(settings.packages, "580.95.05-1"),
+        f"unit nvidia-persistenced enabled=enabled active={active}",
+        *[f"probe {line}" for line in probe],
+    ]

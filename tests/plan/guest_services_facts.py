@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from gpu_stack_facts import NVIDIA_STATE, converged_driver
 from harness import fixture, os_release_response, run_plan
 
 ADDRESS = "192.168.1.20"
@@ -23,9 +24,11 @@ OLLAMA_STATE = re.compile(r"echo image present.*sed 's/\^/probe /'")
 
 
 def responses(extra: dict | None = None) -> dict:
-    """A Debian 12 guest whose primary address is ADDRESS, plus ``extra`` (matched first)."""
+    """A Debian 12 guest whose primary address is ADDRESS, with the NVIDIA driver installed and
+    loaded on its GPU (so GPU services may start), plus ``extra`` (matched first)."""
     return {
         **(extra or {}),
+        NVIDIA_STATE: converged_driver(),
         "ip -4 -o route get 192.0.2.1": f"route {ADDRESS}",
         **os_release_response(fixture("os-release.debian-12.txt")),
     }

@@ -10,17 +10,24 @@ by the lab test (tests/lab/test_guest_gpu_stack.py).
 
 from __future__ import annotations
 
-from gpu_stack_facts import GUEST, recorded, responses, role_ops
-from harness import file_line, package_lines, run_plan
+import re
+
+import pytest
+from gpu_stack_facts import GUEST, KERNEL, converged_driver, recorded, responses, role_ops
+from harness import file_line, run_plan
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.operations import server as pyinfra_server
 
-from roles.nvidia_driver.render import BLACKLIST_PATH, PIN_PATH
+from roles.nvidia_driver.facts import SECURE_BOOT_VAR
+from roles.nvidia_driver.render import BLACKLIST_PATH, PERSISTENCED_DROPIN, PIN_PATH
 
 FRESH = recorded("host-state.nvidia-driver.debian-12-lab-fresh.txt")
 DEPLOYED = recorded("host-state.nvidia-driver.debian-12-lab-deployed.txt")
 KEY = "/etc/apt/keyrings/nvidia-cuda.asc"
 SOURCE = "/etc/apt/sources.list.d/nvidia-cuda.sources"
 NVIDIA = {"nvidia_driver_source": "nvidia", "nvidia_driver_branch": "570"}
+# Debian's 535 driver: Ollama cannot use the GPU with it, so the lab's pair (Ollama on the CPU).
+DEBIAN = {"nvidia_driver_source": "debian", "ollama_gpu": False}
 # A VM guest with a GPU passed through, before the driver is loaded (nouveau has it).
 GPU_VM = [
     "probe gpu 0000:06:00.0",
@@ -29,35 +36,65 @@ GPU_VM = [
 ]
 
 
-def plan_for(lines, **data):
-    return run_plan({"ai_guests": {**GUEST, **data}}, responses(nvidia=lines))
+def plan_for(lines, extra: dict | None = None, **data):
+    return run_plan({"ai_guests": {**GUEST, **data}}, responses(nvidia=lines, extra=extra))
 
 
 def commands(plan) -> list[str]:
     return [c for _, cmds in role_ops(plan, "NVIDIA driver") for c in cmds]
 
 
-def test_fresh_guest_gets_debian_packages_blacklist_and_the_module_for_the_installed_kernel():
-    plan = plan_for(FRESH)
+def test_fresh_guest_gets_the_kernel_with_its_headers_and_the_module_for_the_boot_kernel():
+    plan = plan_for(FRESH, **DEBIAN)
     assert plan.error is None, plan.error
     found = commands(plan)
     assert f"upload {BLACKLIST_PATH}" in found
     assert plan.files[BLACKLIST_PATH].endswith("blacklist nouveau\noptions nouveau modeset=0\n")
+    # The kernel metapackage with its headers: DKMS builds for a kernel that is installed.
     install = plan.find(
-        r"apt-get .* install linux-headers-amd64 nvidia-driver nvidia-kernel-dkms "
-        r"firmware-misc-nonfree nvidia-smi nvidia-persistenced$"
+        r"apt-get .* install linux-image-amd64 linux-headers-amd64 nvidia-driver "
+        r"nvidia-kernel-dkms firmware-misc-nonfree nvidia-smi nvidia-persistenced$"
     )
     assert install
     build = plan.find(r"dkms autoinstall -k \"\$k\"")
-    # The kernel is the one linux-headers-amd64 is for, never `uname -r`.
-    assert build and "dpkg-query -W -f='${Depends}' linux-headers-amd64" in build[0]
+    # The kernel is the one linux-image-amd64 is for (GRUB's default), never `uname -r`, and
+    # the op fails unless that kernel is in /boot and its module file is where DKMS puts it.
+    assert build and "dpkg-query -W -f='${Depends}' linux-image-amd64" in build[0]
     assert "uname" not in build[0]
+    assert '[ -e "/boot/vmlinuz-$k" ]' in build[0]
+    assert 'ls /lib/modules/"$k"/updates/dkms/nvidia*.ko*' in build[0]
+    assert "(the default boot kernel)" in build[0]
     assert found.index(install[0]) < found.index(build[0])
     assert plan.find(r"systemctl enable nvidia-persistenced\.service")
     assert not plan.find(r"systemctl start nvidia-persistenced")  # no driver loaded yet
     assert not plan.find(r"apt-key|nvidia-cuda|developer\.download\.nvidia\.com")
     # No kernel image in the recorded machine (a container): no initramfs to rebuild.
     assert not plan.find("update-initramfs")
+
+
+def test_persistenced_is_kept_from_failing_before_the_package_starts_it():
+    """The package starts the daemon at install; without the driver on a GPU it failed and left
+    the system degraded. The condition is in place before the install, and a unit an earlier
+    run left failed is reset."""
+    plan = plan_for(FRESH, **DEBIAN)
+    found = commands(plan)
+    dropin = plan.files[PERSISTENCED_DROPIN]
+    assert "ExecCondition=/bin/sh -c 'grep -qs 0x10de /sys/bus/pci/devices/*/vendor" in dropin
+    assert "! test -d /sys/module/nouveau'" in dropin
+    install = plan.find(r"apt-get .* install linux-image-amd64")[0]
+    assert found.index(f"upload {PERSISTENCED_DROPIN}") < found.index(install)
+    assert plan.find(r"^systemctl daemon-reload$")
+    reset = plan.find(r"systemctl reset-failed nvidia-persistenced")
+    assert reset and found.index(install) < found.index(reset[0])
+    # A converged guest whose unit is failed (an older deploy) gets only the reset.
+    lines = [
+        line.replace("active=inactive", "active=failed")
+        for line in converged_driver(DEBIAN, gpu=False)
+    ]
+    plan = plan_for(lines, **DEBIAN)
+    assert [name for name, _ in role_ops(plan, "NVIDIA driver")] == [
+        "NVIDIA driver | NVIDIA driver: nvidia-persistenced not left failed (no driver loaded yet)"
+    ]
 
 
 def test_initramfs_is_rebuilt_only_when_the_blacklist_changes():
@@ -68,23 +105,132 @@ def test_initramfs_is_rebuilt_only_when_the_blacklist_changes():
     assert not plan.find("update-initramfs")
 
 
-def test_no_reboot_unless_allowed_and_the_pending_reboot_is_reported(caplog):
+GPU_SERVICES = re.compile(
+    r"tabbyAPI: (running and enabled|restart|answers)|Ollama: (running and enabled|restart|"
+    r"reload for|answers|models)"
+)
+
+
+def gpu_service_ops(plan) -> list[str]:
+    return [name for name in plan.names() if GPU_SERVICES.search(name)]
+
+
+def test_pending_reboot_not_allowed_starts_no_gpu_service_and_says_what_to_do(caplog):
+    """The driver installed, nouveau on the GPU: nothing GPU-bound is started or waited on (no
+    /health wait), everything else is configured, and the run says what waits and what next."""
     plan = plan_for(FRESH + GPU_VM)
+    assert plan.error is None, plan.error
     assert not plan.find(r"reboot")
-    names = [name for name, _ in role_ops(plan, "NVIDIA driver")]
-    assert any("report that a reboot is pending" in name for name in names)
-    assert "REBOOT PENDING" in caplog.text
+    assert gpu_service_ops(plan) == []
+    names = plan.names()
+    assert "tabbyAPI | tabbyAPI: enabled on boot" in names  # configured, not started
+    assert "Ollama | Ollama: enabled on boot" in names
+    assert any("tabbyAPI: checkout" in n for n in names)
+    assert "REBOOT PENDING: this run installs or changes the driver" in caplog.text
+    assert "nouveau holds the GPU" in caplog.text
+    assert "tabbyAPI is not started: REBOOT PENDING" in caplog.text
+    assert "Ollama (GPU) is not started: REBOOT PENDING" in caplog.text
 
 
-def test_reboot_when_allowed_and_something_changed(monkeypatch):
+def test_a_rerun_before_the_reboot_still_holds_the_gpu_services(caplog):
+    """Nothing left to change, but the guest still runs the old kernel with nouveau."""
+    lines = [
+        *(line for line in converged_driver() if not line.startswith(("probe running",
+                                                                        "probe loaded"))),
+        "probe running 6.1.0-9-amd64",
+        "probe loaded nouveau",
+    ]  # fmt: skip
+    plan = plan_for(lines)
+    assert plan.error is None, plan.error
+    assert role_ops(plan, "NVIDIA driver") == []
+    assert gpu_service_ops(plan) == []
+    assert "the guest runs kernel 6.1.0-9-amd64; the driver is built for " in caplog.text
+
+
+# After the reboot: the driver probe read again (its own command, without the state's sed).
+AFTER_REBOOT = re.compile(r"echo running \$\(uname -r\)")
+LOADED = [
+    f"running {KERNEL}",
+    f"image linux-image-{KERNEL} (= 6.1.192-2)",
+    "loaded nvidia",
+    "gpu 0000:06:00.0",
+]
+
+
+def reboot_plan(monkeypatch, after: list[str], **data):
     # pyinfra's reboot waits for the host to come back (seconds of real sleep; the fake host
     # reports the same uptime, which it reads as "rebooted"): skip the waiting.
     monkeypatch.setattr(pyinfra_server, "sleep", lambda seconds: None)
-    found = responses(nvidia=FRESH + GPU_VM, extra={"/proc/uptime": "100"})
-    plan = run_plan({"ai_guests": {**GUEST, "nvidia_driver_reboot": True}}, found)
+    extra = {"/proc/uptime": "100", AFTER_REBOOT: after}
+    found = responses(nvidia=FRESH + GPU_VM, extra=extra)
+    return run_plan({"ai_guests": {**GUEST, "nvidia_driver_reboot": True, **data}}, found)
+
+
+def test_reboot_allowed_reboots_checks_the_module_and_goes_on(monkeypatch):
+    plan = reboot_plan(monkeypatch, LOADED)
     assert plan.error is None, plan.error
+    names = plan.names()
+    reboot = names.index(
+        "NVIDIA driver | NVIDIA driver: reboot to load the driver (allowed by nvidia_driver_reboot)"
+    )
+    check = names.index(
+        "NVIDIA driver | NVIDIA driver: the nvidia module is loaded for the running kernel"
+    )
+    started = gpu_service_ops(plan)
+    assert "tabbyAPI | tabbyAPI: running and enabled on boot" in started
+    assert reboot < check < names.index(started[0])
     assert plan.find(r"^\( sleep 1 && reboot \)")
-    assert not any("report that a reboot" in name for name, _ in plan.changed)
+
+
+def test_reboot_allowed_but_the_module_does_not_load_fails_clearly(monkeypatch, caplog):
+    after = [f"running {KERNEL}", f"image linux-image-{KERNEL} (= 6.1.192-2)", "loaded nouveau"]
+    with pytest.raises(PyinfraError):  # the guest's only host failed: the run stops there
+        reboot_plan(monkeypatch, after)
+    assert "after the reboot: nouveau is loaded" in caplog.text
+    assert "the nvidia module is not loaded (see `dmesg | grep -i nvidia`" in caplog.text
+    assert "tabbyAPI: running" not in caplog.text
+
+
+def test_guest_without_a_gpu_starts_no_gpu_service(caplog):
+    plan = plan_for(converged_driver(gpu=False))
+    assert plan.error is None, plan.error
+    assert gpu_service_ops(plan) == []
+    assert "NO GPU: no NVIDIA GPU is visible in the guest" in caplog.text
+
+
+def test_secure_boot_is_refused_before_any_change():
+    plan = plan_for(FRESH + GPU_VM + ["probe secureboot 1"])
+    assert plan.error is not None and not plan.changed
+    message = str(plan.error)
+    assert "Secure Boot is on" in message and "unsigned" in message
+    assert "<feature enabled='no' name='secure-boot'/>" in message
+    assert "mokutil --import /var/lib/dkms/mok.pub" in message
+    assert "nvidia_driver_secure_boot_mok = True" in message
+    # The probe reads the UEFI variable's data byte; with the key enrolled it goes on.
+    plan = plan_for(FRESH + GPU_VM + ["probe secureboot 1"], nvidia_driver_secure_boot_mok=True)
+    assert plan.error is None, plan.error
+    assert SECURE_BOOT_VAR.endswith("SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c")
+
+
+def test_debian_driver_with_ollama_on_the_gpu_is_refused_before_any_change():
+    plan = plan_for(FRESH, nvidia_driver_source="debian")
+    assert plan.error is not None and not plan.changed
+    message = str(plan.error)
+    for key in ("ollama_gpu", "nvidia_driver_source", "nvidia_driver_branch"):
+        assert key in message
+    assert "535" in message and "550 or newer" in message
+    plan = plan_for(FRESH, nvidia_driver_branch="545")
+    assert plan.error is not None and "nvidia_driver_branch = '545'" in str(plan.error)
+    # Ollama off, or on the CPU on purpose: nothing to refuse.
+    assert plan_for(FRESH, nvidia_driver_source="debian", ollama_enabled=False).error is None
+    assert plan_for(FRESH, **DEBIAN).error is None
+
+
+def test_the_default_driver_source_gives_ollama_a_gpu_capable_driver():
+    plan = plan_for(FRESH)
+    assert plan.error is None, plan.error
+    assert plan.find(r"apt-get .* install linux-image-amd64 linux-headers-amd64 nvidia-driver-cuda")
+    assert "Pin: version 580.*\n" in plan.files[PIN_PATH]
 
 
 def test_nvidia_source_adds_key_source_and_pin_before_installing_the_branch():
@@ -104,8 +250,8 @@ def test_nvidia_source_adds_key_source_and_pin_before_installing_the_branch():
     ]
     assert "Pin: version 570.*\nPin-Priority: 1000\n" in plan.files[PIN_PATH]
     install = plan.find(
-        r"apt-get .* install linux-headers-amd64 nvidia-driver-cuda nvidia-kernel-open-dkms "
-        r"nvidia-persistenced$"
+        r"apt-get .* install linux-image-amd64 linux-headers-amd64 nvidia-driver-cuda "
+        r"nvidia-kernel-open-dkms nvidia-persistenced$"
     )
     assert install
     order = [
@@ -120,48 +266,26 @@ def test_nvidia_source_adds_key_source_and_pin_before_installing_the_branch():
 
 
 def test_converged_nvidia_source_guest_plans_nothing():
-    """Key, source, pin and blacklist as a fresh run writes them, the packages installed, the
-    module built for the headers' kernel, the driver loaded on the GPU, persistenced running."""
-    fresh = plan_for(FRESH, **NVIDIA)
-    kernel = "6.1.0-56-amd64"
-    converged = [
-        f"file 644 root:root 0123456789abcdef0123456789abcdef01234567 {KEY}",
-        file_line(SOURCE, fresh.files[SOURCE]),
-        file_line(PIN_PATH, fresh.files[PIN_PATH]),
-        file_line(BLACKLIST_PATH, fresh.files[BLACKLIST_PATH]),
-        *package_lines(
-            [
-                "linux-headers-amd64",
-                "nvidia-driver-cuda",
-                "nvidia-kernel-open-dkms",
-                "nvidia-persistenced",
-            ],
-            "570.195.03-1",
-        ),  # fmt: skip
-        "unit nvidia-persistenced enabled=enabled active=active",
-        f"probe running {kernel}",
-        f"probe headers linux-headers-{kernel} (= 6.1.192-2)",
-        f"probe ko /lib/modules/{kernel}/updates/dkms/nvidia.ko",
-        "probe loaded nvidia",
-        "probe gpu 0000:06:00.0",
-        "probe initramfs yes",
-    ]
-    plan = plan_for(converged, **NVIDIA)
+    """Key, source, pin, blacklist and drop-in as a fresh run writes them, the packages
+    installed, the module built for the default boot kernel, the driver loaded on the GPU,
+    persistenced running: nothing to do, and the GPU services may start."""
+    plan = plan_for(converged_driver(NVIDIA), **NVIDIA)
     assert plan.error is None, plan.error
     assert role_ops(plan, "NVIDIA driver") == []
+    assert "tabbyAPI | tabbyAPI: running and enabled on boot" in plan.names()
 
 
 def test_recorded_lab_guest_after_the_deploy_plans_nothing():
-    plan = plan_for(DEPLOYED)
+    plan = plan_for(DEPLOYED, **DEBIAN)
     assert plan.error is None, plan.error
     assert role_ops(plan, "NVIDIA driver") == []
 
 
 def test_new_kernel_without_the_module_gets_it_built():
-    """After a kernel upgrade the headers package points at a kernel with no module yet."""
-    newer = [line for line in DEPLOYED if not line.startswith("probe headers")]
-    newer.append("probe headers linux-headers-6.1.0-57-amd64 (= 6.1.193-1)")
-    plan = plan_for(newer)
+    """After a kernel upgrade the image metapackage points at a kernel with no module yet."""
+    newer = [line for line in converged_driver(DEBIAN) if not line.startswith("probe image")]
+    newer += ["probe image linux-image-6.1.0-57-amd64 (= 6.1.193-1)", "probe boot 6.1.0-57-amd64"]
+    plan = plan_for(newer, **DEBIAN)
     assert plan.find(r"dkms autoinstall")
 
 

@@ -27,11 +27,23 @@ def settings(**values) -> NvidiaDriverSettings:
     return instance
 
 
-def test_defaults_are_valid_and_use_debian_packages():
+def test_defaults_are_valid_and_use_nvidia_repository_packages():
     s = settings()
-    assert s.source == "debian"
-    assert s.packages[0] == "linux-headers-amd64"  # headers first: DKMS needs them
-    assert {"nvidia-driver", "nvidia-kernel-dkms", "firmware-misc-nonfree"} <= set(s.packages)
+    assert s.source == "nvidia" and s.driver_branch == 580  # Ollama's CUDA runner needs 550+
+    # The kernel metapackage with its headers, first: DKMS builds for the kernel that boots.
+    assert s.packages[:2] == ["linux-image-amd64", "linux-headers-amd64"]
+    debian = settings(source="debian")
+    assert debian.driver_branch == 535
+    assert {"nvidia-driver", "nvidia-kernel-dkms", "firmware-misc-nonfree"} <= set(debian.packages)
+
+
+def test_cloud_kernel_flavour_installs_the_cloud_kernel_and_headers():
+    s = settings(kernel_flavour="cloud-amd64")
+    assert s.packages[:2] == ["linux-image-cloud-amd64", "linux-headers-cloud-amd64"]
+    assert (
+        "a kernel flavour like amd64"
+        in problems(kernel_flavour="Cloud AMD64")["nvidia_driver_kernel_flavour"]
+    )
 
 
 def test_unknown_source_names_the_key_and_the_choices():
@@ -77,6 +89,7 @@ def test_bad_package_names_and_empty_lists_are_refused():
 def test_nvidia_source_installs_the_headless_packages():
     s = settings(source="nvidia", branch="570")
     assert s.packages == [
+        "linux-image-amd64",
         "linux-headers-amd64",
         "nvidia-driver-cuda",
         "nvidia-kernel-open-dkms",
@@ -117,9 +130,10 @@ def test_cuda_repository_is_a_flat_deb822_source_with_signed_by():
 
 
 def test_probe_reads_everything_in_one_command():
-    probe = facts.probe("linux-headers-cloud-amd64")
-    for piece in ("uname -r", "linux-headers-cloud-amd64", "updates/dkms", "/sys/module/$m",
-                  "0x10de", "update-initramfs"):  # fmt: skip
+    probe = facts.probe("cloud-amd64")
+    for piece in ("uname -r", "linux-image-cloud-amd64", "linux-headers-cloud-amd64",
+                  "/boot/vmlinuz-", "updates/dkms", "/sys/module/$m", "0x10de",
+                  "update-initramfs", facts.SECURE_BOOT_VAR):  # fmt: skip
         assert piece in probe
 
 
@@ -151,7 +165,10 @@ def test_module_files_of_debian_and_nvidia_packages_and_compressed_ones():
     state = parse_state(
         [
             "running 6.1.0-28-amd64",
+            "image linux-image-6.1.0-28-amd64 (= 6.1.119-1)",
             "headers linux-headers-6.1.0-28-amd64 (= 6.1.119-1)",
+            "boot 6.1.0-28-amd64",
+            "secureboot",
             "ko /lib/modules/6.1.0-28-amd64/updates/dkms/nvidia-current.ko",
             "ko /lib/modules/6.1.0-27-amd64/updates/dkms/nvidia.ko.xz",
             "ko /lib/modules/6.1.0-26-amd64/updates/dkms/something-else.ko",
@@ -160,7 +177,12 @@ def test_module_files_of_debian_and_nvidia_packages_and_compressed_ones():
             "initramfs yes",
         ]
     )
-    assert state.target_kernel == "6.1.0-28-amd64"
+    assert state.target_kernel == state.headers_kernel == "6.1.0-28-amd64"
+    assert state.boot_kernels == {"6.1.0-28-amd64"} and not state.secure_boot
+    assert state.pending_reasons() == [
+        "nouveau holds the GPU (blacklisted from the next boot on)",
+        "the nvidia module is not loaded",
+    ]
     assert state.module_built("6.1.0-28-amd64") and state.module_built("6.1.0-27-amd64")
     assert not state.module_built("6.1.0-26-amd64")
     assert state.reboot_pending  # a GPU, nouveau loaded, nvidia not
@@ -170,3 +192,29 @@ def test_module_files_of_debian_and_nvidia_packages_and_compressed_ones():
 def test_gpu_with_nvidia_loaded_needs_no_reboot():
     state = parse_state(["gpu 0000:06:00.0", "loaded nvidia"])
     assert not state.reboot_pending
+
+
+def test_secure_boot_is_the_data_byte_of_the_efi_variable():
+    assert parse_state(["secureboot 1"]).secure_boot
+    assert not parse_state(["secureboot 0"]).secure_boot
+    assert not parse_state(["secureboot"]).secure_boot  # no EFI variable: BIOS boot
+
+
+def test_a_guest_on_an_older_kernel_than_the_module_is_built_for_waits_on_a_reboot():
+    state = parse_state(
+        ["running 6.1.0-9-amd64", "image linux-image-6.1.0-28-amd64 (= 6.1.119-1)",
+         "gpu 0000:06:00.0"]
+    )  # fmt: skip
+    assert state.pending_reasons() == [
+        "the guest runs kernel 6.1.0-9-amd64; the driver is built for 6.1.0-28-amd64, which "
+        "boots next"
+    ]
+
+
+def test_persistenced_starts_only_with_an_nvidia_device_and_no_nouveau():
+    text = render.persistenced_dropin()
+    assert text.splitlines()[-2:] == [
+        "[Service]",
+        "ExecCondition=/bin/sh -c 'grep -qs 0x10de /sys/bus/pci/devices/*/vendor && "
+        "! test -d /sys/module/nouveau'",
+    ]

@@ -132,6 +132,16 @@ def test_pending_reboot_not_allowed_starts_no_gpu_service_and_says_what_to_do(ca
     assert "Ollama (GPU) is not started: REBOOT PENDING" in caplog.text
 
 
+def test_a_cpu_only_tabbyapi_launch_is_not_held_back():
+    """tabbyAPI told to launch without its GPU check (developer.unsafe_launch, the lab's CPU-only
+    launch) does not need the driver: it starts while the reboot is pending."""
+    unsafe = {"developer": {"unsafe_launch": True}}
+    plan = plan_for(FRESH + GPU_VM, tabbyapi_config_overrides=unsafe)
+    assert plan.error is None, plan.error
+    assert "tabbyAPI | tabbyAPI: running and enabled on boot" in plan.names()
+    assert not [name for name in gpu_service_ops(plan) if name.startswith("Ollama")]
+
+
 def test_a_rerun_before_the_reboot_still_holds_the_gpu_services(caplog):
     """Nothing left to change, but the guest still runs the old kernel with nouveau."""
     lines = [

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from pyinfra import logger
 from pyinfra.api.state import BaseStateCallback
+from typing_extensions import override
 
 from roles.common.memo import host_memo
 
@@ -69,6 +70,7 @@ class _Report(BaseStateCallback):
     """Prints each held host's message as the run ends (after pyinfra's results table)."""
 
     @staticmethod
+    @override
     def host_disconnect(state, host) -> None:
         found = held(host)
         if found is not None:

@@ -6,6 +6,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.api.exceptions import DeployError, OperationError
 from pyinfra.operations import python, server, systemd
+from typing_extensions import override
 
 from roles.common import apt_repo, gpu, host_state
 from roles.common.host_state import UNCHANGED, State
@@ -22,9 +23,11 @@ PERSISTENCED = "nvidia-persistenced"
 class DriverProbe(FactBase):
     """The role's driver probe alone: read again after a reboot."""
 
+    @override
     def command(self, flavour: str) -> str:
         return facts.probe(flavour)
 
+    @override
     def process(self, output: list[str]) -> DriverState:
         return facts.parse_state(output)
 

@@ -36,8 +36,8 @@ GPU_VM = [
 ]
 
 
-def plan_for(lines, extra: dict | None = None, **data):
-    return run_plan({"ai_guests": {**GUEST, **data}}, responses(nvidia=lines, extra=extra))
+def plan_for(lines, **data):
+    return run_plan({"ai_guests": {**GUEST, **data}}, responses(nvidia=lines))
 
 
 def commands(plan) -> list[str]:

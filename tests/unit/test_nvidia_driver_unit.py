@@ -144,15 +144,20 @@ def recorded(name: str) -> DriverState:
 
 def test_state_of_a_lab_guest_after_the_deploy():
     """In a container the running kernel is the host's; the module is built for the kernel of
-    the installed linux-headers-amd64, which is what the guest boots."""
+    the installed linux-image-amd64, which is what the guest boots (and its headers match)."""
     state = recorded("host-state.nvidia-driver.debian-12-lab-deployed.txt")
-    assert state.target_kernel == "6.1.0-56-amd64"
-    assert state.running_kernel == "6.18.44-fc-v657"
-    assert state.module_built("6.1.0-56-amd64")
+    assert state.target_kernel == state.headers_kernel == "6.1.0-57-amd64"
+    assert state.boot_kernels == {"6.1.0-57-amd64"}
+    assert state.running_kernel == "6.18.44-fc-v1098"
+    assert state.module_built("6.1.0-57-amd64")
     assert not state.module_built(state.running_kernel)
-    assert "nvidia-current" in state.dkms["6.1.0-56-amd64"]
-    assert not state.gpus and not state.reboot_pending
-    assert not state.has_initramfs_tools
+    assert "nvidia-current" in state.dkms["6.1.0-57-amd64"]
+    assert not state.gpus and not state.reboot_pending and not state.secure_boot
+    assert state.has_initramfs_tools  # came with the kernel image
+    assert state.pending_reasons() == [
+        "the guest runs kernel 6.18.44-fc-v1098; the driver is built for 6.1.0-57-amd64, which "
+        "boots next"
+    ]
 
 
 def test_state_of_a_fresh_guest():

@@ -18,11 +18,11 @@ def driver(host_data: dict) -> NvidiaDriverSettings:
 
 
 def installed_kernel(host, driver: NvidiaDriverSettings) -> str:
-    """The kernel the headers package is for: what the guest boots (not `uname -r`, which in a
-    container is the host's kernel and before a reboot may be an older one)."""
-    depends = host.check_output(f"dpkg-query -W -f='${{Depends}}' {driver.kernel_headers}")
-    match = re.match(r"linux-headers-(\S+)", depends)
-    assert match, f"{driver.kernel_headers} depends on no linux-headers package: {depends!r}"
+    """The kernel the image metapackage is for: what the guest boots by default (not `uname -r`,
+    which in a container is the host's kernel and before a reboot may be an older one)."""
+    depends = host.check_output(f"dpkg-query -W -f='${{Depends}}' {driver.kernel_image}")
+    match = re.match(r"linux-image-(\S+)", depends)
+    assert match, f"{driver.kernel_image} depends on no linux-image package: {depends!r}"
     return match.group(1)
 
 
@@ -77,3 +77,10 @@ def test_nvidia_smi_sees_every_gpu(guest):
 def test_persistenced_running_with_the_driver(guest):
     require_loaded_driver(guest)
     assert guest.service("nvidia-persistenced").is_running
+
+
+def test_no_failed_unit_leaves_the_guest_degraded(guest):
+    """nvidia-persistenced once failed at install (no driver on a GPU yet): the system stayed
+    'degraded'. Any failed unit is named here."""
+    failed = guest.check_output("systemctl list-units --failed --no-legend --plain")
+    assert failed.strip() == "", f"failed units:\n{failed}"

@@ -8,6 +8,7 @@ prints a plan for any card without touching a host.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pyinfra import logger
@@ -15,9 +16,9 @@ from pyinfra import logger
 from roles.common.memo import host_memo
 from roles.common.settings import SettingsError
 from roles.ollama.settings import OllamaSettings
-from roles.planner.catalogue import EMBED
+from roles.planner.catalogue import CATALOGUE, DRAFT, EMBED
 from roles.planner.facts import GpuMemory
-from roles.planner.plan import OLLAMA, TABBYAPI, Placement, Plan, PlanError, plan
+from roles.planner.plan import DRAFT_BPW, OLLAMA, TABBYAPI, Draft, Placement, Plan, PlanError, plan
 from roles.planner.settings import PlannerSettings
 from roles.tabbyapi.settings import TabbyapiSettings
 
@@ -43,6 +44,7 @@ def plan_for_host(host) -> Plan | None:
         if not (tabby.gpu_split_auto or tabby.tensor_parallel or tabby.gpu_split):
             gpus = gpus[:1]
         vram = sum(gpus)
+        draft = _draft(host.name, settings, tabby)
         try:
             result = plan(
                 vram,
@@ -59,6 +61,7 @@ def plan_for_host(host) -> Plan | None:
                 backends=tuple(
                     b for b, on in [(TABBYAPI, tabby.enabled), (OLLAMA, ollama.enabled)] if on
                 ),
+                draft=draft,
             )
         except PlanError as error:
             problem = (PlannerSettings.key("chat_model"), str(error))
@@ -105,6 +108,35 @@ def _gpus_from_nvidia_smi(host) -> list[float]:
             ],
         )
     return [gpu["total_mib"] / 1024 for gpu in gpus]
+
+
+def _draft(name: str, settings: PlannerSettings, tabby: TabbyapiSettings) -> Draft | None:
+    """The draft model tabbyAPI loads for speculative decoding, sized from its catalogue entry
+    (planner_draft_model) and the bits its branch names; a SettingsError when the two settings
+    disagree, since the planner cannot size a draft model it does not know."""
+    loads = tabby.enabled and tabby.draft_mode == "model" and bool(tabby.draft_model)
+    key = PlannerSettings.key("draft_model")
+    if loads and not settings.draft_model:
+        known = ", ".join(k for k, m in sorted(CATALOGUE.items()) if DRAFT in m.uses)
+        what = (
+            f"tabbyAPI loads the draft model {tabby.draft_model!r} beside its model (speculative "
+            f"decoding): name it here so its VRAM is planned ({known}), or set "
+            "tabbyapi_draft_mode to 'disabled'"
+        )
+        raise SettingsError(name, [(key, what)])
+    if settings.draft_model and not loads:
+        what = (
+            f"{settings.draft_model} is planned as tabbyAPI's draft model, but tabbyAPI loads "
+            "none: set tabbyapi_draft_model_repo (and its revision) with tabbyapi_draft_mode "
+            "'model', or empty this setting"
+        )
+        raise SettingsError(name, [(key, what)])
+    if not loads:
+        return None
+    # EXL3 branches and folders name their size, e.g. "4.0bpw_H6"; else assume the largest.
+    sized = re.search(r"(\d+(?:\.\d+)?)bpw", f"{tabby.draft_model_revision} {tabby.draft_model}")
+    bits = float(sized.group(1)) if sized else DRAFT_BPW
+    return Draft(CATALOGUE[settings.draft_model], bits, _tabbyapi_kv_bits(tabby.draft_cache_mode))
 
 
 def _settings(host, cls, data):

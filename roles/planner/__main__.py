@@ -9,22 +9,27 @@ from __future__ import annotations
 import argparse
 import sys
 
-from roles.planner.catalogue import CATALOGUE
-from roles.planner.plan import PlanError, plan
+from roles.planner.catalogue import CATALOGUE, lookup
+from roles.planner.plan import DRAFT_BPW, RESERVE_GIB, Draft, PlanError, plan
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m roles.planner", description=__doc__)
     parser.add_argument("--vram", type=float, help="GPU memory in GiB (e.g. 24)")
     parser.add_argument("--chat", help="chat model (a catalogue name, see --list)")
-    parser.add_argument("--autocomplete", help="autocomplete model (default: the chat model)")
+    parser.add_argument(
+        "--autocomplete",
+        help="autocomplete model (default: a small FIM model when it fits, else the chat model)",
+    )
     parser.add_argument("--embed", default="nomic-embed-text", help="embedding model, or ''")
     parser.add_argument("--chat-context", type=int, default=16384)
     parser.add_argument("--autocomplete-context", type=int, default=4096)
     parser.add_argument("--tabbyapi-kv-bits", type=int, default=16, choices=(4, 6, 8, 16))
     parser.add_argument("--ollama-kv-bits", type=int, default=16, choices=(4, 8, 16))
     parser.add_argument("--ram-offload", type=float, default=16.0, help="GiB that may spill")
-    parser.add_argument("--reserve", type=float, default=0.5, help="GiB of VRAM kept free")
+    parser.add_argument("--reserve", type=float, default=RESERVE_GIB, help="GiB of VRAM kept free")
+    parser.add_argument("--draft", help="tabbyAPI's draft model (speculative decoding), if any")
+    parser.add_argument("--draft-bpw", type=float, default=DRAFT_BPW, help="its bits per weight")
     parser.add_argument("--list", action="store_true", help="list the known models")
     args = parser.parse_args(argv)
 
@@ -35,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.vram is None or not args.chat:
         parser.error("--vram and --chat are required (or --list)")
     try:
+        draft = Draft(lookup(args.draft), args.draft_bpw) if args.draft else None
         result = plan(
             args.vram,
             args.chat,
@@ -46,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             ollama_kv_bits=args.ollama_kv_bits,
             ram_offload_gib=args.ram_offload,
             reserve_gib=args.reserve,
+            draft=draft,
         )
-    except PlanError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (PlanError, KeyError) as error:
+        print(f"error: {error.args[0]}", file=sys.stderr)
         return 1
     print(result.table())
     return 0

@@ -11,11 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CHAT, AUTOCOMPLETE, EMBED = "chat", "autocomplete", "embed"
+CHAT, AUTOCOMPLETE, EMBED, DRAFT = "chat", "autocomplete", "embed", "draft"
 
 # Ollama's library names quants by llama.cpp type, e.g. "qwen2.5-coder:32b-instruct-q4_K_M".
 GGUF_QUANTS = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")
 EXL3_BPW = (8.0, 6.0, 5.0, 4.0)
+# Bits of the output head in the EXL3 quants people publish: 6 below 8 bpw, 8 at 8 bpw. Branches
+# are named after both, e.g. "4.0bpw_H6" and "8.0bpw_H8" (ArtusDev's repos; turboderp's exl3
+# repos name their 8-bit branch "8.0bpw_H8" too), never "8.0bpw_H6".
+EXL3_HEAD_BITS = {8.0: 8, 6.0: 6, 5.0: 6, 4.0: 6}
+# The small fill-in-the-middle model the planner adds for autocomplete when the card has room.
+SMALL_FIM = "qwen2.5-coder-1.5b-base"
 
 
 @dataclass(frozen=True)
@@ -26,17 +32,22 @@ class Model:
     kv_heads: int
     head_dim: int
     context: int
-    uses: tuple[str, ...]  # what it is good for: chat, autocomplete (FIM), embed
+    uses: tuple[str, ...]  # what it is good for: chat, autocomplete (FIM), embed, draft
     ollama: str  # Ollama library name without the quant, e.g. "qwen2.5-coder:7b-instruct"
     ollama_quants: tuple[str, ...] = GGUF_QUANTS  # the quants the Ollama library publishes
     # A Hugging Face repo of EXL3 quants with one branch per size, and the branch name for a
     # size; None where no such repo is known here (the tabbyapi_model_* settings must name one).
     exl3_repo: str | None = None
-    exl3_revision: str = "{bpw:.1f}bpw_H6"
+    exl3_revision: str = "{bpw:.1f}bpw_H{head}"
+    # tabbyAPI's tool-call parser for this family (config.yml model.tool_format; the names are
+    # upstream's endpoints/OAI/utils/tools.py); None: tabbyAPI cannot parse its tool calls.
+    tool_format: str | None = None
+    # Ollama's library template of this model handles tools (the library's "tools" tag).
+    ollama_tools: bool = False
     source: str = ""
 
     def exl3_branch(self, bpw: float) -> str:
-        return self.exl3_revision.format(bpw=bpw)
+        return self.exl3_revision.format(bpw=bpw, head=EXL3_HEAD_BITS[bpw])
 
     def ollama_tag(self, quant: str | None) -> str:
         """The Ollama model name for ``quant`` (a model published in one precision has none)."""
@@ -44,7 +55,9 @@ class Model:
 
 
 def _qwen25_coder(size, params_b, layers, kv_heads, head_dim, variant="instruct", uses=None):
-    """Qwen2.5-Coder: config.json at huggingface.co/Qwen/Qwen2.5-Coder-<size>[-Instruct]."""
+    """Qwen2.5-Coder: config.json at huggingface.co/Qwen/Qwen2.5-Coder-<size>[-Instruct]. Its
+    instruct models call tools in the Hermes JSON style, which Ollama's template handles and
+    tabbyAPI has no parser for (none of its tool formats is that style)."""
     name = f"Qwen2.5-Coder-{size.upper()}" + ("-Instruct" if variant == "instruct" else "")
     return Model(
         key=f"qwen2.5-coder-{size}" + ("-base" if variant == "base" else ""),
@@ -55,6 +68,7 @@ def _qwen25_coder(size, params_b, layers, kv_heads, head_dim, variant="instruct"
         context=32768,
         uses=uses or ((CHAT, AUTOCOMPLETE) if variant == "instruct" else (AUTOCOMPLETE,)),
         ollama=f"qwen2.5-coder:{size}-{variant}",
+        ollama_tools=variant == "instruct",
         source=f"https://huggingface.co/Qwen/{name}/blob/main/config.json",
     )
 
@@ -74,11 +88,28 @@ CATALOGUE: dict[str, Model] = {
         _qwen25_coder("7b", 7.61, 28, 4, 128, variant="base"),
         _qwen25_coder("3b", 3.09, 36, 2, 128, variant="base"),
         _qwen25_coder("1.5b", 1.54, 28, 2, 128, variant="base"),
+        # Draft models for speculative decoding (same tokenizer as the model they draft for).
+        # Qwen2.5-Coder-0.5B-Instruct: 24 layers, 14 Q / 2 KV heads, hidden 896 (head dim 64).
+        _qwen25_coder("0.5b", 0.49, 24, 2, 64, uses=(DRAFT,)),
+        # Qwen3-0.6B (Qwen3ForCausalLM), a draft for Qwen3-Coder (same vocabulary): 28 layers,
+        # 16 Q / 8 KV heads, head_dim 128, 40960 context.
+        Model(
+            key="qwen3-0.6b",
+            params_b=0.6,
+            layers=28,
+            kv_heads=8,
+            head_dim=128,
+            context=40960,
+            uses=(DRAFT,),
+            ollama="qwen3:0.6b",
+            source="https://huggingface.co/Qwen/Qwen3-0.6B/blob/main/config.json",
+        ),
         # Qwen3-Coder-30B-A3B-Instruct (Qwen3MoeForCausalLM, 3.3B active): 48 layers, 32 Q / 4 KV
         # heads, head_dim 128, 262144 context. ArtusDev's EXL3 repo is tabbyapi's default model;
-        # its branches 3.0bpw_H6, 3.5bpw_H6 and 4.0bpw_H6 are referenced in public code, the
-        # larger sizes follow the same naming (not verifiable from here: no Hugging Face access).
-        # Ollama publishes q4_K_M and q8_0 of it.
+        # its branches 3.0bpw_H6, 3.5bpw_H6 and 4.0bpw_H6 are referenced in public code, and
+        # ArtusDev's 8-bit branches are named 8.0bpw_H8 (EXL3_HEAD_BITS; Hugging Face itself is
+        # not reachable from here). tabbyAPI parses its XML tool calls as "qwen3_coder".
+        # Ollama publishes q4_K_M and q8_0 of it, with a template that handles tools.
         Model(
             key="qwen3-coder-30b-a3b",
             params_b=30.5,
@@ -90,6 +121,8 @@ CATALOGUE: dict[str, Model] = {
             ollama="qwen3-coder:30b-a3b",
             ollama_quants=("Q8_0", "Q4_K_M"),
             exl3_repo="ArtusDev/Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3",
+            tool_format="qwen3_coder",
+            ollama_tools=True,
             source="https://huggingface.co/Qwen/Qwen3-Coder-30B-A3B-Instruct/blob/main/config.json",
         ),
         # Codestral 22B v0.1 (MistralForCausalLM): 56 layers, 48 Q / 8 KV heads, head_dim 128,

@@ -8,8 +8,13 @@ section has a single model_name), so at most one model goes to tabbyAPI; the cha
 first claim on it.
 
 All sizes are estimates in GiB: weights = parameters x bits per weight / 8; KV cache =
-2 (K and V) x layers x KV heads x head dim x context x cache bits / 8; plus a fixed runtime
-overhead per loaded model (CUDA context, scratch buffers).
+2 (K and V) x layers x KV heads x head dim x context x cache bits / 8; plus a fixed overhead
+per process on the card (CUDA context, scratch buffers): tabbyAPI is one process (its draft
+model included), Ollama runs one runner process per loaded model. A reserve stays free.
+
+Without a named autocomplete model, a small fill-in-the-middle model (SMALL_FIM) is added on
+Ollama when it fits beside the others without costing the chat model a quant; otherwise the chat
+model autocompletes too.
 """
 
 from __future__ import annotations
@@ -17,7 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from itertools import product
 
-from roles.planner.catalogue import AUTOCOMPLETE, CHAT, EMBED, EXL3_BPW, Model, lookup
+from roles.planner.catalogue import (
+    AUTOCOMPLETE,
+    CHAT,
+    EMBED,
+    EXL3_BPW,
+    SMALL_FIM,
+    Model,
+    lookup,
+)
 
 GIB = 2**30
 TABBYAPI, OLLAMA = "tabbyapi", "ollama"
@@ -25,13 +38,29 @@ TABBYAPI, OLLAMA = "tabbyapi", "ollama"
 # Average bits per weight of llama.cpp's GGUF types, from Ollama's published file sizes of
 # qwen2.5-coder:32b (Q8_0 35 GB, Q6_K 27 GB, Q5_K_M 23 GB, Q4_K_M 20 GB for 32.5B weights).
 GGUF_BITS = {"Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q4_K_M": 4.85, None: 16.0}
-# CUDA context plus the backend's scratch/compute buffers, per loaded model (an estimate).
-RUNTIME_OVERHEAD_GIB = 0.5
+# VRAM a process takes before any weights: the CUDA context plus the backend's scratch and
+# compute buffers. tabbyAPI's process (torch + exllamav3) takes about 1-1.5 GiB; each Ollama
+# runner (one per loaded model) about 0.5 GiB. Estimates, on the safe side.
+PROCESS_OVERHEAD_GIB = {"tabbyapi": 1.5, "ollama": 0.5}
+# VRAM kept free by default: a 24 GiB card with two CUDA processes needs about 1 GiB of room
+# (allocator fragmentation, the driver's own use, a desktop or nvidia-persistenced).
+RESERVE_GIB = 1.0
+# A draft model's bits per weight when its branch name does not say (the largest EXL3 size).
+DRAFT_BPW = 8.0
 CHAT_ROLES = (CHAT, "edit", "apply")
 
 
 class PlanError(ValueError):
     """No placement of the wanted models fits; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A draft model tabbyAPI loads for speculative decoding: its size and cache precision."""
+
+    model: Model
+    bits: float = DRAFT_BPW
+    kv_bits: float = 16
 
 
 @dataclass(frozen=True)
@@ -46,6 +75,7 @@ class Placement:
     kv_bits: float
     slots: int = 1  # requests served at once, each with its own cache (OLLAMA_NUM_PARALLEL)
     offload_gib: float = 0.0  # the part Ollama keeps in system RAM
+    draft: Draft | None = None  # tabbyAPI's speculative-decoding draft model, loaded beside it
 
     @property
     def bits(self) -> float:
@@ -68,8 +98,23 @@ class Placement:
         return 2 * m.layers * m.kv_heads * m.head_dim * tokens * self.kv_bits / 8 / GIB
 
     @property
+    def overhead_gib(self) -> float:
+        return PROCESS_OVERHEAD_GIB[self.backend]
+
+    @property
+    def draft_gib(self) -> float:
+        """Weights and cache of the draft model (same context as the model it drafts for)."""
+        d = self.draft
+        if d is None:
+            return 0.0
+        m = d.model
+        weights = m.params_b * 1e9 * d.bits / 8 / GIB
+        cache = 2 * m.layers * m.kv_heads * m.head_dim * self.context * d.kv_bits / 8 / GIB
+        return weights + cache
+
+    @property
     def total_gib(self) -> float:
-        return self.weights_gib + self.kv_cache_gib + RUNTIME_OVERHEAD_GIB
+        return self.weights_gib + self.kv_cache_gib + self.draft_gib + self.overhead_gib
 
     @property
     def vram_gib(self) -> float:
@@ -114,9 +159,10 @@ class Plan:
         rows = [header]
         for p in self.placements:
             vram = f"{p.vram_gib:.1f}" + (f" (+{p.offload_gib:.1f} RAM)" if p.offload_gib else "")
+            draft = f" (+{p.draft.model.key} draft {p.draft_gib:.1f})" if p.draft else ""
             rows.append(
                 (
-                    p.model.key,
+                    p.model.key + draft,
                     ", ".join(p.roles),
                     p.backend,
                     p.quant_label,
@@ -130,8 +176,9 @@ class Plan:
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append(
-            f"VRAM in GiB (weights + KV cache + {RUNTIME_OVERHEAD_GIB} runtime per model): "
-            f"{self.used_vram_gib:.1f} of {self.vram_gib:.1f} "
+            "VRAM in GiB (weights + KV cache + per process "
+            f"{PROCESS_OVERHEAD_GIB[TABBYAPI]} tabbyAPI, {PROCESS_OVERHEAD_GIB[OLLAMA]} each "
+            f"Ollama model): {self.used_vram_gib:.1f} of {self.vram_gib:.1f} "
             f"({self.reserve_gib:.1f} kept free)"
         )
         return "\n".join(line.rstrip() for line in lines)
@@ -148,37 +195,94 @@ def plan(
     ollama_kv_bits: float = 16,
     ollama_parallel: int = 1,
     ram_offload_gib: float = 16.0,
-    reserve_gib: float = 0.5,
+    reserve_gib: float = RESERVE_GIB,
     backends: tuple[str, ...] = (TABBYAPI, OLLAMA),
+    draft: Draft | None = None,
 ) -> Plan:
     """The best placement of the wanted models on a card of ``vram_gib``, or a PlanError.
 
-    ``autocomplete`` None means the chat model autocompletes too; ``embed`` None means no
-    embedding model. The chat model gets the best quant first, then autocomplete. Ollama keeps
-    ``ollama_parallel`` caches per model, and one context length for all its models
-    (OLLAMA_CONTEXT_LENGTH): its chat and autocomplete models are planned with the larger one.
-    ``backends`` are the ones the guest runs (the user may turn one off).
+    ``autocomplete`` None means: SMALL_FIM when it fits without lowering the chat model's
+    placement, else the chat model; naming the chat model makes it autocomplete in any case.
+    ``embed`` None means no embedding model. The chat model gets the best quant first, then
+    autocomplete. Ollama keeps ``ollama_parallel`` caches per model, and one context length for
+    all its models (OLLAMA_CONTEXT_LENGTH): its chat and autocomplete models are planned with the
+    larger one. ``backends`` are the ones the guest runs (the user may turn one off).
+    ``draft`` is the draft model tabbyAPI loads beside its model, if any.
     """
+    args = dict(
+        vram_gib=vram_gib,
+        chat=chat,
+        embed=embed,
+        chat_context=chat_context,
+        autocomplete_context=autocomplete_context,
+        kv={TABBYAPI: tabbyapi_kv_bits, OLLAMA: ollama_kv_bits},
+        slots={TABBYAPI: 1, OLLAMA: ollama_parallel},
+        ram_offload_gib=ram_offload_gib,
+        reserve_gib=reserve_gib,
+        backends=backends,
+        draft=draft,
+    )
+    if autocomplete is not None:
+        return _plan(autocomplete=autocomplete, **args)
+    alone, why = None, None
+    try:
+        alone = _plan(autocomplete=chat, **args)
+    except PlanError as error:  # the chat model cannot autocomplete, or nothing fits at all
+        why = error
+    try:
+        with_fim = _plan(autocomplete=SMALL_FIM, **args)
+    except PlanError as error:
+        if alone is None:
+            # Nothing fits: say so for the chat model alone, unless it needs the FIM model.
+            needs_fim = AUTOCOMPLETE not in _model(chat, CHAT).uses
+            raise (error if needs_fim else why) from None
+        return alone
+    if alone is None or _same_chat(alone, with_fim):
+        return with_fim
+    return alone
+
+
+def _same_chat(a: Plan, b: Plan) -> bool:
+    """The chat model is served the same way (backend, quant, nothing spilled) in both."""
+    x, y = a.serving(CHAT), b.serving(CHAT)
+    return (x.backend, x.quant, x.offload_gib) == (y.backend, y.quant, y.offload_gib)
+
+
+def _plan(
+    vram_gib,
+    chat,
+    autocomplete,
+    embed,
+    chat_context,
+    autocomplete_context,
+    kv,
+    slots,
+    ram_offload_gib,
+    reserve_gib,
+    backends,
+    draft,
+) -> Plan:
     chat_model = _model(chat, CHAT)
-    same = autocomplete in (None, chat)
-    auto_model = chat_model if same or autocomplete is None else _model(autocomplete, AUTOCOMPLETE)
+    same = autocomplete == chat
+    auto_model = chat_model if same else _model(autocomplete, AUTOCOMPLETE)
     if same and AUTOCOMPLETE not in chat_model.uses:
         raise PlanError(
-            f"{chat} is not trained for fill-in-the-middle: name an autocomplete model "
-            "(planner_autocomplete_model, or --autocomplete), e.g. qwen2.5-coder-1.5b-base"
+            f"{chat} is not trained for fill-in-the-middle and no autocomplete model fits beside "
+            "it: name an autocomplete model (planner_autocomplete_model, or --autocomplete), "
+            f"e.g. {SMALL_FIM}, or choose a smaller chat model"
         )
-    kv = {TABBYAPI: tabbyapi_kv_bits, OLLAMA: ollama_kv_bits}
-    slots = {TABBYAPI: 1, OLLAMA: ollama_parallel}
     chat_roles = CHAT_ROLES + ((AUTOCOMPLETE,) if same else ())
     chat_ctx = min(chat_context, chat_model.context)
-    groups = [_options(chat_model, chat_roles, chat_ctx, kv, slots, may_spill=True)]
+    groups = [_options(chat_model, chat_roles, chat_ctx, kv, slots, draft, may_spill=True)]
     if not same:
         ctx = min(autocomplete_context, auto_model.context)
-        groups.append(_options(auto_model, (AUTOCOMPLETE,), ctx, kv, slots, may_spill=False))
+        groups.append(_options(auto_model, (AUTOCOMPLETE,), ctx, kv, slots, draft, may_spill=False))
     if embed:
         embed_model = _model(embed, EMBED)
         ctx = embed_model.context
-        groups.append(_options(embed_model, (EMBED,), ctx, kv, slots, may_spill=False, tabby=False))
+        groups.append(
+            _options(embed_model, (EMBED,), ctx, kv, slots, None, may_spill=False, tabby=False)
+        )
 
     allowed = [[(p, spill) for p, spill in options if p.backend in backends] for options in groups]
     for options, kept in zip(groups, allowed, strict=True):
@@ -207,11 +311,15 @@ def _model(key: str, use: str) -> Model:
     return model
 
 
-def _options(model, roles, context, kv, slots, may_spill, tabby=True):
-    """(placement, may spill to RAM) in the order of preference of the users' rule."""
+def _options(model, roles, context, kv, slots, draft, may_spill, tabby=True):
+    """(placement, may spill to RAM) in the order of preference of the users' rule; a model on
+    tabbyAPI carries tabbyAPI's ``draft`` model."""
 
     def on(backend, quant):
-        return Placement(model, roles, backend, quant, context, kv[backend], slots[backend])
+        tabby_draft = draft if backend == TABBYAPI else None
+        return Placement(
+            model, roles, backend, quant, context, kv[backend], slots[backend], draft=tabby_draft
+        )
 
     options = [(on(TABBYAPI, str(bpw)), False) for bpw in EXL3_BPW] if tabby else []
     quants = model.ollama_quants or (None,)
@@ -247,8 +355,8 @@ def _fit(combo, free_gib, ram_offload_gib) -> tuple[Placement, ...] | None:
     if not spilling or over > ram_offload_gib:
         return None
     i = spilling[0]
-    # The runtime overhead stays on the card; weights and cache beyond it may move to RAM.
-    if over > placements[i].total_gib - RUNTIME_OVERHEAD_GIB:
+    # The process overhead stays on the card; weights and cache beyond it may move to RAM.
+    if over > placements[i].total_gib - placements[i].overhead_gib:
         return None
     placements[i] = replace(placements[i], offload_gib=round(over, 2))
     return tuple(placements)

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from roles.common import checks
 from roles.common.settings import RoleSettings, setting
-from roles.planner.catalogue import AUTOCOMPLETE, CATALOGUE, CHAT, EMBED
+from roles.planner.catalogue import AUTOCOMPLETE, CATALOGUE, CHAT, DRAFT, EMBED, SMALL_FIM
+from roles.planner.plan import RESERVE_GIB
 
 
 def _model_for(use: str):
@@ -36,7 +37,10 @@ class PlannerSettings(RoleSettings):
         _model_for(CHAT),
     )
     autocomplete_model: str = setting(
-        "", "autocomplete (FIM) model; empty: the chat model", _model_for(AUTOCOMPLETE)
+        "",
+        f"autocomplete (FIM) model; empty: {SMALL_FIM} on Ollama when it fits without costing "
+        "the chat model a quant, else the chat model (name the chat model to always use it)",
+        _model_for(AUTOCOMPLETE),
     )
     embed_model: str = setting(
         "nomic-embed-text", "embedding model, served by Ollama; empty: none", _model_for(EMBED)
@@ -61,5 +65,14 @@ class PlannerSettings(RoleSettings):
         checks.in_range(0, 4096),
     )
     reserve_gib: float = setting(
-        0.5, "VRAM kept free (other processes, fragmentation)", checks.in_range(0, 64)
+        RESERVE_GIB,
+        "VRAM kept free on each GPU (driver, fragmentation, other processes); each process's "
+        "own CUDA overhead is planned on top",
+        checks.in_range(0, 64),
+    )
+    draft_model: str = setting(
+        "",
+        "catalogue name of the draft model tabbyAPI loads (tabbyapi_draft_model_repo), so its "
+        "VRAM is planned; required while tabbyAPI loads one",
+        _model_for(DRAFT),
     )

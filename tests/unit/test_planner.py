@@ -12,9 +12,18 @@ from typing_extensions import override
 from roles.common.settings import SettingsError
 from roles.planner import _tabbyapi_kv_bits, apply_plan, plan_for_host, planned_data
 from roles.planner.__main__ import main
-from roles.planner.catalogue import CATALOGUE, lookup
+from roles.planner.catalogue import CATALOGUE, EXL3_BPW, SMALL_FIM, lookup
 from roles.planner.facts import GpuMemory, parse_nvidia_smi
-from roles.planner.plan import GIB, OLLAMA, TABBYAPI, PlanError, _share_ollama_context, plan
+from roles.planner.plan import (
+    GIB,
+    OLLAMA,
+    PROCESS_OVERHEAD_GIB,
+    TABBYAPI,
+    Draft,
+    PlanError,
+    _share_ollama_context,
+    plan,
+)
 from roles.planner.settings import PlannerSettings
 
 # Recorded outputs kept with the tests (SOURCES.md there).
@@ -27,17 +36,20 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "el9"
 @pytest.mark.parametrize(
     ("vram", "chat", "backend", "quant"),
     [
-        # 32B at 4.0 bpw is 15.1 GiB + 4 GiB of FP16 cache for 16k tokens: fits 24 GB, not 5.0.
+        # 32B at 4.0 bpw is 15.1 GiB + 4 GiB of FP16 cache for 16k tokens + 1.5 GiB for the
+        # tabbyAPI process: fits 24 GB with the embedder and 1 GiB kept free, 5.0 does not.
         (24, "qwen2.5-coder-32b", TABBYAPI, "EXL3 4.0bpw"),
         (24, "qwen2.5-coder-7b", TABBYAPI, "EXL3 8.0bpw"),
         (12, "qwen2.5-coder-7b", TABBYAPI, "EXL3 8.0bpw"),
         # Even 4.0 bpw does not fit 12 GB: GGUF Q4_K_M on Ollama, the rest in system RAM.
         (12, "qwen2.5-coder-32b", OLLAMA, "Q4_K_M"),
-        (8, "qwen2.5-coder-7b", TABBYAPI, "EXL3 5.0bpw"),
+        # Was 5.0 bpw while the planner counted 0.5 GiB per model and kept 0.5 GiB free: with the
+        # tabbyAPI process's 1.5 GiB, the embedder's runner and a 1 GiB reserve, 8 GB holds 4.0.
+        (8, "qwen2.5-coder-7b", TABBYAPI, "EXL3 4.0bpw"),
     ],
 )
 def test_known_cards_and_models(vram, chat, backend, quant):
-    result = plan(vram, chat)
+    result = plan(vram, chat, autocomplete=chat)
     served = result.serving("chat")
     assert (served.backend, served.quant_label) == (backend, quant), result.table()
     assert served.roles == ("chat", "edit", "apply", "autocomplete")
@@ -50,23 +62,26 @@ def test_a_model_too_big_for_the_card_spills_only_what_does_not_fit():
     result = plan(12, "qwen2.5-coder-32b")
     chat = result.serving("chat")
     assert chat.offload_gib == pytest.approx(chat.total_gib - chat.vram_gib)
-    assert result.used_vram_gib == pytest.approx(12 - 0.5, abs=0.01)  # the card is used fully
+    assert result.used_vram_gib == pytest.approx(12 - 1.0, abs=0.01)  # all but the reserve
     assert chat.offload_gib < 16
 
 
 def test_a_smaller_cache_buys_a_higher_quant():
-    assert plan(24, "qwen2.5-coder-32b", tabbyapi_kv_bits=8).tabbyapi.quant_label == "EXL3 5.0bpw"
+    # (Was 32B on 24 GB; with realistic overheads a Q8 cache no longer buys it 5.0 bpw.)
+    assert plan(8, "qwen2.5-coder-7b", tabbyapi_kv_bits=16).tabbyapi.quant_label == "EXL3 4.0bpw"
+    assert plan(8, "qwen2.5-coder-7b", tabbyapi_kv_bits=4).tabbyapi.quant_label == "EXL3 5.0bpw"
 
 
 def test_chat_autocomplete_and_embedding_share_the_card():
-    alone = plan(24, "qwen2.5-coder-32b", tabbyapi_kv_bits=8)
-    shared = plan(24, "qwen2.5-coder-32b", autocomplete="qwen2.5-coder-3b-base", tabbyapi_kv_bits=8)
+    chat = "qwen3-coder-30b-a3b"
+    alone = plan(24, chat, autocomplete=chat, tabbyapi_kv_bits=8)
+    shared = plan(24, chat, autocomplete="qwen2.5-coder-3b-base", tabbyapi_kv_bits=8)
     assert alone.tabbyapi.quant_label == "EXL3 5.0bpw"
     assert shared.tabbyapi.quant_label == "EXL3 4.0bpw"  # the 3B autocomplete takes its room
     auto = shared.serving("autocomplete")
     assert (auto.backend, auto.quant_label, auto.offload_gib) == (OLLAMA, "Q8_0", 0.0)
     assert shared.tabbyapi.roles == ("chat", "edit", "apply")
-    assert shared.used_vram_gib <= 23.5
+    assert shared.used_vram_gib <= 23.0
 
 
 def test_tabbyapi_serves_one_model_at_most():
@@ -125,7 +140,9 @@ def test_nothing_fits_is_refused_with_what_to_change():
         plan(12, "qwen2.5-coder-32b", ram_offload_gib=4)
     message = str(caught.value)
     assert "no plan fits" in message and "qwen2.5-coder-32b" in message and "Q4_K_M" in message
-    assert "11.5 GiB free" in message and "4.0 GiB may spill" in message
+    assert "11.0 GiB free" in message and "4.0 GiB may spill" in message
+    # The optional small FIM model is not what the message blames.
+    assert SMALL_FIM not in message
     assert "planner_chat_context" in message and "planner_ram_offload_gib" in message
 
 
@@ -164,12 +181,16 @@ def test_table_lists_each_model_with_backend_quant_and_vram():
     assert chat.startswith("qwen2.5-coder-32b") and "ollama" in chat and "Q4_K_M" in chat
     assert "RAM)" in chat  # the spilled part is shown
     assert embed.startswith("nomic-embed-text") and "F16" in embed
-    assert "11.5 of 12.0" in total
+    assert "11.0 of 12.0" in total and "1.5 tabbyAPI, 0.5 each Ollama model" in total
 
 
 def test_cli_prints_the_plan_or_the_refusal(capsys):
     assert main(["--vram", "24", "--chat", "qwen2.5-coder-32b"]) == 0
     assert "EXL3 4.0bpw" in capsys.readouterr().out
+    assert main(["--vram", "24", "--chat", "qwen3-coder-30b-a3b", "--draft", "qwen3-0.6b"]) == 0
+    assert "qwen3-0.6b draft" in capsys.readouterr().out
+    assert main(["--vram", "24", "--chat", "qwen3-coder-30b-a3b", "--draft", "nope"]) == 1
+    assert capsys.readouterr().err.startswith("error: unknown model 'nope'")
     assert main(["--vram", "8", "--chat", "qwen2.5-coder-32b", "--ram-offload", "0"]) == 1
     assert "no plan fits" in capsys.readouterr().err
     assert main(["--list"]) == 0
@@ -240,9 +261,10 @@ def test_plan_fills_what_the_user_did_not_pin():
         "tabbyapi_enabled": True,
         "tabbyapi_max_seq_len": 16384,
         "tabbyapi_model_repo": "ArtusDev/Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3",
-        "tabbyapi_model_revision": "6.0bpw_H6",
+        "tabbyapi_model_revision": "5.0bpw_H6",
         "ollama_enabled": True,
-        "ollama_models": ["nomic-embed-text"],
+        "ollama_models": ["qwen2.5-coder:1.5b-base-q8_0", "nomic-embed-text"],
+        "ollama_context_length": 4096,
     }
     pinned = FakeHost({**host.data.dict(), "tabbyapi_max_seq_len": 8192})
     assert "tabbyapi_max_seq_len" not in planned_data(pinned)
@@ -254,6 +276,7 @@ def test_apply_plan_sets_host_data_and_prints_the_table(caplog):
         apply_plan(host)
     data = host.data.dict()
     assert data["tabbyapi_enabled"] is False  # everything is on Ollama
+    # No room for a small FIM model on 12 GB: the spilling chat model autocompletes too.
     assert data["ollama_models"] == ["qwen2.5-coder:32b-instruct-q4_K_M", "nomic-embed-text"]
     assert data["ollama_context_length"] == 16384
     assert "model plan for 12.0 GiB" in caplog.text and "Q4_K_M" in caplog.text
@@ -351,4 +374,91 @@ def test_a_backend_the_user_turned_off_is_not_planned():
             "tabbyapi_enabled": False,
         }
     )
-    assert planned_data(host)["ollama_models"] == ["qwen3-coder:30b-a3b-q4_K_M", "nomic-embed-text"]
+    assert planned_data(host)["ollama_models"] == [
+        "qwen3-coder:30b-a3b-q4_K_M",
+        "qwen2.5-coder:1.5b-base-q8_0",
+        "nomic-embed-text",
+    ]
+
+
+# --- realism: process overheads, reserve, draft models, branch names, a small FIM model ---------
+
+
+def test_each_process_is_budgeted_its_cuda_overhead():
+    result = plan(24, "qwen2.5-coder-32b")  # tabbyAPI + two Ollama runners (FIM, embeddings)
+    overheads = sum(p.total_gib - p.weights_gib - p.kv_cache_gib for p in result.placements)
+    assert [p.backend for p in result.placements] == [TABBYAPI, OLLAMA, OLLAMA]
+    assert overheads == pytest.approx(PROCESS_OVERHEAD_GIB[TABBYAPI] + 2 * 0.5)
+    assert 1.0 <= PROCESS_OVERHEAD_GIB[TABBYAPI] <= 1.5
+
+
+@pytest.mark.parametrize("chat", ["qwen2.5-coder-32b", "qwen3-coder-30b-a3b", "codestral-22b"])
+def test_a_24_gb_card_keeps_a_gib_free(chat):
+    """The old planner left 0.2 GiB free on a 24 GiB card: too little for two CUDA processes."""
+    result = plan(24, chat, tabbyapi_kv_bits=8)
+    assert result.reserve_gib == 1.0 and 24 - result.used_vram_gib >= 1.0, result.table()
+    assert PlannerSettings.problems_in({})[0].reserve_gib == 1.0
+
+
+def test_a_draft_model_takes_its_room_beside_the_chat_model():
+    chat = "qwen3-coder-30b-a3b"
+    without = plan(24, chat, autocomplete=chat, tabbyapi_kv_bits=8)
+    draft = Draft(lookup("qwen3-0.6b"), bits=8.0, kv_bits=16)
+    with_draft = plan(24, chat, autocomplete=chat, tabbyapi_kv_bits=8, draft=draft)
+    served = with_draft.tabbyapi
+    # 0.6B at 8 bpw plus an FP16 cache of 28 layers x 8 KV heads x 128 for the 16k context.
+    expected = 0.6e9 / GIB + 2 * 28 * 8 * 128 * 16384 * 2 / GIB
+    assert served.draft_gib == pytest.approx(expected)
+    tabby_process = served.weights_gib + served.kv_cache_gib + PROCESS_OVERHEAD_GIB[TABBYAPI]
+    assert served.total_gib == pytest.approx(tabby_process + expected)
+    assert served.quant_label == "EXL3 4.0bpw" != without.tabbyapi.quant_label
+    assert "qwen3-0.6b draft" in with_draft.table()
+    assert with_draft.ollama[0].draft is None  # the draft lives in tabbyAPI's process only
+
+
+def test_exl3_branches_are_named_with_the_head_bits_repos_use():
+    model = lookup("qwen3-coder-30b-a3b")
+    assert model.exl3_branch(8.0) == "8.0bpw_H8"  # was 8.0bpw_H6, a branch no repo has
+    assert [model.exl3_branch(b) for b in (6.0, 5.0, 4.0)] == [
+        "6.0bpw_H6",
+        "5.0bpw_H6",
+        "4.0bpw_H6",
+    ]
+    assert {model.exl3_branch(b) for b in EXL3_BPW}  # every planned size has a name
+    big = plan(80, "qwen3-coder-30b-a3b", autocomplete="qwen3-coder-30b-a3b")
+    assert big.tabbyapi.exl3_revision == "8.0bpw_H8"
+
+
+def test_a_small_fim_model_autocompletes_when_the_card_has_room():
+    roomy = plan(24, "qwen2.5-coder-32b")
+    auto = roomy.serving("autocomplete")
+    assert (auto.model.key, auto.backend) == (SMALL_FIM, OLLAMA)
+    alone = plan(24, "qwen2.5-coder-32b", autocomplete="qwen2.5-coder-32b")
+    assert (
+        roomy.tabbyapi.quant_label == alone.tabbyapi.quant_label
+    )  # it cost the chat model nothing
+    # On 12 GB the FIM model would cost the 7B its 8.0 bpw: the chat model autocompletes.
+    tight = plan(12, "qwen2.5-coder-7b")
+    assert tight.serving("autocomplete") is tight.serving("chat")
+    assert tight.tabbyapi.quant_label == "EXL3 8.0bpw"
+
+
+def test_the_draft_tabbyapi_loads_must_be_named_for_the_plan():
+    base = {"planner_chat_model": "qwen3-coder-30b-a3b", "planner_vram_gib": 24.0}
+    drafting = {
+        **base,
+        "tabbyapi_draft_model_repo": "someone/Qwen3-0.6B-exl3",
+        "tabbyapi_draft_model_revision": "4.0bpw_H6",
+    }
+    with pytest.raises(SettingsError, match="planner_draft_model: tabbyAPI loads the draft"):
+        plan_for_host(FakeHost(drafting))
+    sized = plan_for_host(FakeHost({**drafting, "planner_draft_model": "qwen3-0.6b"}))
+    draft = sized.tabbyapi.draft
+    assert (draft.model.key, draft.bits, draft.kv_bits) == ("qwen3-0.6b", 4.0, 16)
+    # Speculative decoding off: nothing to count, and naming a draft is then a mistake.
+    off = {**drafting, "tabbyapi_draft_mode": "disabled"}
+    assert plan_for_host(FakeHost(off)).tabbyapi.draft is None
+    with pytest.raises(SettingsError, match="planner_draft_model: qwen3-0.6b is planned"):
+        plan_for_host(FakeHost({**base, "planner_draft_model": "qwen3-0.6b"}))
+    _, problems = PlannerSettings.problems_in({"planner_draft_model": "qwen2.5-coder-7b"})
+    assert "not made for draft" in problems[0][1]

@@ -63,7 +63,8 @@ def deployment(guest, settings: ClientSettings) -> Deployment:
         roles = tuple(settings.model_roles.get(tabby.model, roles))
         context = tabby.max_seq_len if tabby.max_seq_len and tabby.max_seq_len > 0 else None
         if roles:
-            models.append(Served(TABBYAPI, tabby.model, tuple(roles), context))
+            tools = bool(tabby.tool_calls)
+            models.append(Served(TABBYAPI, tabby.model, tuple(roles), context, tools))
     if ollama.enabled:
         planned = {p.ollama_tag: p for p in plan.ollama} if plan else {}
         for name in ollama.models:
@@ -72,7 +73,8 @@ def deployment(guest, settings: ClientSettings) -> Deployment:
             roles = tuple(settings.model_roles.get(name, roles))
             if roles:
                 context = placement.context if placement and EMBED not in roles else None
-                models.append(Served(OLLAMA, name, tuple(roles), context))
+                tools = _ollama_tools(name)
+                models.append(Served(OLLAMA, name, tuple(roles), context, tools))
     tabby_host = _address(guest, settings, tabby.host, TabbyapiSettings.key("host"))
     ollama_host = _address(guest, settings, ollama.bind_address, OllamaSettings.key("bind_address"))
     return Deployment(
@@ -91,6 +93,16 @@ def _catalogue_roles(name: str) -> tuple[str, ...]:
         if model.ollama.split(":")[0] == base and EMBED in model.uses:
             return (EMBED,)
     return ()
+
+
+def _ollama_tools(name: str) -> bool:
+    """Ollama's library template of the model ``name`` handles tools (by its catalogue entry;
+    an unknown model: no)."""
+    return any(
+        name == m.ollama or name.startswith(f"{m.ollama}-")
+        for m in CATALOGUE.values()
+        if m.ollama_tools
+    )
 
 
 def _address(guest, settings: ClientSettings, listen: str, key: str) -> str:

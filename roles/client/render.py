@@ -16,6 +16,11 @@ HEADER = (
     "# as config.yaml.<time>.bak. The API key lives in .env beside this file.\n"
 )
 _LABEL = {TABBYAPI: "tabbyAPI", OLLAMA: "Ollama"}
+# Continue's context providers (@-mentions in chat). Without a `context` list Continue offers
+# none; folder and codebase search the index built with the embed model, so they are listed
+# only when one is served.
+CONTEXT = ("code", "docs", "diff", "terminal", "problems", "file", "currentFile")
+EMBEDDING_CONTEXT = ("folder", "codebase")
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class Served:
     model: str  # the id the API answers to (tabbyAPI: the model folder; Ollama: the tag)
     roles: tuple[str, ...]  # Continue roles: chat, edit, apply, autocomplete, embed
     context: int | None = None  # tokens the server keeps for a request, if known
+    tools: bool = False  # the server turns the model's tool calls into OpenAI tool_calls
 
 
 @dataclass(frozen=True)
@@ -53,12 +59,22 @@ def continue_config(deployment: Deployment, name: str, autocomplete_options: dic
         if served.backend == TABBYAPI:
             entry["apiKey"] = "${{ secrets.%s }}" % API_KEY_SECRET  # noqa: UP031 (literal braces)
         entry["roles"] = list(served.roles)
+        if served.tools and "chat" in served.roles:
+            entry["capabilities"] = ["tool_use"]  # agent mode sends tools to this model
         if served.context and "embed" not in served.roles:
             entry["defaultCompletionOptions"] = {"contextLength": served.context}
         if "autocomplete" in served.roles:
             entry["autocompleteOptions"] = dict(autocomplete_options)
         models.append(entry)
-    return {"name": name, "version": "1.0.0", "schema": "v1", "models": models}
+    embeds = any("embed" in s.roles for s in deployment.models)
+    context = CONTEXT + (EMBEDDING_CONTEXT if embeds else ())
+    return {
+        "name": name,
+        "version": "1.0.0",
+        "schema": "v1",
+        "models": models,
+        "context": [{"provider": provider} for provider in context],
+    }
 
 
 def config_yaml(deployment: Deployment, name: str, autocomplete_options: dict) -> str:

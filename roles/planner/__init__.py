@@ -166,8 +166,12 @@ def _tabbyapi_kv_bits(cache_mode: str) -> int:
 def _tabbyapi_data(name: str, placement: Placement | None, given: dict) -> dict[str, Any]:
     if placement is None or placement.backend != TABBYAPI:
         return {"tabbyapi_enabled": False}
-    data: dict[str, Any] = {"tabbyapi_enabled": True, "tabbyapi_max_seq_len": placement.context}
     model = placement.model
+    data: dict[str, Any] = {
+        "tabbyapi_enabled": True,
+        "tabbyapi_max_seq_len": placement.context,
+        "tabbyapi_tool_format": model.tool_format or "",  # '': tabbyAPI has no parser for it
+    }
     if model.exl3_repo:
         data["tabbyapi_model_repo"] = model.exl3_repo
         data["tabbyapi_model_revision"] = placement.exl3_revision

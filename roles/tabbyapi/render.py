@@ -61,6 +61,7 @@ def config(settings: TabbyapiSettings, listen: str) -> dict:
                 "autosplit_reserve": list(settings.autosplit_reserve),
                 "tensor_parallel": settings.tensor_parallel,
                 "tensor_parallel_backend": settings.tensor_parallel_backend,
+                "tool_format": settings.tool_calls or None,
             }
         ),
         "draft_model": _drop_none(

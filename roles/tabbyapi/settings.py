@@ -45,12 +45,22 @@ OWNED_OPTIONS = {
     ("model", "autosplit_reserve"): "autosplit_reserve",
     ("model", "tensor_parallel"): "tensor_parallel",
     ("model", "tensor_parallel_backend"): "tensor_parallel_backend",
+    ("model", "tool_format"): "tool_format",
     ("draft_model", "draft_mode"): "draft_mode",
     ("draft_model", "draft_model_dir"): "model_dir",
     ("draft_model", "draft_model_name"): "draft_model_name",
     ("draft_model", "draft_cache_mode"): "draft_cache_mode",
     ("draft_model", "draft_gpu_split"): "draft_gpu_split",
 }
+# tabbyAPI's tool-call parsers at the pinned commit (endpoints/OAI/utils/tools.py,
+# ALL_TOOLCALL_FORMATS): config.yml model.tool_format names one, or tool calls are not parsed.
+TOOL_FORMATS = (
+    "deepseek_v4", "dsv4", "gemma4", "glm4_5", "glm4_6", "glm4_7", "harmony", "hy3", "hy_v3",
+    "laguna", "poolside_v1", "minimax_m2", "minimax_m2_1", "minimax_m2_5", "mistral_old",
+    "mistral", "muse_glimmer", "glimmer", "qwen3_coder", "qwen3_5", "step3_5", "step3_7",
+)  # fmt: skip
+# tool_format 'auto': the parser of the model's family, recognised by its repo or folder name.
+FAMILY_TOOL_FORMATS = ((re.compile(r"qwen3[-_.]?coder", re.I), "qwen3_coder"),)
 API_KEY_SECRET = "tabbyapi_api_key"  # the key clients send; the client role reads it too
 HF_REPO = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
 GIT_REF = r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}"
@@ -173,6 +183,13 @@ class TabbyapiSettings(RoleSettings):
         "K/V cache precision: FP16, Q8, Q6, Q4 or exllamav3's 'k,v' bits (2-8) like '8,8'",
         cache_mode,
     )
+    tool_format: str = setting(
+        "auto",
+        "tabbyAPI's tool-call parser for the model's family (e.g. qwen3_coder), so agent mode "
+        "gets tool calls; 'auto': recognised from the model's name (Qwen3-Coder), '' for none. "
+        "The Continue config offers tools only when it is set",
+        checks.one_of("auto", "", *TOOL_FORMATS),
+    )
     draft_mode: str = setting(
         "model",
         "speculative decoding: model (with draft_model_repo/name), mtp, ngram or disabled",
@@ -246,6 +263,14 @@ class TabbyapiSettings(RoleSettings):
         if self.model_name or not self.model_repo:
             return self.model_name
         return model_folder(self.model_repo, self.model_revision)
+
+    @property
+    def tool_calls(self) -> str:
+        """The tool format config.yml names ('' for none): 'auto' resolved by the model's name."""
+        if self.tool_format != "auto":
+            return self.tool_format
+        names = f"{self.model_repo or ''} {self.model}"
+        return next((fmt for family, fmt in FAMILY_TOOL_FORMATS if family.search(names)), "")
 
     @property
     def draft_model(self) -> str:

@@ -72,6 +72,8 @@ def test_deploy_writes_the_config_and_a_rerun_changes_nothing(client_inventory, 
     assert "TABBYAPI_API_KEY=" in env.read_text()
     key = secrets.get("tabbyapi_api_key")
     assert key and key not in first + again
+    # The embeddings the guest serves are used: Continue's codebase index and search.
+    assert "codebase" in [c["provider"] for c in written["context"]]
     code, messages = validate(config)
     assert code == 0, messages
 

@@ -271,3 +271,14 @@ def test_configs_the_deploy_writes_pass_continues_schema(tmp_path):
         files[-1].write_text(plan.files[CONFIG])
     code, messages = validate(*files)
     assert code == 0, messages
+
+
+def test_the_config_uses_the_tool_parser_and_the_embeddings_the_guest_has():
+    models = {m["provider"]: m for m in config_of(run_client())["models"]}
+    # tabbyAPI's default model is Qwen3-Coder, whose tool calls it parses (tool_format).
+    assert models["openai"]["capabilities"] == ["tool_use"]
+    assert "capabilities" not in models["ollama"]  # nomic-embed-text: embeddings only
+    assert "codebase" in [c["provider"] for c in config_of(run_client())["context"]]
+    no_parser = {**GUEST_DATA, "tabbyapi_tool_format": ""}
+    plain = config_of(run_client(guests={"guest": no_parser}))["models"]
+    assert all("capabilities" not in m for m in plain)

@@ -26,6 +26,7 @@ DEPLOYMENTS = {
                 "Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3-4.0bpw_H6",
                 (*CHAT_ROLES, "autocomplete"),
                 32768,
+                tools=True,
             ),
             Served(OLLAMA, "nomic-embed-text", ("embed",)),
         ),
@@ -37,7 +38,13 @@ DEPLOYMENTS = {
         (
             Served(OLLAMA, "nomic-embed-text", ("embed",)),
             Served(OLLAMA, "qwen2.5-coder:1.5b-base-q8_0", ("autocomplete",), 4096),
-            Served(TABBYAPI, "Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3-5.0bpw_H6", CHAT_ROLES, 16384),
+            Served(
+                TABBYAPI,
+                "Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3-5.0bpw_H6",
+                CHAT_ROLES,
+                16384,
+                True,
+            ),
         ),
     ),
     "ollama-only": Deployment(
@@ -46,7 +53,11 @@ DEPLOYMENTS = {
         "http://small:11434",
         (
             Served(
-                OLLAMA, "qwen2.5-coder:32b-instruct-q4_K_M", (*CHAT_ROLES, "autocomplete"), 16384
+                OLLAMA,
+                "qwen2.5-coder:32b-instruct-q4_K_M",
+                (*CHAT_ROLES, "autocomplete"),
+                16384,
+                tools=True,
             ),
             Served(OLLAMA, "nomic-embed-text", ("embed",)),
         ),
@@ -180,3 +191,23 @@ def test_the_schema_check_catches_broken_configs(tmp_path, change, expected):
     path.write_text(yaml.safe_dump(config))
     code, messages = validate(path)
     assert code == 1 and expected in messages, messages
+
+
+def test_tool_use_is_offered_only_for_models_whose_server_parses_tool_calls():
+    config = yaml.safe_load(rendered())
+    chat, embed = config["models"]
+    assert chat["capabilities"] == ["tool_use"]  # agent mode sends this model tools
+    assert "capabilities" not in embed
+    no_parser = yaml.safe_load(rendered("ipv6"))["models"][0]  # tabbyAPI without a tool format
+    assert "capabilities" not in no_parser
+    ollama_chat = yaml.safe_load(rendered("ollama-only"))["models"][0]
+    assert ollama_chat["capabilities"] == ["tool_use"]
+    split = {m["model"]: m for m in yaml.safe_load(rendered("planned-split"))["models"]}
+    assert "capabilities" not in split["qwen2.5-coder:1.5b-base-q8_0"]  # autocomplete only
+
+
+def test_codebase_context_is_offered_when_an_embed_model_is_served():
+    providers = [c["provider"] for c in yaml.safe_load(rendered())["context"]]
+    assert "codebase" in providers and "folder" in providers and "code" in providers
+    without = [c["provider"] for c in yaml.safe_load(rendered("ipv6"))["context"]]
+    assert "codebase" not in without and "folder" not in without and "diff" in without

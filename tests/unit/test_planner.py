@@ -262,6 +262,7 @@ def test_plan_fills_what_the_user_did_not_pin():
         "tabbyapi_max_seq_len": 16384,
         "tabbyapi_model_repo": "ArtusDev/Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3",
         "tabbyapi_model_revision": "5.0bpw_H6",
+        "tabbyapi_tool_format": "qwen3_coder",
         "ollama_enabled": True,
         "ollama_models": ["qwen2.5-coder:1.5b-base-q8_0", "nomic-embed-text"],
         "ollama_context_length": 4096,
@@ -332,6 +333,8 @@ def test_a_model_without_known_exl3_repo_asks_for_the_repo():
         }
     )
     assert planned_data(pinned)["tabbyapi_max_seq_len"] == 16384
+    # tabbyAPI has no parser for Qwen2.5's tool calls: the plan says so, whatever the name.
+    assert planned_data(pinned)["tabbyapi_tool_format"] == ""
 
 
 def test_the_roles_cache_settings_size_the_plan():

@@ -311,3 +311,18 @@ def test_every_option_a_setting_writes_is_refused_as_an_override():
         for option in written[section]:
             if (section, option) not in deploy_owned:
                 assert (section, option) in OWNED_OPTIONS, (section, option)
+
+
+def test_tool_format_follows_the_model_family_so_tool_calls_are_parsed():
+    """The generated config.yml set no tool_format: tabbyAPI then returns a model's tool calls
+    as plain text and Continue's agent mode gets no tool_calls."""
+    default = render.config(settings(), "127.0.0.1")["model"]
+    assert default["tool_format"] == "qwen3_coder"  # the default model is Qwen3-Coder
+    other = settings(model_repo="someone/Qwen2.5-Coder-32B-Instruct-exl3", tool_format="auto")
+    assert other.tool_calls == "" and "tool_format" not in render.config(other, "::1")["model"]
+    assert settings(model_repo="someone/Devstral-exl3", tool_format="mistral").tool_calls == (
+        "mistral"
+    )
+    assert "tool_format" not in render.config(settings(tool_format=""), "::1")["model"]
+    message = problems({"tabbyapi_tool_format": "hermes"})
+    assert "tabbyapi_tool_format" in message and "'qwen3_coder'" in message

@@ -3,7 +3,7 @@
 # --- tabbyAPI (roles/tabbyapi): exllamav3, EXL3 models, OpenAI-compatible API with keys --------
 # The API key and admin key come from the secrets tabbyapi_api_key / tabbyapi_admin_key
 # (AICODER_TABBYAPI_API_KEY=... or secrets.yml); they are generated once if you give none.
-# tabbyapi_host = "auto"                  # the guest's LAN address; "127.0.0.1": local only
+# tabbyapi_host = "auto"                  # all addresses, behind the firewall; "127.0.0.1": local only
 # tabbyapi_port = 5000
 # Where the code comes from (a local mirror path works; None: no source, nothing is started):
 # tabbyapi_git_url = "https://github.com/theroyallab/tabbyAPI"
@@ -27,7 +27,7 @@
 
 # --- Ollama (roles/ollama): embeddings and GGUF models, docker compose --------------------------
 # Ollama has no authentication: it is published on one address only, never on all interfaces.
-# ollama_bind_address = "auto"            # the guest's LAN address; "127.0.0.1": local only
+# ollama_bind_address = "auto"            # all addresses, behind the firewall; "127.0.0.1": local only
 # ollama_port = 11434
 # ollama_image = "ollama/ollama:0.32.15"
 # ollama_image_archive = "/srv/images/ollama-0.32.15.tar"   # air-gapped: `docker save` output

@@ -11,8 +11,9 @@ from roles import planner
 from roles.client.render import OLLAMA, TABBYAPI, Deployment, Served
 from roles.client.settings import ClientSettings
 from roles.common.checks import WILDCARD_ADDRESSES
-from roles.common.services import primary_address
+from roles.common.services import host_address
 from roles.common.settings import SettingsError
+from roles.firewall.settings import FirewallSettings
 from roles.ollama.settings import OllamaSettings
 from roles.planner.catalogue import CATALOGUE, EMBED
 from roles.tabbyapi.settings import TabbyapiSettings
@@ -113,9 +114,11 @@ def _address(guest, settings: ClientSettings, listen: str, key: str) -> str:
     if listen in WILDCARD_ADDRESSES:
         return fallback
     if listen == "auto":
-        # The address the service really listens on; the SSH address if the guest is not
+        if guest_settings(guest, FirewallSettings).enabled:
+            return fallback  # 'auto' binds every address behind the firewall (listen_address)
+        # The one address the service listens on; the SSH address if the guest is not
         # connected in this run.
-        return (guest.connected and primary_address(guest)) or fallback
+        return (guest.connected and host_address(guest).address) or fallback
     if ipaddress.ip_address(listen).is_loopback:
         raise DeployError(
             f"{guest.name}: {key} is {listen}, which the editor on this machine cannot reach; "

@@ -78,8 +78,9 @@ class ClientSettings(RoleSettings):
     )
     api_host: str = setting(
         "",
-        "address the editor reaches the guest at (empty: the address tabbyAPI binds to, else "
-        "the guest's ssh_hostname, else its inventory name)",
+        "address the editor reaches the guest at (empty: the one address tabbyAPI binds to; "
+        "when it binds all, as 'auto' does behind the firewall: the guest's ssh_hostname, else "
+        "its inventory name)",
         checks.optional(checks.matches(r"[A-Za-z0-9.:_-]+", "a host name or IP address")),
     )
     name: str = setting(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
+from dataclasses import dataclass
 from io import StringIO
 
 from pyinfra import host
@@ -18,56 +19,94 @@ from roles.common import checks, host_state
 from roles.common.host_state import UNCHANGED, State
 from roles.common.memo import host_memo
 
-# `ip route get` only looks the route up; nothing is sent to this documentation address.
+# `ip route get` only looks the route up; nothing is sent to this documentation address. An
+# address with a lease (DHCP, SLAAC) carries the "dynamic" flag in `ip addr`.
 ADDRESS_PROBE = (
     "ip -4 -o route get 192.0.2.1 2>/dev/null | sed -n 's/.* src \\([0-9.]*\\).*/route \\1/p'; "
-    "ip -4 -o addr show scope global 2>/dev/null | awk '{print \"addr\", $4}'"
+    "ip -4 -o addr show scope global 2>/dev/null | "
+    'awk \'{print "addr", $4, (/ dynamic / ? "dynamic" : "")}\''
 )
+ALL_IPV4 = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class HostAddress:
+    """The host's primary IPv4 address (None if it has none) and whether DHCP leased it."""
+
+    address: str | None
+    dynamic: bool = False
 
 
 class PrimaryAddress(FactBase):
     """The guest's primary IPv4 address: the source of its default route, else its first global
-    address; None if it has neither."""
+    address; with whether it is leased (DHCP), so may change."""
 
     @override
     def command(self) -> str:
         return ADDRESS_PROBE
 
     @override
-    def process(self, output: list[str]) -> str | None:
-        return parse_primary_address(output)
+    def process(self, output: list[str]) -> HostAddress:
+        return parse_host_address(output)
+
+
+def parse_host_address(lines: list[str]) -> HostAddress:
+    found: dict[str, str] = {}
+    dynamic: set[str] = set()
+    for line in lines:
+        kind, _, value = line.strip().partition(" ")
+        address, _, flags = value.partition(" ")
+        address = address.split("/")[0]
+        found.setdefault(kind, address)
+        if kind == "addr" and "dynamic" in flags.split():
+            dynamic.add(address)
+    for kind in ("route", "addr"):
+        try:
+            address = str(ipaddress.IPv4Address(found.get(kind, "")))
+        except ValueError:
+            continue
+        return HostAddress(address, address in dynamic)
+    return HostAddress(None)
 
 
 def parse_primary_address(lines: list[str]) -> str | None:
-    found: dict[str, str] = {}
-    for line in lines:
-        kind, _, value = line.strip().partition(" ")
-        found.setdefault(kind, value.split("/")[0])
-    for kind in ("route", "addr"):
-        try:
-            return str(ipaddress.IPv4Address(found.get(kind, "")))
-        except ValueError:
-            continue
-    return None
+    return parse_host_address(lines).address
 
 
-def listen_address(value: str, key: str, known: str | None = None) -> str:
-    """``value`` with 'auto' resolved to the host's primary address: ``known`` when a role's
-    probe read it already, else read once per host (one round trip)."""
+def listen_address(value: str, key: str, filtered: bool, known: HostAddress | None = None) -> str:
+    """``value`` with 'auto' resolved. With the firewall role filtering the host's ports
+    (``filtered``), 'auto' is every IPv4 address: the service keeps listening when DHCP hands the
+    host a new address, and the firewall admits only the allowed networks. Without the firewall
+    it is the host's primary address, refused when DHCP leased it (the service would stop
+    answering at the next new lease). ``known``: the address a role's own probe read already."""
     if value != "auto":
         return value
-    if known:
+    if filtered:
+        return ALL_IPV4
+    if known and known.address:
         host_memo(host, "services")["address"] = known
-    address = primary_address(host)
-    if not address:
+    return fixed_address(host_address(host), host.name, key)
+
+
+def fixed_address(found: HostAddress, name: str, key: str) -> str:
+    """The primary address 'auto' binds without the firewall, or a DeployError saying why not."""
+    if not found.address:
         raise DeployError(
-            f"{host.name}: {key} is 'auto' but the host has no IPv4 address with a default "
+            f"{name}: {key} is 'auto' but the host has no IPv4 address with a default "
             f"route or global scope; set {key} to the address clients should use"
         )
-    return address
+    if found.dynamic:
+        raise DeployError(
+            f"{name}: {key} is 'auto', the host's address {found.address} is leased by DHCP and "
+            "the firewall role is off (firewall_enabled False): binding that address breaks at "
+            "the next new lease, and binding all addresses would need the firewall. Turn "
+            "firewall_enabled on, give the host a static address (guest_vms 'address'), or set "
+            f"{key} to an address yourself"
+        )
+    return found.address
 
 
-def primary_address(target) -> str | None:
+def host_address(target) -> HostAddress:
     """``target``'s primary IPv4 address, read once per host and run (a role's probe may have
     read it already: see listen_address)."""
     cache = host_memo(target, "services")
@@ -76,10 +115,16 @@ def primary_address(target) -> str | None:
     return cache["address"]
 
 
-def resolve_on(value: str, run) -> str | None:
-    """``value`` with 'auto' resolved by running the address probe with ``run`` (a function
-    that runs a shell command on the host and returns its output): for checks of a host."""
-    return value if value != "auto" else parse_primary_address(run(ADDRESS_PROBE).splitlines())
+def resolve_on(value: str, run, filtered: bool) -> str | None:
+    """``value`` with 'auto' resolved as listen_address does, running the address probe with
+    ``run`` (a function that runs a shell command on the host and returns its output): for
+    checks of a host. None where the deploy refuses 'auto'."""
+    if value != "auto":
+        return value
+    if filtered:
+        return ALL_IPV4
+    found = parse_host_address(run(ADDRESS_PROBE).splitlines())
+    return None if found.dynamic else found.address
 
 
 def client_address(listen: str) -> str:

@@ -19,6 +19,7 @@ from roles.common.services import (
     wait_until_answering,
 )
 from roles.docker import compose_command
+from roles.firewall.settings import FirewallSettings
 from roles.ollama import facts, render
 from roles.ollama.facts import OllamaModels, canonical_model
 from roles.ollama.settings import OllamaSettings
@@ -95,7 +96,8 @@ def install():
     folders = {settings.project_dir: "755", settings.data_dir: "750"}
     # The published address is needed for the probe's /api/tags URL: an explicit one is known,
     # 'auto' is resolved first (the only case that costs a second round trip on a first run).
-    publish = listen_address(settings.bind_address, settings.key("bind_address"))
+    filtered = FirewallSettings.from_host(host).enabled
+    publish = listen_address(settings.bind_address, settings.key("bind_address"), filtered)
     api = f"http://{client_address(publish)}:{settings.port}"
     state = host_state.read(
         paths=[compose_path, render.UNIT_PATH],

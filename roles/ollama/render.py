@@ -46,8 +46,8 @@ def compose(settings: OllamaSettings, publish: str) -> dict:
         # reaches out to a registry behind its back.
         "pull_policy": "never",
         "restart": "unless-stopped",
-        # Published on one address only: Docker's port publishing bypasses the host firewall's
-        # INPUT rules, and Ollama has no authentication.
+        # Ollama has no authentication: published on one address, or on all ('auto') only
+        # where the firewall role's forward chain filters Docker's published ports.
         "ports": [published_port(publish, settings.port)],
         # A host folder, never a named volume: `docker compose down -v` or a volume prune
         # cannot delete the models.

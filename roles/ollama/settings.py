@@ -29,7 +29,8 @@ RESERVED_ENV = ("OLLAMA_HOST", "OLLAMA_MODELS")
 
 
 def publish_address(value: str) -> str | None:
-    """One address: Ollama has no authentication, so never all interfaces."""
+    """One address: Ollama has no authentication, so never all interfaces by hand ('auto' binds
+    them only behind the firewall role's filter)."""
     if value == "auto":
         return None
     problem = checks.ip_address(value)
@@ -38,7 +39,8 @@ def publish_address(value: str) -> str | None:
     if ipaddress.ip_address(value).is_unspecified:
         return (
             f"{value!r} publishes Ollama on every interface, and Ollama has no authentication; "
-            "use 'auto' (the guest's LAN address), that address itself, or 127.0.0.1"
+            "use 'auto' (behind the firewall: reachable from firewall_allowed_networks only), "
+            "the guest's address, or 127.0.0.1"
         )
     return None
 
@@ -92,8 +94,10 @@ class OllamaSettings(RoleSettings):
     )
     bind_address: str = setting(
         "auto",
-        "the one address the API is published on: 'auto' (the guest's LAN address), an IP, or "
-        "127.0.0.1 for local clients only; never all interfaces (Ollama has no authentication)",
+        "address the API is published on: 'auto' (every IPv4 address, reachable only from "
+        "firewall_allowed_networks, so a new DHCP lease changes nothing; with the firewall off: "
+        "the guest's static address), one IP, or 127.0.0.1 for local clients only; never "
+        "0.0.0.0 by hand (Ollama has no authentication)",
         publish_address,
     )
     port: int = setting(11434, "TCP port of Ollama's API", checks.port)

@@ -21,6 +21,7 @@ from roles.common.services import (
     unit_lifecycle,
     wait_until_answering,
 )
+from roles.firewall.settings import FirewallSettings
 from roles.hf_tools import hf_command
 from roles.tabbyapi import facts, render
 from roles.tabbyapi.facts import TabbyapiState
@@ -282,7 +283,8 @@ def install():
         return
     os_family(host, allowed=(DEBIAN,))
     state, install_state = _read_state(settings)
-    listen = listen_address(settings.host, settings.key("host"), install_state.address)
+    filtered = FirewallSettings.from_host(host).enabled
+    listen = listen_address(settings.host, settings.key("host"), filtered, install_state.address)
     _check_host(settings, install_state)
 
     host_state.packages(state, "tabbyAPI: curl and logrotate", PACKAGES)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from roles.common.services import ADDRESS_PROBE, parse_primary_address
+from roles.common.services import ADDRESS_PROBE, HostAddress, parse_host_address
 from roles.tabbyapi.render import INSTALL_STAMP, MODEL_STAMP
 
 
@@ -21,7 +21,7 @@ class TabbyapiState:
     user_exists: bool = False
     models: dict[str, str] = field(default_factory=dict)  # complete folder -> its stamp
     links: dict[str, str] = field(default_factory=dict)  # symlink -> its target
-    address: str | None = None  # the guest's primary IPv4 address
+    address: HostAddress | None = None  # the guest's primary IPv4 address
 
 
 def parse_state(lines: list[str]) -> TabbyapiState:
@@ -44,7 +44,7 @@ def parse_state(lines: list[str]) -> TabbyapiState:
         elif kind == "link":
             path, _, target = value.partition(" ")
             state.links[path] = target
-    state.address = parse_primary_address(lines)
+    state.address = parse_host_address(lines)
     return state
 
 

@@ -142,8 +142,9 @@ class TabbyapiSettings(RoleSettings):
     )
     host: str = setting(
         "auto",
-        "address tabbyAPI listens on: 'auto' (the guest's primary LAN address), one IP, or "
-        "0.0.0.0 for all (authentication always stays on)",
+        "address tabbyAPI listens on: 'auto' (every IPv4 address, reachable only from "
+        "firewall_allowed_networks, so a new DHCP lease changes nothing; with the firewall off: "
+        "the guest's static address), one IP, or 0.0.0.0 (authentication always stays on)",
         bind_address,
     )
     port: int = setting(5000, "TCP port of tabbyAPI's OpenAI-compatible API", checks.port)

@@ -11,9 +11,10 @@ import shlex
 
 import pytest
 import yaml
-from role_settings import enabled_settings
+from role_settings import enabled_settings, settings_of
 
-from roles.common.services import client_address, resolve_on
+from roles.common.services import ALL_IPV4, client_address, resolve_on
+from roles.firewall.settings import FirewallSettings
 from roles.ollama import render
 from roles.ollama.facts import canonical_model
 from roles.ollama.settings import OllamaSettings
@@ -27,8 +28,13 @@ def ollama(host_data: dict) -> OllamaSettings:
 
 
 @pytest.fixture
-def publish(guest, ollama) -> str:
-    return resolve_on(ollama.bind_address, guest.check_output)
+def filtered(host_data) -> bool:
+    return settings_of(FirewallSettings, host_data).enabled
+
+
+@pytest.fixture
+def publish(guest, ollama, filtered) -> str:
+    return resolve_on(ollama.bind_address, guest.check_output, filtered)
 
 
 @pytest.fixture
@@ -59,12 +65,16 @@ def get_json(guest, url: str, body: dict | None = None) -> dict:
     return json.loads(out)
 
 
-def test_compose_file_is_valid_and_published_on_one_address(guest, ollama, publish, compose):
+def test_compose_file_is_valid_and_published_where_configured(
+    guest, ollama, publish, compose, filtered
+):
     path = f"{ollama.project_dir}/{render.COMPOSE_FILE}"
     service = yaml.safe_load(guest.file(path).content_string)["services"]["ollama"]
     assert service["image"] == ollama.image
     assert service["ports"] == [render.published_port(publish, ollama.port)]
-    assert not publish.startswith("0.") and publish != "::"
+    # All addresses only for 'auto' behind the firewall (its forward chain filters Docker's
+    # published ports: tests/infra/test_firewall.py); never '::'.
+    assert publish != "::" and (publish != ALL_IPV4 or (filtered and ollama.bind_address == "auto"))
     assert service["volumes"] == [f"{ollama.data_dir}:/root/.ollama"]
     assert guest.run(f"{compose} -p {render.PROJECT} -f {path} config --quiet").rc == 0
     assert guest.file(ollama.data_dir).is_directory

@@ -14,6 +14,7 @@ import yaml
 from role_settings import enabled_settings, settings_of
 
 from roles.common.services import client_address, resolve_on
+from roles.firewall.settings import FirewallSettings
 from roles.hf_tools.settings import HfToolsSettings
 from roles.tabbyapi import render
 from roles.tabbyapi.settings import TabbyapiSettings
@@ -28,8 +29,9 @@ def tabby(host_data: dict) -> TabbyapiSettings:
 
 
 @pytest.fixture
-def listen(guest, tabby) -> str:
-    return resolve_on(tabby.host, guest.check_output)
+def listen(guest, tabby, host_data) -> str:
+    filtered = settings_of(FirewallSettings, host_data).enabled
+    return resolve_on(tabby.host, guest.check_output, filtered)
 
 
 @pytest.fixture

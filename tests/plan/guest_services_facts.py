@@ -15,6 +15,8 @@ from gpu_stack_facts import NVIDIA_STATE, converged_driver
 from harness import fixture, os_release_response, run_plan
 
 ADDRESS = "192.168.1.20"
+# Where 'auto' binds behind the firewall (every IPv4 address), and where the guest reaches it.
+LISTEN, LOCAL = "0.0.0.0", "127.0.0.1"
 LAN = {"firewall_allowed_networks": ["192.168.1.0/24"]}
 
 # Each role's HostState command, told apart by its probe (first match wins, see @fake).

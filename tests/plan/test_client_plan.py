@@ -174,8 +174,15 @@ def test_config_path_is_a_setting():
     assert plan.find(r"> /srv/editor/\.env\.tmp")
 
 
-def test_a_connected_guest_listening_on_auto_is_reached_at_its_primary_address():
-    plan = run_client(guest_responses={str(PrimaryAddress().command()): "route 10.0.0.7"})
+def test_auto_is_reached_at_the_ssh_address_behind_the_firewall_else_the_bound_one():
+    address = {str(PrimaryAddress().command()): "route 10.0.0.7"}
+    # Behind the firewall 'auto' binds every address: the one the deploy reaches the guest at.
+    plan = run_client(guest_responses=address)
+    urls = {m["apiBase"] for m in config_of(plan)["models"]}
+    assert urls == {"http://192.168.1.50:5000/v1", "http://192.168.1.50:11434"}
+    # Without it, 'auto' binds the guest's (static) primary address: the config follows.
+    unfiltered = {"guest": {**GUEST_DATA, "firewall_enabled": False}}
+    plan = run_client(guests=unfiltered, guest_responses=address)
     urls = {m["apiBase"] for m in config_of(plan)["models"]}
     assert urls == {"http://10.0.0.7:5000/v1", "http://10.0.0.7:11434"}
 

@@ -13,25 +13,27 @@ import re
 import pytest
 from guest_services_facts import (
     ADDRESS,
+    LAN,
+    LISTEN,
     OLLAMA_STATE,
     address_lines,
     guest_plan,
     own,
     probe_lines,
+    responses,
     unit_line,
     use_secrets,
 )
-from harness import file_line
+from harness import file_line, run_plan
 
+from roles.firewall.render import NFT_FILE
 from roles.ollama import render
 from roles.ollama.settings import OllamaSettings
 
 OWN_OPS = re.compile(r"^Ollama")
 V2, V1 = ["docker", "compose"], ["docker-compose"]
-TAGS = re.compile(r"curl -fsS -m 10 \S*http://192\.168\.1\.20:11434/api/tags")
-VERSION = re.compile(
-    r"until curl -fsS -o /dev/null -m 5 \S*http://192\.168\.1\.20:11434/api/version"
-)
+TAGS = re.compile(r"curl -fsS -m 10 \S*http://127\.0\.0\.1:11434/api/tags")
+VERSION = re.compile(r"until curl -fsS -o /dev/null -m 5 \S*http://127\.0\.0\.1:11434/api/version")
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +56,7 @@ def converged_guest(data: dict | None = None, compose=V2, models=("nomic-embed-t
         *address_lines(),
     ]
     state = [
-        file_line(f"{settings.project_dir}/compose.yaml", render.compose_yaml(settings, ADDRESS)),
+        file_line(f"{settings.project_dir}/compose.yaml", render.compose_yaml(settings, LISTEN)),
         file_line(render.UNIT_PATH, render.unit(settings, compose)),
         unit_line(render.UNIT),
         f"dir 755 root:root {settings.project_dir}",
@@ -70,7 +72,7 @@ def test_fresh_guest_pulls_the_image_writes_the_project_starts_it_and_pulls_mode
     plan = guest_plan()
     assert plan.find(r"^docker pull --quiet ollama/ollama:0\.32\.15$")
     compose = plan.files["/opt/ollama/compose.yaml"]
-    assert "- 192.168.1.20:11434:11434" in compose and "capabilities:" in compose
+    assert "- 0.0.0.0:11434:11434" in compose and "capabilities:" in compose
     assert plan.find(r"^docker compose -p ollama -f /opt/ollama/compose.yaml config --quiet$")
     unit = plan.files[render.UNIT_PATH]
     assert "ExecStart=docker compose -p ollama -f /opt/ollama/compose.yaml up -d" in unit
@@ -78,7 +80,7 @@ def test_fresh_guest_pulls_the_image_writes_the_project_starts_it_and_pulls_mode
     assert plan.find(r"^systemctl enable ollama.service$")
     [pull] = plan.find(r"/api/pull")
     assert '{"model": "nomic-embed-text", "stream": false}' in pull
-    assert "http://192.168.1.20:11434/api/pull" in pull and "exit 1" in pull
+    assert "http://127.0.0.1:11434/api/pull" in pull and "exit 1" in pull
 
 
 def test_debian_docker_uses_compose_v1():
@@ -140,8 +142,23 @@ def test_an_api_that_never_answers_fails_with_the_compose_logs():
     plan = guest_plan(extra=extra)
     [(name, [command])] = [(n, c) for n, c in plan.changed if OWN_OPS.match(n)]
     assert name == "Ollama | Ollama: answers /api/version"
-    assert "Ollama did not answer http://192.168.1.20:11434/api/version within 120 s" in command
+    assert "Ollama did not answer http://127.0.0.1:11434/api/version within 120 s" in command
     assert (
         "docker compose -p ollama -f /opt/ollama/compose.yaml logs --no-color --tail 30" in command
     )
     assert "journalctl -u ollama.service -n 30" in command and command.endswith("exit 1")
+
+
+def test_auto_binds_all_behind_the_firewall_else_a_static_address_and_refuses_a_lease():
+    # (A longer key than the default answer of responses(), so that it is matched first.)
+    dhcp = {"ip -4 -o route get 192.0.2.1 2>": f"route {ADDRESS}\naddr {ADDRESS}/24 dynamic"}
+    behind = guest_plan(extra=dhcp)  # firewall_enabled: the default
+    assert "- 0.0.0.0:11434:11434" in behind.files["/opt/ollama/compose.yaml"]
+    assert "ip saddr @allowed_v4 return" in behind.files[NFT_FILE]  # Docker's ports filtered
+    static = guest_plan({"firewall_enabled": False})
+    assert f"- {ADDRESS}:11434:11434" in static.files["/opt/ollama/compose.yaml"]
+    mine = {**LAN, "firewall_enabled": False, "tabbyapi_host": ADDRESS}  # refused first else
+    refused = run_plan({"ai_guests": mine}, responses(dhcp))
+    message = str(refused.error)
+    assert "ollama_bind_address is 'auto'" in message and "leased by DHCP" in message
+    assert "firewall_enabled" in message and refused.changed == []

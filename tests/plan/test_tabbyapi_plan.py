@@ -12,9 +12,9 @@ import re
 
 import pytest
 from guest_services_facts import (
-    ADDRESS,
     HF_STATE,
     LAN,
+    LISTEN,
     TABBY_STATE,
     address_lines,
     guest_plan,
@@ -34,7 +34,7 @@ API_KEY, ADMIN_KEY, HF_TOKEN = "api-7f3c9e1d5b2a", "admin-0e8d4c2b6a19", "hf_sec
 OWN_OPS = re.compile(r"^(tabbyAPI|Hugging Face tools)")
 REF = TabbyapiSettings().git_ref
 MODEL = "Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3-4.0bpw_H6"
-HEALTH = re.compile(r"until curl -fsS -o /dev/null -m 5 \S*http://192\.168\.1\.20:5000/health")
+HEALTH = re.compile(r"until curl -fsS -o /dev/null -m 5 \S*http://127\.0\.0\.1:5000/health")
 SOURCE = "ArtusDev/Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3@4.0bpw_H6"
 
 
@@ -74,7 +74,7 @@ def converged_guest(data: dict | None = None, **install) -> dict:
         f"link {settings.src}/api_tokens.yml {render.TOKENS_FILE}",
     ]
     tabby = [
-        file_line(render.CONFIG_FILE, render.config_yml(settings, ADDRESS), "640", f"root:{user}"),
+        file_line(render.CONFIG_FILE, render.config_yml(settings, LISTEN), "640", f"root:{user}"),
         file_line(render.TOKENS_FILE, render.api_tokens_yml(API_KEY, ADMIN_KEY), "600", mine),
         file_line(render.UNIT_PATH, render.unit(settings)),
         file_line(render.LOGROTATE_PATH, render.logrotate(settings)),
@@ -133,7 +133,7 @@ def test_model_is_downloaded_as_the_service_user_then_checked_then_stamped():
 def test_config_and_keys_files_and_the_unit():
     plan = guest_plan()
     config = plan.files[render.CONFIG_FILE]
-    assert "host: 192.168.1.20" in config and "disable_auth: false" in config
+    assert "host: 0.0.0.0" in config and "disable_auth: false" in config
     assert f"model_name: {MODEL}" in config
     tokens = plan.files[render.TOKENS_FILE]
     assert tokens == f"api_key: {API_KEY}\nadmin_key: {ADMIN_KEY}\n"
@@ -249,7 +249,7 @@ def test_a_service_that_never_answers_fails_with_its_redacted_log_lines():
     plan = guest_plan(extra=extra)
     [(name, [command])] = [(n, c) for n, c in plan.changed if OWN_OPS.match(n)]
     assert name == "tabbyAPI | tabbyAPI: answers /health"
-    assert "did not answer http://192.168.1.20:5000/health within 900 s" in command
+    assert "did not answer http://127.0.0.1:5000/health within 900 s" in command
     assert "tail -n 30 /var/log/tabbyapi/tabbyapi.log" in command
     assert "journalctl -u tabbyapi.service -n 30" in command
     assert "s/(key is:).*/\\1 <redacted>/I" in command
@@ -276,3 +276,14 @@ def test_with_sudo_the_upload_goes_through_a_private_temporary_file():
     commands = plan.commands
     upload = commands.index(f"upload {render.TOKENS_FILE}")
     assert re.fullmatch(r"umask 077 && set -C && : > /tmp/pyinfra-\w+", commands[upload - 1])
+
+
+def test_a_new_dhcp_lease_changes_nothing():
+    """tabbyAPI bound the address read at deploy time: a new lease left it listening on an
+    address the guest no longer had. 'auto' now binds every address behind the firewall."""
+    answers = converged_guest()
+    moved = {"probe route 192.168.1.20": "probe route 192.168.1.77"}
+    moved["probe addr 192.168.1.20/24"] = "probe addr 192.168.1.77/24 dynamic"
+    answers[TABBY_STATE] = [moved.get(line, line) for line in answers[TABBY_STATE]]
+    plan = guest_plan(extra=answers)
+    assert own(plan, OWN_OPS) == [], plan.changed

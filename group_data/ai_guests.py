@@ -48,11 +48,13 @@
 # embeddings share the card. The plan's table is printed before the deploy; try it first with
 # `python -m roles.planner --vram 24 --chat qwen2.5-coder-32b` (--list shows the models).
 # planner_chat_model = "qwen3-coder-30b-a3b"
-# planner_autocomplete_model = "qwen2.5-coder-1.5b-base"   # empty: the chat model autocompletes
+# planner_autocomplete_model = "qwen2.5-coder-1.5b-base"   # empty: that when it fits, else the chat model
 # planner_embed_model = "nomic-embed-text"
 # planner_vram_gib = 24.0                 # 0: read from nvidia-smi (after the driver is installed)
 # planner_chat_context = 16384
 # planner_ram_offload_gib = 16.0          # how much of a too-big chat model may sit in RAM
+# planner_reserve_gib = 1.0               # VRAM kept free on each GPU (process overheads come on top)
+# planner_draft_model = "qwen3-0.6b"      # the draft tabbyAPI loads (tabbyapi_draft_model_repo)
 
 # --- NVIDIA driver (roles/nvidia_driver) -----------------------------------------------------
 # nvidia_driver_source = "nvidia"         # NVIDIA's CUDA repo; "debian": bookworm's 535 (too old

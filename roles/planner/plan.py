@@ -209,7 +209,7 @@ def plan(
     larger one. ``backends`` are the ones the guest runs (the user may turn one off).
     ``draft`` is the draft model tabbyAPI loads beside its model, if any.
     """
-    args = dict(
+    args: dict = dict(
         vram_gib=vram_gib,
         chat=chat,
         embed=embed,
@@ -224,20 +224,20 @@ def plan(
     )
     if autocomplete is not None:
         return _plan(autocomplete=autocomplete, **args)
-    alone, why = None, None
+    alone: Plan | PlanError
     try:
         alone = _plan(autocomplete=chat, **args)
     except PlanError as error:  # the chat model cannot autocomplete, or nothing fits at all
-        why = error
+        alone = error
     try:
         with_fim = _plan(autocomplete=SMALL_FIM, **args)
     except PlanError as error:
-        if alone is None:
+        if isinstance(alone, PlanError):
             # Nothing fits: say so for the chat model alone, unless it needs the FIM model.
             needs_fim = AUTOCOMPLETE not in _model(chat, CHAT).uses
-            raise (error if needs_fim else why) from None
+            raise (error if needs_fim else alone) from None
         return alone
-    if alone is None or _same_chat(alone, with_fim):
+    if isinstance(alone, PlanError) or _same_chat(alone, with_fim):
         return with_fim
     return alone
 
@@ -245,22 +245,23 @@ def plan(
 def _same_chat(a: Plan, b: Plan) -> bool:
     """The chat model is served the same way (backend, quant, nothing spilled) in both."""
     x, y = a.serving(CHAT), b.serving(CHAT)
+    assert x and y  # every plan serves the chat model
     return (x.backend, x.quant, x.offload_gib) == (y.backend, y.quant, y.offload_gib)
 
 
 def _plan(
-    vram_gib,
-    chat,
-    autocomplete,
-    embed,
-    chat_context,
-    autocomplete_context,
-    kv,
-    slots,
-    ram_offload_gib,
-    reserve_gib,
-    backends,
-    draft,
+    vram_gib: float,
+    chat: str,
+    autocomplete: str,
+    embed: str | None,
+    chat_context: int,
+    autocomplete_context: int,
+    kv: dict[str, float],
+    slots: dict[str, int],
+    ram_offload_gib: float,
+    reserve_gib: float,
+    backends: tuple[str, ...],
+    draft: Draft | None,
 ) -> Plan:
     chat_model = _model(chat, CHAT)
     same = autocomplete == chat

@@ -95,7 +95,7 @@ def install():
     compose_path = render.compose_path(settings)
     folders = {settings.project_dir: "755", settings.data_dir: "750"}
     # The published address is needed for the probe's /api/tags URL: an explicit one is known,
-    # 'auto' is resolved first (the only case that costs a second round trip on a first run).
+    # so is 'auto' behind the firewall (all addresses); without it 'auto' costs a round trip.
     filtered = FirewallSettings.from_host(host).enabled
     publish = listen_address(settings.bind_address, settings.key("bind_address"), filtered)
     api = f"http://{client_address(publish)}:{settings.port}"

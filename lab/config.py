@@ -87,7 +87,13 @@ class Lab:
 
     @property
     def key(self) -> Path:
+        """The admin user's key: what the inventory (the deploy, the infra checks) logs in with."""
         return self.dir / "id_ed25519"
+
+    @property
+    def root_key(self) -> Path:
+        """Root's key, for the lab's own tooling only: the deploy cannot log in as root."""
+        return self.dir / "root_ed25519"
 
     @property
     def inventory(self) -> Path:

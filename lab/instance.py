@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from lab import cgroups, cloud_image, inventory, network, nspawn, rootfs, ssh
+from lab import admin, cgroups, cloud_image, inventory, network, nspawn, rootfs, ssh
 from lab.config import MACHINES, Lab
 from lab.overrides import SEED_COMMANDS
 
@@ -50,6 +50,7 @@ def up(lab: Lab, machines: list[str], log=print) -> dict[str, str]:
         st = nspawn.start(lab, machine, root, subnet, nameservers)
         ips[machine] = st["ip"]
         if not was_running:
+            admin.provision(lab, st["ip"])  # what cloud-init does on a real VM's first boot
             seed(lab, machine, st["ip"])
         how = "running" if was_running else f"up in {time.monotonic() - started:.1f} s"
         log(f"{lab.machine_id(machine)}: {st['ip']} ({how})")
@@ -76,6 +77,7 @@ def restart(lab: Lab, machine: str, log=print) -> str:
     nspawn.power_off(lab, machine)
     subnet = _load(lab)["subnet"]
     st = nspawn.start(lab, machine, rootfs.ensure(log), subnet, network.up(lab, subnet), keep=True)
+    admin.provision(lab, st["ip"])  # a volatile machine boots without it
     log(f"{lab.machine_id(machine)}: restarted in {time.monotonic() - started:.1f} s")
     return st["ip"]
 

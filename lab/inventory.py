@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pprint
 
+from lab import admin
 from lab.config import MACHINES, Lab
 from lab.overrides import OVERRIDES
 
@@ -14,17 +15,25 @@ Use: pyinfra {path} deploy.py
 '''
 
 
-def host_data(lab: Lab, machine: str, ip: str) -> dict:
-    data = {
-        "ssh_hostname": ip,
-        "ssh_port": 22,
-        "ssh_user": "root",
+def connection(lab: Lab, hostname: str, port: int = 22) -> dict:
+    """How the deploy logs in to a lab machine: as a user's inventory does, as the admin user
+    (lab/admin.py) with sudo, never as root."""
+    return {
+        "ssh_hostname": hostname,
+        "ssh_port": port,
+        "ssh_user": admin.USER,
+        "_sudo": True,
         "ssh_key": str(lab.key),
         "ssh_known_hosts_file": "/dev/null",
         "ssh_strict_host_key_checking": "no",
-        # The base role's admin user gets the lab key too, so its key login can be checked.
+        # The base role manages the user the deploy logs in as: with the same key, so a deploy
+        # that rewrites its authorized_keys keeps its own login.
         "base_admin_ssh_keys": [lab.key.with_suffix(".pub").read_text().strip()],
     }
+
+
+def host_data(lab: Lab, machine: str, ip: str) -> dict:
+    data = connection(lab, ip)
     data.update(OVERRIDES.get(MACHINES[machine].group, {}))
     return data
 

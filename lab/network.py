@@ -1,5 +1,11 @@
 """The lab's host network: a bridge per lab instance, masquerade in its own nft table, forwarding.
 
+Instances are isolated from each other: each one's table drops forwarding between its bridge and
+any other lab subnet (all are in LAB_RANGE), both ways, so a machine reaches only its own bridge
+and the NAT out. Without that, one lab's guest reached another's SSH masqueraded to the other
+bridge's address, inside the firewall's allowed range, and firewall tests could pass for the
+wrong reason.
+
 Everything `up` adds is recorded so that `down` restores the host exactly. ip_forward is shared
 by all lab instances on the host: the value from before the first one is kept in /run and put
 back when the last one goes down.
@@ -18,6 +24,7 @@ from pathlib import Path
 
 from lab.config import Lab
 
+LAB_RANGE = "10.213.0.0/16"  # every instance's subnet is a /24 in it (pick_subnet)
 RUN_DIR = Path("/run/aicoder-lab")  # host-wide: which lab instances hold ip_forward
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
@@ -43,13 +50,14 @@ def _subnet_in_use(net: ipaddress.IPv4Network) -> bool:
 
 
 def pick_subnet(name: str) -> str:
-    """A free 10.213.X.0/24, X derived from the instance name (next free one on a clash)."""
-    start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % 254
-    for i in range(254):
-        net = ipaddress.IPv4Network(f"10.213.{(start + i) % 254 + 1}.0/24")
+    """A free /24 of LAB_RANGE, derived from the instance name (next free one on a clash)."""
+    subnets = list(ipaddress.IPv4Network(LAB_RANGE).subnets(new_prefix=24))[1:255]
+    start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(subnets)
+    for i in range(len(subnets)):
+        net = subnets[(start + i) % len(subnets)]
         if not _subnet_in_use(net):
             return str(net)
-    raise RuntimeError("no free 10.213.X.0/24 subnet for the lab")
+    raise RuntimeError(f"no free /24 subnet in {LAB_RANGE} for the lab")
 
 
 def gateway(subnet: str) -> str:
@@ -110,11 +118,17 @@ def resolvers() -> tuple[list[str], str | None]:
 
 
 def _nft_rules(lab: Lab, subnet: str, dns_dnat: str | None) -> str:
+    bridge = f'"{lab.bridge}"'
     rules = f"""
 table inet {lab.nft_table} {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         ip saddr {subnet} ip daddr != {subnet} masquerade
+    }}
+    chain forward {{
+        type filter hook forward priority filter; policy accept;
+        iifname {bridge} ip daddr {LAB_RANGE} ip daddr != {subnet} drop
+        oifname {bridge} ip saddr {LAB_RANGE} ip saddr != {subnet} drop
     }}
 """
     if dns_dnat:

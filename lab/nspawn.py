@@ -109,7 +109,7 @@ def _nspawn_command(lab: Lab, machine: str, root: Path, mdir: Path) -> list[str]
         "--timezone=off",  # the base role sets the machine's own time zone
         "--link-journal=no",
         *[f"--bind-ro={mdir / src}:{dst}" for src, dst in binds.items()],
-        f"--bind-ro={lab.key}.pub:/root/.ssh/authorized_keys",
+        f"--bind-ro={lab.root_key}.pub:/root/.ssh/authorized_keys",
         f"--bind={mdir / 'docker'}:/var/lib/docker",
     ]
     kind = MACHINES[machine]

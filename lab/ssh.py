@@ -19,29 +19,32 @@ OPTIONS = [
 
 
 def ensure_key(lab: Lab) -> Path:
-    """The lab instance's key pair (created once, kept across up/down)."""
-    if not lab.key.exists():
-        lab.dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"aicoder-{lab.name}",
-             "-f", str(lab.key)],
-            check=True,
-        )  # fmt: skip
+    """The lab instance's key pairs, the admin user's and root's (created once, kept across
+    up/down); returns the admin user's."""
+    for key, who in ((lab.key, "admin"), (lab.root_key, "root")):
+        if not key.exists():
+            lab.dir.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"aicoder-{lab.name}-{who}",
+                 "-f", str(key)],
+                check=True,
+            )  # fmt: skip
     return lab.key
 
 
 def command(lab: Lab, ip: str, *cmd: str, tty: bool = False, port: int = 22) -> list[str]:
     """``ssh`` as root into a machine (a VM's port forward: ``port`` on 127.0.0.1)."""
     forward = ["-p", str(port)] if port != 22 else []
-    return ["ssh", *OPTIONS, "-i", str(lab.key), *forward, *(["-t"] if tty else []), f"root@{ip}",
-            *cmd]  # fmt: skip
+    tty_flag = ["-t"] if tty else []
+    return ["ssh", *OPTIONS, "-i", str(lab.root_key), *forward, *tty_flag, f"root@{ip}", *cmd]
 
 
-def run(lab: Lab, ip: str, cmd: str, check: bool = True, timeout: float = 600, **kw):
-    """Run a shell command in a machine; returns the CompletedProcess (text, captured)."""
+def run(lab: Lab, ip: str, cmd: str, check: bool = True, timeout: float = 600, port: int = 22):
+    """Run a shell command in a machine as root; returns the CompletedProcess (text, captured)."""
     return subprocess.run(
-        command(lab, ip, cmd), check=check, timeout=timeout, capture_output=True, text=True, **kw
-    )
+        command(lab, ip, cmd, port=port), check=check, timeout=timeout, capture_output=True,
+        text=True,
+    )  # fmt: skip
 
 
 def wait_ready(lab: Lab, ip: str, timeout: float, alive=lambda: True) -> None:

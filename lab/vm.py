@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import TypedDict
 
-from lab import config, hostfs, inventory, proc, rootfs, ssh
+from lab import admin, config, hostfs, inventory, proc, rootfs, ssh
 from lab.config import Lab
 from lab.nspawn import proxy_files, tail
 from lab.overrides import OVERRIDES
@@ -320,7 +320,7 @@ def _write_files(lab: Lab, vdir: Path, images: Path) -> None:
             )  # fmt: skip
     if not (vdir / "vars.fd").exists():
         shutil.copy(OVMF_VARS, vdir / "vars.fd")
-    shutil.copy(f"{lab.key}.pub", vdir / "authorized_keys")
+    shutil.copy(f"{lab.root_key}.pub", vdir / "authorized_keys")
     (vdir / "hostname").write_text(host_id(lab) + "\n")
     environment, apt_proxy = proxy_files()
     (vdir / "environment").write_text(environment)
@@ -354,6 +354,7 @@ def start(lab: Lab, log=print, name: str = NAME) -> VmState:
     }
     (vdir / "state.json").write_text(json.dumps(st))
     waited = wait_ssh(lab, st)
+    admin.provision(lab, "127.0.0.1", port)
     log(f"{host_id(lab, name)}: SSH on 127.0.0.1:{port} after {waited:.0f} s")
     return st
 
@@ -382,15 +383,7 @@ def inventory_hosts(lab: Lab) -> dict[str, list[tuple[str, dict]]]:
     st = running(lab)
     if not st:
         return {}
-    data = {
-        "ssh_hostname": "127.0.0.1",
-        "ssh_port": st["port"],
-        "ssh_user": "root",
-        "ssh_key": str(lab.key),
-        "ssh_known_hosts_file": "/dev/null",
-        "ssh_strict_host_key_checking": "no",
-        "base_admin_ssh_keys": [Path(f"{lab.key}.pub").read_text().strip()],
-    }
+    data = inventory.connection(lab, "127.0.0.1", st["port"])
     data.update(OVERRIDES.get(GROUP, {}))
     data.update(HOST_DATA)
     return {GROUP: [(host_id(lab), data)]}

@@ -72,21 +72,25 @@ def _yaml(data: dict) -> str:
     return yaml.safe_dump(data, default_flow_style=False, sort_keys=False)
 
 
+def admin_user_entry(admin_user: str, ssh_keys: list[str]) -> dict:
+    """cloud-config `users` entry: the admin user the deploy logs in as, with key login and
+    passwordless sudo (the lab gives its machines the same, lab/admin.py)."""
+    return {
+        "name": admin_user,
+        "groups": ["sudo"],
+        "shell": "/bin/bash",
+        "sudo": "ALL=(ALL) NOPASSWD:ALL",
+        "lock_passwd": True,
+        "ssh_authorized_keys": list(ssh_keys),
+    }
+
+
 def user_data(vm: Vm, admin_user: str, ssh_keys: list[str]) -> str:
     """cloud-config: hostname, the admin user with its SSH keys and sudo, no passwords."""
     data = {
         "hostname": vm.hostname,
         "manage_etc_hosts": True,
-        "users": [
-            {
-                "name": admin_user,
-                "groups": ["sudo"],
-                "shell": "/bin/bash",
-                "sudo": "ALL=(ALL) NOPASSWD:ALL",
-                "lock_passwd": True,
-                "ssh_authorized_keys": list(ssh_keys),
-            }
-        ],
+        "users": [admin_user_entry(admin_user, ssh_keys)],
         "ssh_pwauth": False,
         "disable_root": True,
     }

@@ -56,9 +56,8 @@ class Hypervisor:
         for option in ("StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null",
                        "LogLevel=ERROR", "BatchMode=yes", "ConnectTimeout=10"):  # fmt: skip
             opts += ["-o", option]
-        jump = " ".join(
-            ["ssh", "-i", key, *opts, "-W", "%h:%p", f"root@{self.lab.machine_state('hv')['ip']}"]
-        )
+        hv = self.lab.machine_state("hv")["ip"]
+        jump = " ".join(["ssh", "-i", key, *opts, "-W", "%h:%p", f"aicoder@{hv}"])
         cmd = ["ssh", "-i", key, *opts, "-o", f"ProxyCommand={jump}", f"aicoder@{VM_IP}", command]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:

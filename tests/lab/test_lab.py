@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import cgroups, proc
+from lab import cgroups, proc, ssh
 
 REPO = Path(__file__).resolve().parents[2]
 SCRATCH = "test-b"  # a second lab instance, for tests that change a machine or take it down
@@ -42,6 +43,36 @@ def test_inventory_is_self_contained(lab):
 def test_deploy_succeeds(deploys):
     first, _ = deploys
     assert first.ok, f"pyinfra exited {first.returncode}:\n{first.tail()}"
+
+
+def _login(lab, user: str, command: str) -> subprocess.CompletedProcess:
+    """``command`` in the guest over SSH as ``user`` with the inventory's key."""
+    ip = lab.machine_state("guest")["ip"]
+    return subprocess.run(
+        ["ssh", *ssh.OPTIONS, "-i", str(lab.config.key), f"{user}@{ip}", command],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_deploy_logs_in_as_the_admin_user_with_sudo_never_as_root(deployed):
+    """As on a user's VM: the admin user cloud-init makes, every root operation through sudo."""
+    scope: dict = {}
+    exec(deployed.inventory.read_text(), scope)
+    hosts = [data for group in ("ai_guests", "hypervisors") for _, data in scope[group]]
+    assert hosts and all(
+        (h["ssh_user"], h["_sudo"], h["ssh_key"]) == ("aicoder", True, str(deployed.config.key))
+        for h in hosts
+    ), hosts
+    # The inventory's key cannot log in as root, so the deploy that succeeded did not.
+    assert _login(deployed, "root", "true").returncode != 0, "root logs in with the deploy's key"
+    admin = _login(deployed, "aicoder", "id -un; sudo -n id -un")
+    assert admin.stdout.split() == ["aicoder", "root"], admin.stderr
+    # Root-only work went through sudo: sudo logged the deploy's commands as run by aicoder.
+    sudo_log = deployed.ssh("guest", "journalctl -q --no-pager SYSLOG_IDENTIFIER=sudo").stdout
+    wanted = r"aicoder : .*USER=root ; COMMAND=\S*/sh -c .*apt-get"
+    assert re.search(wanted, sudo_log), sudo_log[-3000:]
+    mode = deployed.ssh("guest", "stat -c '%a %U' /etc/sudoers.d/90-aicoder").stdout.split()
+    assert mode == ["440", "root"]  # written by the base role, through sudo
 
 
 def test_infra_checks_pass_on_the_deployed_lab(deployed, tmp_path):

@@ -11,6 +11,7 @@ from pyinfra.operations import files, server
 
 from roles.common import host_state
 from roles.common.host_state import UNCHANGED, State, absent, put
+from roles.common.opname import op_name
 
 KEYRINGS = "/etc/apt/keyrings"
 SOURCES = "/etc/apt/sources.list.d"
@@ -59,20 +60,22 @@ def add(repo: AptRepo, state: State) -> list:
         )
     else:
         key = files.download(
-            name=f"{repo.title}: repository signing key",
+            name=op_name(repo.title, "repository signing key"),
             src=repo.key_url,
             dest=repo.key_path,
             mode="644",
         )
-    source = put(state, f"{repo.title}: apt source (deb822)", repo.source_path, repo.source_text())
+    source = put(
+        state, op_name(repo.title, "apt source (deb822)"), repo.source_path, repo.source_text()
+    )
     return [key, source]
 
 
 def remove(repo: AptRepo, state: State) -> list:
     """Ensures the repository's source file and key are gone (e.g. after a source switch)."""
     return [
-        absent(state, f"{repo.title}: remove apt source", repo.source_path),
-        absent(state, f"{repo.title}: remove repository key", repo.key_path),
+        absent(state, op_name(repo.title, "remove apt source"), repo.source_path),
+        absent(state, op_name(repo.title, "remove repository key"), repo.key_path),
     ]
 
 
@@ -88,6 +91,6 @@ def refresh_index(title: str, repo_ops: list, missing_packages: list[str]):
         repo_ops,
         server.shell,
         force=bool(missing_packages),
-        name=f"{title}: refresh the package index",
+        name=op_name(title, "refresh the package index"),
         commands=["apt-get update -qq"],
     )

@@ -18,6 +18,7 @@ from typing_extensions import override
 from roles.common import checks, host_state
 from roles.common.host_state import UNCHANGED, State
 from roles.common.memo import host_memo
+from roles.common.opname import op_name
 
 # `ip route get` only looks the route up; nothing is sent to this documentation address. An
 # address with a lease (DHCP, SLAAC) carries the "dynamic" flag in `ip addr`.
@@ -226,14 +227,16 @@ def unit_lifecycle(
     the new state. A unit that is not runnable (its code or image is missing) is only enabled.
     Ops that cannot be needed are not even planned, so a converged host costs no round trip."""
     needed = [op for op in (unit_file, *restart_on, *reload_on) if op is not UNCHANGED]
-    host_state.after([unit_file], systemd.daemon_reload, name=f"{label}: reload systemd units")
+    host_state.after(
+        [unit_file], systemd.daemon_reload, name=op_name(label, "reload systemd units")
+    )
     if not runnable:
-        host_state.service(state, f"{label}: enabled on boot", unit, running=None)
+        host_state.service(state, op_name(label, "enabled on boot"), unit, running=None)
         return
     restart = [unit_file, *restart_on]
     if needed:
         systemd.service(
-            name=f"{label}: restart for the change",
+            name=op_name(label, "restart for the change"),
             service=unit,
             running=None,
             restarted=True,
@@ -241,7 +244,7 @@ def unit_lifecycle(
         )
     if needed and reload_on:
         systemd.service(
-            name=f"{label}: reload for the change",
+            name=op_name(label, "reload for the change"),
             service=unit,
             running=None,
             reloaded=True,
@@ -252,4 +255,4 @@ def unit_lifecycle(
                 )
             ],
         )
-    host_state.service(state, f"{label}: running and enabled on boot", unit)
+    host_state.service(state, op_name(label, "running and enabled on boot"), unit)

@@ -38,14 +38,14 @@ def install():
     apt_repo.refresh_index(
         "NVIDIA container toolkit", repo_ops, host_state.missing(state, settings.packages)
     )
-    packages = host_state.packages(state, "NVIDIA container toolkit: packages", settings.packages)
+    packages = host_state.packages(state, "packages", settings.packages)
 
     # The same keys `nvidia-ctk runtime configure --runtime=docker` writes, merged through the
     # docker role so daemon.json is read once and other keys are kept.
     runtime = docker.merge_daemon_json(
-        "NVIDIA container toolkit: nvidia runtime in daemon.json", render.runtime_keys(settings)
+        "nvidia runtime in daemon.json", render.runtime_keys(settings)
     )
-    docker.restart("NVIDIA container toolkit: restart Docker for the runtime", runtime)
+    docker.restart("restart Docker for the runtime", runtime)
 
     if not cdi.gpus:
         host.noop("no NVIDIA GPU on this host: no CDI spec to generate")
@@ -53,6 +53,6 @@ def install():
         host.noop("the NVIDIA driver is not loaded yet (reboot pending): CDI spec after reboot")
     elif cdi.needs_spec() or packages is not host_state.UNCHANGED:
         server.shell(
-            name="NVIDIA container toolkit: CDI spec for the loaded driver",
+            name="CDI spec for the loaded driver",
             commands=[f"nvidia-ctk cdi generate --output={settings.cdi_spec}"],
         )

@@ -85,7 +85,7 @@ def install():
         )
 
     host_state.packages_absent(
-        state, "Docker: remove the other source's packages first", settings.removed_packages
+        state, "remove the other source's packages first", settings.removed_packages
     )
     if settings.source == "docker":
         repo_ops = apt_repo.add(repo, state)
@@ -95,20 +95,16 @@ def install():
         apt_repo.refresh_index("Docker", apt_repo.remove(repo, state), [])
 
     # Written before the packages, so a fresh engine starts with it.
-    daemon = merge_daemon_json(
-        "Docker: merge the deploy's keys into daemon.json", settings.daemon_options
-    )
-    host_state.packages(
-        state, f"Docker: engine and compose ({settings.source})", settings.engine_packages
-    )
-    host_state.service(state, "Docker: service enabled and running", "docker")
-    restart("Docker: restart to apply daemon.json", daemon, stale=probe.daemon_json_newer)
+    daemon = merge_daemon_json("merge the deploy's keys into daemon.json", settings.daemon_options)
+    host_state.packages(state, f"engine and compose ({settings.source})", settings.engine_packages)
+    host_state.service(state, "service enabled and running", "docker")
+    restart("restart to apply daemon.json", daemon, stale=probe.daemon_json_newer)
 
     for user in users:
         if user in probe.group_members:
             continue
         server.user(
-            name=f"Docker: {user} in the docker group",
+            name=f"{user} in the docker group",
             user=user,
             groups=["docker"],
             append=True,

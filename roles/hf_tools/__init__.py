@@ -31,11 +31,11 @@ def install():
     settings = HfToolsSettings.from_host(host)
     state = host_state.read(packages=PACKAGES, probe=probe(settings.venv, LINK))
     installed, link = parse_probe(state.probe)
-    host_state.packages(state, "Hugging Face tools: git and python3-venv", PACKAGES)
+    host_state.packages(state, "git and python3-venv", PACKAGES)
     if installed != settings.huggingface_hub_version:
         venv = shlex.quote(settings.venv)
         server.shell(
-            name=f"Hugging Face tools: huggingface_hub {settings.huggingface_hub_version}",
+            name=f"huggingface_hub {settings.huggingface_hub_version}",
             commands=[
                 f"test -x {venv}/bin/pip || python3 -m venv {venv}",
                 f"{venv}/bin/pip install --quiet --disable-pip-version-check "
@@ -44,4 +44,4 @@ def install():
         )
     target = f"{settings.venv}/bin/hf"  # what hf_command() gives
     if link != target:
-        files.link(name="Hugging Face tools: hf on the PATH", path=LINK, target=target)
+        files.link(name="hf on the PATH", path=LINK, target=target)

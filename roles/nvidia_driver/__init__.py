@@ -69,7 +69,7 @@ def _nvidia_repository(settings: NvidiaDriverSettings, state: State) -> list:
     refresh."""
     pin = host_state.put(
         state,
-        f"NVIDIA driver: pin the {settings.branch} branch",
+        f"pin the {settings.branch} branch",
         render.PIN_PATH,
         render.branch_pin(settings),
     )
@@ -79,7 +79,7 @@ def _nvidia_repository(settings: NvidiaDriverSettings, state: State) -> list:
 def _debian_repository(settings: NvidiaDriverSettings, state: State) -> list:
     """Debian's non-free packages need no extra repository (the base role enables non-free);
     drop NVIDIA's repository and pin if an earlier run used source 'nvidia'."""
-    unpin = host_state.absent(state, "NVIDIA driver: remove the branch pin", render.PIN_PATH)
+    unpin = host_state.absent(state, "remove the branch pin", render.PIN_PATH)
     return [unpin, *apt_repo.remove(render.cuda_repo(settings), state)]
 
 
@@ -99,7 +99,7 @@ def _build_module(settings: NvidiaDriverSettings, driver: DriverState, packages)
         "| sed -n 's/^linux-image-\\([^ ,]*\\).*/\\1/p')"
     )
     return server.shell(
-        name="NVIDIA driver: DKMS module built for the default boot kernel",
+        name="DKMS module built for the default boot kernel",
         commands=[
             f'{find_kernel}; [ -n "$k" ] || {{ echo "{image} is not installed" >&2; exit 1; }}; '
             f'[ -e "/boot/vmlinuz-$k" ] || {{ echo "kernel $k ({image}) has no /boot/vmlinuz-$k" '
@@ -119,10 +119,10 @@ def _persistenced(state: State, driver: DriverState, packages, dropin) -> None:
     """nvidia-persistenced enabled, started only where the driver runs (see the drop-in, put
     before the package's own start at install), and never left failed: a failed unit marks the
     whole system degraded."""
-    host_state.after([dropin], systemd.daemon_reload, name="NVIDIA driver: reload systemd units")
+    host_state.after([dropin], systemd.daemon_reload, name="reload systemd units")
     host_state.service(
         state,
-        f"NVIDIA driver: {PERSISTENCED} enabled",
+        f"{PERSISTENCED} enabled",
         PERSISTENCED,
         enabled=True,
         # It can only run with the driver loaded; until the reboot, enabling is all there is.
@@ -135,7 +135,7 @@ def _persistenced(state: State, driver: DriverState, packages, dropin) -> None:
         [packages, dropin],
         server.shell,
         force=failed,
-        name=f"NVIDIA driver: {PERSISTENCED} not left failed (no driver loaded yet)",
+        name=f"{PERSISTENCED} not left failed (no driver loaded yet)",
         commands=[
             f"systemctl is-failed -q {PERSISTENCED} && systemctl reset-failed {PERSISTENCED}; true"
         ],
@@ -190,12 +190,12 @@ def _reboot_or_hold(settings: NvidiaDriverSettings, driver: DriverState, changes
         # that only reported the reboot gets it now. A driver that still does not load fails
         # the check below, every run, with the reason.
         server.reboot(
-            name="NVIDIA driver: reboot to load the driver (allowed by nvidia_driver_reboot)",
+            name="reboot to load the driver (allowed by nvidia_driver_reboot)",
             delay=10,
             reboot_timeout=600,
         )
         python.call(
-            name="NVIDIA driver: the nvidia module is loaded for the running kernel",
+            name="the nvidia module is loaded for the running kernel",
             function=_verify_after_reboot,
             flavour=settings.kernel_flavour,
         )
@@ -225,12 +225,12 @@ def install():
     _refuse_secure_boot(settings, driver)
 
     blacklist = host_state.put(
-        state, "NVIDIA driver: blacklist nouveau", render.BLACKLIST_PATH, render.blacklist_nouveau()
+        state, "blacklist nouveau", render.BLACKLIST_PATH, render.blacklist_nouveau()
     )
     if blacklist is not UNCHANGED:
         if driver.has_initramfs_tools:
             server.shell(
-                name="NVIDIA driver: rebuild the initramfs without nouveau",
+                name="rebuild the initramfs without nouveau",
                 commands=["update-initramfs -u -k all"],
                 _if=blacklist.did_change,
             )
@@ -248,12 +248,12 @@ def install():
     )
     dropin = host_state.put(
         state,
-        f"NVIDIA driver: {PERSISTENCED} only with a GPU and the driver",
+        f"{PERSISTENCED} only with a GPU and the driver",
         render.PERSISTENCED_DROPIN,
         render.persistenced_dropin(),
     )
     packages = host_state.packages(
-        state, f"NVIDIA driver: packages ({settings.source})", settings.packages
+        state, f"packages ({settings.source})", settings.packages
     )
     built = _build_module(settings, driver, packages)
     _persistenced(state, driver, packages, dropin)

@@ -60,7 +60,7 @@ def _image(settings: OllamaSettings, have_image: bool) -> bool:
         missing = q(f"{settings.image_archive} is missing: copy the `docker save` archive there")
         wrong = q(f"{settings.image_archive} does not hold {settings.image}")
         server.shell(
-            name=f"Ollama: load {settings.image} from {settings.image_archive}",
+            name=f"load {settings.image} from {settings.image_archive}",
             commands=[
                 f"test -f {archive} || {{ echo {missing} >&2; exit 1; }}",
                 f"docker load --quiet --input {archive}",
@@ -69,9 +69,7 @@ def _image(settings: OllamaSettings, have_image: bool) -> bool:
         )
         return True
     if settings.pull_image:
-        server.shell(
-            name=f"Ollama: pull {settings.image}", commands=[f"docker pull --quiet {image}"]
-        )
+        server.shell(name=f"pull {settings.image}", commands=[f"docker pull --quiet {image}"])
         return True
     logger.warning(
         f"{host.name}: {settings.image} is not on the guest, ollama_pull_image is False and no "
@@ -112,25 +110,23 @@ def install():
         runnable = gpu.may_start(host, "Ollama (GPU)")
 
     for path, mode in folders.items():
-        host_state.directory(state, f"Ollama: {path}", path, mode, owner=None)
+        host_state.directory(state, path, path, mode, owner=None)
     compose_file = host_state.put(
-        state, "Ollama: compose.yaml", compose_path, render.compose_yaml(settings, publish)
+        state, "compose.yaml", compose_path, render.compose_yaml(settings, publish)
     )
     host_state.after(
         [compose_file],
         server.shell,
-        name="Ollama: compose.yaml is valid",
+        name="compose.yaml is valid",
         commands=[f"{render.compose_invocation(compose, settings)} config --quiet"],
     )
-    unit = host_state.put(
-        state, "Ollama: systemd unit", render.UNIT_PATH, render.unit(settings, compose)
-    )
+    unit = host_state.put(state, "systemd unit", render.UNIT_PATH, render.unit(settings, compose))
     unit_lifecycle(state, "Ollama", render.UNIT, unit, runnable, reload_on=[compose_file])
     if not runnable:
         return
     compose_logs = f"{render.compose_invocation(compose, settings)} logs --no-color --tail 30"
     wait_until_answering(
-        name="Ollama: answers /api/version",
+        name="answers /api/version",
         service="Ollama",
         url=f"{api}/api/version",
         timeout=settings.start_timeout,
@@ -141,7 +137,7 @@ def install():
     have = found.models or set()
     if any(canonical_model(m) not in have for m in settings.models):
         pull_missing_models(
-            name=f"Ollama: models {', '.join(settings.models)}",
+            name=f"models {', '.join(settings.models)}",
             api=api,
             models=settings.models,
             timeout=settings.pull_timeout,

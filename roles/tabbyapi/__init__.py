@@ -133,18 +133,18 @@ def _user_and_folders(settings: TabbyapiSettings, state: State, install: Tabbyap
     if not install.user_exists:
         q = shlex.quote
         server.shell(
-            name=f"tabbyAPI: system user {user}",
+            name=f"system user {user}",
             commands=[
                 f"useradd --system --user-group --home-dir {q(render.home(settings))} "
                 f"--shell /usr/sbin/nologin {q(user)}"
             ],
         )
     for path, owner, mode in _folders(settings):
-        host_state.directory(state, f"tabbyAPI: {path}", path, mode, owner)
+        host_state.directory(state, path, path, mode, owner)
     log = state.files.get(render.LOG_FILE)
     if log is None or (log.mode, log.owner) != ("600", f"{user}:{user}"):
         files.file(
-            name="tabbyAPI: its log file, readable by the service user only",
+            name="its log file, readable by the service user only",
             path=render.LOG_FILE,
             user=user,
             group=user,
@@ -172,7 +172,7 @@ def _checkout(settings: TabbyapiSettings, install: TabbyapiState):
         f"{git} rev-parse -q --verify {q('origin/' + ref + '^{commit}')}"
     )
     return server.shell(
-        name=f"tabbyAPI: checkout of {ref}",
+        name=f"checkout of {ref}",
         commands=[
             f"test -d {src}/.git || git clone --quiet --no-checkout {url} {src}",
             f"{git} remote set-url origin {url}",
@@ -193,7 +193,7 @@ def _dependencies(settings: TabbyapiSettings, install: TabbyapiState, checkout):
     venv, q = settings.venv, shlex.quote
     target = q(f"{settings.src}[{','.join(sorted(settings.pip_extras))}]")
     return server.shell(
-        name=f"tabbyAPI: Python dependencies ({', '.join(settings.pip_extras)})",
+        name=f"Python dependencies ({', '.join(settings.pip_extras)})",
         commands=[
             f"test -x {q(venv)}/bin/python || {q(settings.python)} -m venv {q(venv)}",
             # The cu12/cu13 extras pin torch and exllamav3 wheels by URL (PyTorch's index and
@@ -211,7 +211,7 @@ def _config_files(settings: TabbyapiSettings, state: State, install, listen: str
     user = settings.user
     config = host_state.put(
         state,
-        "tabbyAPI: config.yml",
+        "config.yml",
         render.CONFIG_FILE,
         render.config_yml(settings, listen),
         mode="640",
@@ -220,21 +220,19 @@ def _config_files(settings: TabbyapiSettings, state: State, install, listen: str
     # Not a restart trigger: tabbyAPI re-reads api_tokens.yml when it changes (common/auth.py).
     _secret(
         state,
-        "tabbyAPI: api_tokens.yml (keys from the secrets)",
+        "api_tokens.yml (keys from the secrets)",
         render.TOKENS_FILE,
         render.api_tokens_yml(*api_keys()),
         user,
     )
     token = secrets.get("hf_token")
     if token:
-        _secret(state, "tabbyAPI: Hugging Face token", hf_token_path(settings), token + "\n", user)
+        _secret(state, "Hugging Face token", hf_token_path(settings), token + "\n", user)
     else:
-        host_state.absent(state, "tabbyAPI: no Hugging Face token", hf_token_path(settings))
+        host_state.absent(state, "no Hugging Face token", hf_token_path(settings))
     for path, target in _links(settings).items():
         if install.links.get(path) != target:
-            files.link(
-                name=f"tabbyAPI: {path.rsplit('/', 1)[1]} in the checkout", path=path, target=target
-            )
+            files.link(name=f"{path.rsplit('/', 1)[1]} in the checkout", path=path, target=target)
     return [config]
 
 
@@ -257,7 +255,7 @@ def _models(settings: TabbyapiSettings, install: TabbyapiState) -> list:
         )
         ops.append(
             server.shell(
-                name=f"tabbyAPI: model {folder} from {source}",
+                name=f"model {folder} from {source}",
                 commands=[
                     f"{as_user} env HF_HOME={q(hf_home)} HF_HUB_DISABLE_TELEMETRY=1 "
                     f"{q(hf_command())} download {q(repo)} --revision {q(revision)} "
@@ -287,7 +285,7 @@ def install():
     listen = listen_address(settings.host, settings.key("host"), filtered, install_state.address)
     _check_host(settings, install_state)
 
-    host_state.packages(state, "tabbyAPI: curl and logrotate", PACKAGES)
+    host_state.packages(state, "curl and logrotate", PACKAGES)
     _user_and_folders(settings, state, install_state)
     restart_on = []
     if settings.git_url:
@@ -295,10 +293,8 @@ def install():
         restart_on += [checkout, _dependencies(settings, install_state, checkout)]
     restart_on += _config_files(settings, state, install_state, listen)
     restart_on += _models(settings, install_state)
-    unit = host_state.put(state, "tabbyAPI: systemd unit", render.UNIT_PATH, render.unit(settings))
-    host_state.put(
-        state, "tabbyAPI: log rotation", render.LOGROTATE_PATH, render.logrotate(settings)
-    )
+    unit = host_state.put(state, "systemd unit", render.UNIT_PATH, render.unit(settings))
+    host_state.put(state, "log rotation", render.LOGROTATE_PATH, render.logrotate(settings))
 
     runnable = bool(settings.git_url)
     if not runnable:
@@ -316,7 +312,7 @@ def install():
             f"journalctl -u {render.UNIT} -n 30 --no-pager 2>/dev/null | {redact_keys_sed()}"
         )
         wait_until_answering(
-            name="tabbyAPI: answers /health",
+            name="answers /health",
             service="tabbyAPI",
             url=f"http://{client_address(listen)}:{settings.port}/health",
             timeout=settings.start_timeout,

@@ -87,7 +87,7 @@ def configure():
     if todo and settings.reboot:
         _reboot(todo, settings.reboot_timeout)
         python.call(
-            name="VFIO: check the kernel arguments and the vfio-pci binding after the reboot",
+            name="check the kernel arguments and the vfio-pci binding after the reboot",
             function=_after_reboot,
             wanted_args=args,
             verdict=verdict,
@@ -101,7 +101,7 @@ def finish() -> None:
     todo = pending(host)
     if todo and not VfioSettings.from_host(host).reboot:
         python.call(
-            name="VFIO: REBOOT PENDING (vfio_reboot is False): " + "; ".join(todo),
+            name="REBOOT PENDING (vfio_reboot is False): " + "; ".join(todo),
             function=_report_pending,
             pending=todo,
             groups_later=preflight.verdict(host).iommu_pending,
@@ -116,7 +116,7 @@ def bind(state: VfioState, verdict: Verdict, family: str) -> None:
     claimed = [*render.passthrough_ids(functions, by_address), *by_address]
     modprobe = host_state.put(
         state.managed,
-        f"VFIO: vfio-pci claims {', '.join(claimed)}",
+        f"vfio-pci claims {', '.join(claimed)}",
         render.MODPROBE_CONF,
         render.modprobe_conf(functions, by_address),
     )
@@ -135,10 +135,10 @@ def _by_address_files(state: VfioState, by_address: list[str], family: str) -> b
     for path in (render.OVERRIDE_SCRIPT, render.INITRAMFS_HOOK):
         if path in wanted:
             op = host_state.put(
-                state.managed, f"VFIO: bind by PCI address ({path})", path, wanted[path], "755"
+                state.managed, f"bind by PCI address ({path})", path, wanted[path], "755"
             )
         else:
-            op = host_state.absent(state.managed, f"VFIO: no binding by PCI address ({path})", path)
+            op = host_state.absent(state.managed, f"no binding by PCI address ({path})", path)
         changed = changed or op is not UNCHANGED
     return changed
 
@@ -163,13 +163,13 @@ def _el9_kernel_args(state: VfioState, args: list[str]) -> None:
     gives kernels installed later (grubby --update-kernel=ALL changes neither)."""
     if not state.grubby or any(render.missing_args(e.args, args) for e in state.grubby):
         server.shell(
-            name=f"VFIO: kernel arguments {' '.join(args)} for every installed kernel",
+            name=f"kernel arguments {' '.join(args)} for every installed kernel",
             commands=[f"grubby --update-kernel=ALL --args={shlex.quote(' '.join(args))}"],
         )
     line = render.default_grub_line(state.default_grub_cmdline, args)
     if line:
         files.line(
-            name=f"VFIO: kernel arguments {' '.join(args)} for kernels installed later",
+            name=f"kernel arguments {' '.join(args)} for kernels installed later",
             path="/etc/default/grub",
             line=r"^GRUB_CMDLINE_LINUX=.*$",
             replace=line,
@@ -178,7 +178,7 @@ def _el9_kernel_args(state: VfioState, args: list[str]) -> None:
         wanted = render.with_args(state.kernel_cmdline, args)
         if wanted:
             server.shell(
-                name=f"VFIO: kernel arguments {' '.join(args)} in {render.KERNEL_CMDLINE}",
+                name=f"kernel arguments {' '.join(args)} in {render.KERNEL_CMDLINE}",
                 commands=[
                     f"printf '%s\\n' {shlex.quote(' '.join(wanted))} > {render.KERNEL_CMDLINE}"
                 ],
@@ -189,25 +189,25 @@ def _debian_kernel_args(state: VfioState, args: list[str]) -> None:
     """A drop-in for update-grub, and grub.cfg regenerated while a kernel's entry lacks them."""
     dropin = host_state.put(
         state.managed,
-        f"VFIO: kernel arguments {' '.join(args)} (GRUB drop-in)",
+        f"kernel arguments {' '.join(args)} (GRUB drop-in)",
         render.GRUB_DROPIN,
         render.grub_dropin(args),
     )
     stale = not state.grub_cfg or any(render.missing_args(a, args) for a in state.grub_cfg)
     if stale or dropin is not UNCHANGED:
-        server.shell(name="VFIO: regenerate grub.cfg (update-grub)", commands=["update-grub"])
+        server.shell(name="regenerate grub.cfg (update-grub)", commands=["update-grub"])
 
 
 def _el9_initramfs(state: VfioState, by_address: list[str], changed: bool) -> None:
     dracut = host_state.put(
         state.managed,
-        "VFIO: vfio-pci in the initramfs (dracut)",
+        "vfio-pci in the initramfs (dracut)",
         render.DRACUT_CONF,
         render.dracut_conf(by_address),
     )
     if changed or dracut is not UNCHANGED or state.stale_initramfs:
         server.shell(
-            name="VFIO: rebuild the initramfs of every kernel (dracut)",
+            name="rebuild the initramfs of every kernel (dracut)",
             commands=["dracut -f --regenerate-all"],
         )
 
@@ -217,20 +217,20 @@ def _debian_initramfs(state: VfioState, by_address: list[str], changed: bool) ->
     block = not render.has_block(state.initramfs_modules, content)
     if block:
         files.block(
-            name="VFIO: vfio-pci in the initramfs (initramfs-tools)",
+            name="vfio-pci in the initramfs (initramfs-tools)",
             path=render.INITRAMFS_MODULES,
             content=content,
             marker=render.BLOCK_MARKER,
         )
     if changed or block or state.stale_initramfs:
         server.shell(
-            name="VFIO: rebuild the initramfs of every kernel (update-initramfs)",
+            name="rebuild the initramfs of every kernel (update-initramfs)",
             commands=["update-initramfs -u -k all"],
         )
 
 
 def _reboot(todo: list[str], timeout: int) -> None:
-    server.reboot(name="VFIO: reboot to apply " + "; ".join(todo), delay=10, reboot_timeout=timeout)
+    server.reboot(name="reboot to apply " + "; ".join(todo), delay=10, reboot_timeout=timeout)
 
 
 def _after_reboot(wanted_args: list[str], verdict: Verdict, family: str) -> None:

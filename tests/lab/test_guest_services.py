@@ -32,15 +32,15 @@ def test_first_deploy_sets_up_everything_that_needs_no_upstream(deploys):
     assert first.ok, first.tail()
     changed = [n for n in first.changed_operations() if OWN.match(n)]
     for wanted in (
-        "Hugging Face tools | Hugging Face tools: huggingface_hub 2.4.0",
-        "tabbyAPI | tabbyAPI: system user tabbyapi",
-        "tabbyAPI | tabbyAPI: config.yml",
-        "tabbyAPI | tabbyAPI: api_tokens.yml (keys from the secrets)",
-        "tabbyAPI | tabbyAPI: systemd unit",
-        "tabbyAPI | tabbyAPI: enabled on boot",
-        "Ollama | Ollama: compose.yaml",
-        "Ollama | Ollama: compose.yaml is valid",
-        "Ollama | Ollama: enabled on boot",
+        "Hugging Face tools | huggingface_hub 2.4.0",
+        "tabbyAPI | system user tabbyapi",
+        "tabbyAPI | config.yml",
+        "tabbyAPI | api_tokens.yml (keys from the secrets)",
+        "tabbyAPI | systemd unit",
+        "tabbyAPI | enabled on boot",
+        "Ollama | compose.yaml",
+        "Ollama | compose.yaml is valid",
+        "Ollama | enabled on boot",
     ):
         assert wanted in changed, changed
     assert not [n for n in changed if re.search(r"checkout|dependencies|model |pull", n)]

@@ -145,7 +145,7 @@ KILL_POINTS = [
     ),
     pytest.param(
         f"rm -rf {HF_VENV}",
-        r"Hugging Face tools: huggingface_hub",
+        r"Hugging Face tools \| huggingface_hub",
         1.5,
         False,
         id="pip-install-hf-cli",
@@ -156,21 +156,21 @@ KILL_POINTS = [
         # (reset-failed: the restarts here stay under docker.service's StartLimitBurst=3/60 s)
         f'sed -i \'s/"json-file"/"local"/\' {DAEMON_JSON} && systemctl reset-failed docker '
         "&& systemctl restart docker",
-        r"Docker: restart to apply daemon.json",
+        r"Docker \| restart to apply daemon.json",
         0.0,
         False,
         id="docker-restart",
     ),
     pytest.param(
         f"rm -f {TABBY_CONFIG}",
-        r"tabbyAPI: config\.yml",
+        r"tabbyAPI \| config\.yml",
         0.0,
         False,
         id="write-tabbyapi-config",
     ),
     pytest.param(
         f"rm -f {OLLAMA_COMPOSE}; systemctl disable ollama",
-        r"Ollama: compose\.yaml is valid",
+        r"Ollama \| compose\.yaml is valid",
         0.0,
         False,
         id="validate-ollama-compose",
@@ -262,7 +262,7 @@ def test_redeploy_keeps_data_and_restores_an_edited_file(converged, deploys):
     assert guest(lab, data) == kept, "the re-deploy changed the models, Ollama's data or the keys"
     assert snapshot(lab)["files"] == before["files"], "config.yml was not restored"
     changed = run.changed_operations()
-    assert "tabbyAPI | tabbyAPI: config.yml" in changed, changed
+    assert "tabbyAPI | config.yml" in changed, changed
     # Only the edited file (and what it triggers, e.g. a restart) changed.
     assert all(re.search(r"tabbyAPI", n) for n in changed), changed
     guest(lab, f"rm -rf {model} {OLLAMA_DATA}/models/blobs/sha256-user")

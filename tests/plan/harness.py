@@ -56,6 +56,15 @@ class Plan:
         return [c for c in self.commands if re.search(pattern, c)]
 
 
+def repeats_its_role(name: str) -> bool:
+    """Whether an operation's own name starts with its deploy's role, which pyinfra already
+    prints before it (``Ollama | Ollama: compose.yaml``; nested deploys: the innermost one's,
+    ``Firewall: configure | Firewall: nftables | Firewall: ruleset``)."""
+    *deploys, own = name.split(" | ")
+    role = deploys[-1].split(":")[0] if deploys else ""
+    return bool(role) and (own == role or own.startswith(role + ":"))
+
+
 def run_plan(
     groups: dict[str, dict],
     responses: dict,

@@ -119,7 +119,7 @@ def test_only_missing_models_are_pulled():
     extra = converged_guest(data, models=("nomic-embed-text:latest", "hf.co/o/M-GGUF:Q4_K_M"))
     plan = guest_plan(data, extra)
     assert own(plan, OWN_OPS) == [
-        "Ollama | Ollama: models nomic-embed-text, qwen2.5-coder:1.5b, hf.co/o/M-GGUF:Q4_K_M"
+        "Ollama | models nomic-embed-text, qwen2.5-coder:1.5b, hf.co/o/M-GGUF:Q4_K_M"
     ]
     [pull] = plan.find(r"/api/pull")
     assert '"model": "qwen2.5-coder:1.5b"' in pull
@@ -128,9 +128,9 @@ def test_only_missing_models_are_pulled():
 def test_a_changed_compose_file_is_applied_by_a_reload():
     plan = guest_plan({"ollama_keep_alive": "30m"}, converged_guest())
     assert own(plan, OWN_OPS) == [
-        "Ollama | Ollama: compose.yaml",
-        "Ollama | Ollama: compose.yaml is valid",
-        "Ollama | Ollama: reload for the change",
+        "Ollama | compose.yaml",
+        "Ollama | compose.yaml is valid",
+        "Ollama | reload for the change",
     ], plan.changed
     assert plan.find(r"^systemctl reload ollama.service$")
     assert "OLLAMA_KEEP_ALIVE: 30m" in plan.files["/opt/ollama/compose.yaml"]
@@ -141,7 +141,7 @@ def test_an_api_that_never_answers_fails_with_the_compose_logs():
     extra[VERSION] = "down"
     plan = guest_plan(extra=extra)
     [(name, [command])] = [(n, c) for n, c in plan.changed if OWN_OPS.match(n)]
-    assert name == "Ollama | Ollama: answers /api/version"
+    assert name == "Ollama | answers /api/version"
     assert "Ollama did not answer http://127.0.0.1:11434/api/version within 120 s" in command
     assert (
         "docker compose -p ollama -f /opt/ollama/compose.yaml logs --no-color --tail 30" in command

@@ -206,8 +206,8 @@ def test_converged_guest_plans_nothing():
 def test_changed_config_restarts_without_reinstalling():
     plan = guest_plan({"tabbyapi_max_seq_len": 16384}, converged_guest())
     assert own(plan, OWN_OPS) == [
-        "tabbyAPI | tabbyAPI: config.yml",
-        "tabbyAPI | tabbyAPI: restart for the change",
+        "tabbyAPI | config.yml",
+        "tabbyAPI | restart for the change",
     ], plan.changed
     assert plan.find(r"^systemctl restart tabbyapi.service$")
 
@@ -221,7 +221,7 @@ def test_new_keys_are_written_without_a_restart():
         for x in extra[TABBY_STATE]
     ]
     plan = guest_plan(extra=extra)
-    assert own(plan, OWN_OPS) == ["tabbyAPI | tabbyAPI: api_tokens.yml (keys from the secrets)"]
+    assert own(plan, OWN_OPS) == ["tabbyAPI | api_tokens.yml (keys from the secrets)"]
 
 
 def test_new_ref_checks_out_reinstalls_and_restarts():
@@ -230,9 +230,9 @@ def test_new_ref_checks_out_reinstalls_and_restarts():
         converged_guest(ref=""),
     )
     names = own(plan, OWN_OPS)
-    assert "tabbyAPI | tabbyAPI: checkout of 0123456789abcdef0123456789abcdef01234567" in names
-    assert "tabbyAPI | tabbyAPI: Python dependencies (cu12)" in names
-    assert names[-1] == "tabbyAPI | tabbyAPI: restart for the change"
+    assert "tabbyAPI | checkout of 0123456789abcdef0123456789abcdef01234567" in names
+    assert "tabbyAPI | Python dependencies (cu12)" in names
+    assert names[-1] == "tabbyAPI | restart for the change"
     # The existing checkout is kept: the clone is guarded, the new ref is fetched into it.
     assert plan.find(r"^test -d /opt/tabbyapi/src/.git \|\| git clone ")
     assert plan.find(r"\|\| git -C /opt/tabbyapi/src fetch --quiet --tags origin")
@@ -248,7 +248,7 @@ def test_a_service_that_never_answers_fails_with_its_redacted_log_lines():
     extra[HEALTH] = "down"
     plan = guest_plan(extra=extra)
     [(name, [command])] = [(n, c) for n, c in plan.changed if OWN_OPS.match(n)]
-    assert name == "tabbyAPI | tabbyAPI: answers /health"
+    assert name == "tabbyAPI | answers /health"
     assert "did not answer http://127.0.0.1:5000/health within 900 s" in command
     assert "tail -n 30 /var/log/tabbyapi/tabbyapi.log" in command
     assert "journalctl -u tabbyapi.service -n 30" in command
@@ -265,7 +265,7 @@ def test_a_guest_deployed_without_a_source_gets_the_code_once_one_is_set():
     probe = probe_lines(line for line in recorded if not line.startswith("dir "))
     plan = guest_plan({"tabbyapi_host": "10.213.164.10"}, {TABBY_STATE: [*dirs, *probe]})
     names = own(plan, OWN_OPS)
-    assert "tabbyAPI | tabbyAPI: checkout of " + REF in names
+    assert "tabbyAPI | checkout of " + REF in names
     assert not [n for n in names if "system user" in n or n.endswith("/var/lib/tabbyapi")]
     assert plan.find(r"git clone --quiet --no-checkout https://github.com/theroyallab/tabbyAPI")
 

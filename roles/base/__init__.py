@@ -55,7 +55,7 @@ def debian_files(settings: BaseSettings) -> dict[str, str]:
 
 
 @deploy("Base: Debian package sources")
-def debian_package_sources(state: State, probe: dict):
+def _debian_package_sources(state: State, probe: dict):
     """Ensures bookworm, -updates and -security with the configured components are the only
     sources in the main list, and refreshes the package index when they changed, when it is a
     day old or was never fetched. ``state`` and ``probe`` are the role's HostState read."""
@@ -90,7 +90,16 @@ def debian_package_sources(state: State, probe: dict):
 @deploy("Base: configure the host")
 def configure():
     """Ensures package sources (Debian), the base packages, the admin user with its SSH keys and
-    sudo rights, and the time zone. Reads the host once; a converged host costs that one read."""
+    sudo rights, and the time zone. Reads the host once; a converged host costs that one read.
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import base
+
+        base.configure()  # settings: base_* in group_data/all.py
+    """
     settings = BaseSettings.from_host(host)
     family = os_family(host)
     user = settings.admin_user
@@ -109,7 +118,7 @@ def configure():
         )
 
     if family == DEBIAN:
-        debian_package_sources(state=state, probe=probe)
+        _debian_package_sources(state=state, probe=probe)
     host_state.packages(state, "Base packages", packages)
 
     _admin_user(settings, state, probe, home)

@@ -34,7 +34,16 @@ def configure():
     the openai provider, Ollama through the ollama provider) at the addresses this machine
     reaches them, with the API key only as ``${{ secrets.TABBYAPI_API_KEY }}``; the key itself
     is in .env beside it (mode 0600, other lines kept). A different config.yaml already there is
-    backed up first; an unchanged one is left alone."""
+    backed up first; an unchanged one is left alone.
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import client
+
+        client.configure()  # settings: client_* in group_data/clients.py
+    """
     settings = ClientSettings.from_host(host)
     guest = choose_guest(host.inventory, settings)
     home = host.get_fact(Home)

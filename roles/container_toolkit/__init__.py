@@ -20,7 +20,16 @@ def install():
     """Ensures NVIDIA's libnvidia-container repository and nvidia-container-toolkit, the nvidia
     runtime merged into /etc/docker/daemon.json (Docker restarted only when that file changed),
     and, where a GPU is present and the driver loaded, a CDI spec that matches the loaded driver.
-    Does nothing when ``container_toolkit_enabled`` is False."""
+    Does nothing when ``container_toolkit_enabled`` is False.
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import container_toolkit
+
+        container_toolkit.install()  # settings: container_toolkit_* in group_data/ai_guests.py
+    """
     settings = ContainerToolkitSettings.from_host(host)
     if not settings.enabled:
         host.noop("container_toolkit_enabled is False: the NVIDIA container toolkit is skipped")

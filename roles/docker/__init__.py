@@ -63,7 +63,16 @@ def install():
     with Debian's conflicting packages removed first, or Debian's docker.io + docker-compose),
     the deploy's keys merged into /etc/docker/daemon.json without touching the others (Docker is
     restarted only when that file changed), the service enabled and running, and the admin user
-    and ``docker_users`` in the docker group."""
+    and ``docker_users`` in the docker group.
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import docker
+
+        docker.install()  # settings: docker_* in group_data/ai_guests.py
+    """
     settings = DockerSettings.from_host(host)
     os_family(host, allowed=(DEBIAN,))
     repo = render.docker_repo(settings)

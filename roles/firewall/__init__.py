@@ -131,7 +131,16 @@ def configure():
     """Ensures an input policy of drop except established traffic, loopback, essential ICMP,
     SSH from the allowed networks (and this deploy's own address) and the services' ports from
     the allowed networks; Docker-published ports obey the allowed networks too. Debian: the
-    nftables table ``inet aicoder_filter`` (no other table touched); EL9: firewalld zones."""
+    nftables table ``inet aicoder_filter`` (no other table touched); EL9: firewalld zones.
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import firewall
+
+        firewall.configure()  # settings: firewall_* in group_data/all.py
+    """
     settings = FirewallSettings.from_host(host)
     if not settings.enabled:
         return

@@ -34,7 +34,16 @@ def configure():
     settings (re-defined only when they change), autostarted and running. A VM with GPUs is
     defined but neither started, restarted nor autostarted while the host's VFIO reboot is
     pending and this run does not do it (vfio_reboot False): libvirt would take the GPU live
-    from the host's driver."""
+    from the host's driver.
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import guest_vm
+
+        guest_vm.configure()  # settings: guest_vm_* in group_data/hypervisors.py
+    """
     settings = GuestVmSettings.from_host(host)
     vms = settings.machines()
     if not vms:

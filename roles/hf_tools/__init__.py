@@ -27,7 +27,16 @@ def hf_command() -> str:
 @deploy("Hugging Face tools")
 def install():
     """Ensures git and python3-venv are installed, huggingface_hub at the pinned version is in
-    its own virtualenv, and `hf` is on every user's PATH (/usr/local/bin)."""
+    its own virtualenv, and `hf` is on every user's PATH (/usr/local/bin).
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import hf_tools
+
+        hf_tools.install()  # settings: hf_tools_* in group_data/ai_guests.py
+    """
     settings = HfToolsSettings.from_host(host)
     state = host_state.read(packages=PACKAGES, probe=probe(settings.venv, LINK))
     installed, link = parse_probe(state.probe)

@@ -74,7 +74,16 @@ def configure():
     """Ensures QEMU/KVM, libvirt, OVMF and virt-install are installed and libvirt's daemons are
     enabled at boot (so autostarted VMs come up) and listening now; the VMs' bridge exists with
     the configured uplink and address (EL9: NetworkManager, Debian: ifupdown); VMs are shut
-    down cleanly with the host; the image folder exists (EL9: labelled virt_image_t)."""
+    down cleanly with the host; the image folder exists (EL9: labelled virt_image_t).
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import libvirt
+
+        libvirt.configure()  # settings: libvirt_* in group_data/hypervisors.py
+    """
     settings = LibvirtSettings.from_host(host)
     family = os_family(host)
     links = host.get_fact(NetworkLinks)

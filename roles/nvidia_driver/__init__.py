@@ -218,7 +218,16 @@ def install():
     rebuilt only when that changed) and nvidia-persistenced enabled (started only with the
     driver loaded). Refuses a Secure Boot guest before any change. While the driver cannot drive
     the GPU before a reboot: reboots, checks and goes on if ``nvidia_driver_reboot`` allows it;
-    otherwise no GPU service starts in this run, which ends with REBOOT PENDING."""
+    otherwise no GPU service starts in this run, which ends with REBOOT PENDING.
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import nvidia_driver
+
+        nvidia_driver.install()  # settings: nvidia_driver_* in group_data/ai_guests.py
+    """
     settings = NvidiaDriverSettings.from_host(host)
     os_family(host, allowed=(DEBIAN,))
     state, driver = _read_state(settings)

@@ -84,6 +84,14 @@ def install():
     compose.yaml generated from the settings (GPU reserved, port published on one address, the
     models in a host folder kept across re-deploys), a systemd unit that brings it up at boot
     after Docker, the API answering, and every wanted model present (pulled only when missing).
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import ollama
+
+        ollama.install()  # settings: ollama_* in group_data/ai_guests.py
     """
     settings = OllamaSettings.from_host(host)
     if not settings.enabled:

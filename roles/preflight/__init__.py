@@ -63,5 +63,14 @@ def check():
     the IOMMU is on (or turns on with the arguments this deploy sets); each GPU in vfio_gpus
     exists, is not the boot VGA, and shares its IOMMU group with nothing but its own functions
     and PCI bridges (which stay with the host); each guest VM's devices are isolated by
-    vfio_gpus and no GPU goes to two VMs. With vfio_gpus empty there is nothing to check."""
+    vfio_gpus and no GPU goes to two VMs. With vfio_gpus empty there is nothing to check.
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import preflight
+
+        preflight.check()  # reads vfio_gpus and the host, changes nothing
+    """
     verdict(current_host)

@@ -275,7 +275,16 @@ def install():
     a source is set); /etc/tabbyapi/config.yml from the settings and api_tokens.yml (mode 0600,
     the service user's) from the secrets, authentication always on; the models downloaded and
     checked; a systemd unit logging to a 0600 file, enabled, restarted when anything it runs
-    changed, and answering /health before the deploy goes on."""
+    changed, and answering /health before the deploy goes on.
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import tabbyapi
+
+        tabbyapi.install()  # settings: tabbyapi_* in group_data/ai_guests.py
+    """
     settings = TabbyapiSettings.from_host(host)
     if not settings.enabled:
         return

@@ -68,7 +68,16 @@ def configure():
     keeps has the same ids; modprobe.d, initramfs rebuilt only when its inputs changed). Then,
     if the running kernel lacks the arguments or a function is not bound to vfio-pci, and
     vfio_reboot is set: reboots and checks (with the IOMMU off before, the GPUs' slots are
-    bound and their IOMMU groups checked now); the run goes on."""
+    bound and their IOMMU groups checked now); the run goes on.
+
+    Example, in your own deploy file:
+
+    .. code:: python
+
+        from roles import vfio
+
+        vfio.configure()  # settings: vfio_* in group_data/hypervisors.py
+    """
     settings = VfioSettings.from_host(host)
     if not settings.gpus:
         return

@@ -261,7 +261,9 @@ def test_every_model_in_the_config_answers_at_its_api_base(request, client, writ
     config, env, _ = written
     pairs = (line.split("=", 1) for line in client.file(env).content_string.splitlines())
     key = dict(p for p in pairs if len(p) == 2).get(API_KEY_SECRET)
-    for model in yaml.safe_load(client.file(config).content_string)["models"]:
+    models = yaml.safe_load(client.file(config).content_string)["models"]
+    assert models, f"{config} lists no model"
+    for model in models:
         base = model["apiBase"].rstrip("/")
         url = f"{base}/models" if model["provider"] == "openai" else f"{base}/api/tags"
         why = reachable(url)

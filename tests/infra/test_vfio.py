@@ -48,8 +48,10 @@ def test_every_function_of_each_gpu_group_is_bound_to_vfio_pci(state, gpus):
 
 
 def test_vfio_device_nodes_exist_for_the_groups(hypervisor, state, gpus):
-    for function in evaluate(state, gpus).passthrough:
-        assert hypervisor.file(f"/dev/vfio/{state.groups[function.address]}").exists
+    groups = {state.groups[f.address] for f in evaluate(state, gpus).passthrough}
+    assert groups, "no verified function to pass through (is the IOMMU on?)"
+    missing = [g for g in sorted(groups) if not hypervisor.file(f"/dev/vfio/{g}").exists]
+    assert missing == [], f"no /dev/vfio node for the IOMMU groups {missing}"
 
 
 def test_modprobe_config_claims_exactly_the_passed_ids(hypervisor, state, gpus):
@@ -60,6 +62,7 @@ def test_modprobe_config_claims_exactly_the_passed_ids(hypervisor, state, gpus):
 
 def test_the_host_keeps_its_boot_vga_and_other_devices(state, gpus):
     passed = {f.address for f in evaluate(state, gpus).passthrough}
+    assert passed, "no verified function to pass through (is the IOMMU on?)"
     on_vfio = {a for a, f in state.functions.items() if f.driver == "vfio-pci"}
     assert on_vfio <= passed, f"bound to vfio-pci but not configured: {sorted(on_vfio - passed)}"
     assert not state.boot_vga & passed

@@ -23,6 +23,7 @@ from roles import preflight
 from roles.common import host_state
 from roles.common.host_state import UNCHANGED
 from roles.common.memo import host_memo
+from roles.common.opname import op_name
 from roles.common.platform import EL9, os_family
 from roles.preflight import facts
 from roles.preflight.evaluate import Verdict, evaluate
@@ -110,7 +111,7 @@ def finish() -> None:
     todo = pending(host)
     if todo and not VfioSettings.from_host(host).reboot:
         python.call(
-            name="REBOOT PENDING (vfio_reboot is False): " + "; ".join(todo),
+            name=op_name("VFIO", "REBOOT PENDING (vfio_reboot is False): " + "; ".join(todo)),
             function=_report_pending,
             pending=todo,
             groups_later=preflight.verdict(host).iommu_pending,

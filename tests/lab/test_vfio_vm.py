@@ -146,7 +146,7 @@ def test_allowed_to_reboot_the_run_reboots_and_binds_both_functions(vfiohost):
     group = vfiohost.sh(f"readlink /sys/bus/pci/devices/{STANDIN}/iommu_group").rsplit("/", 1)[1]
     assert vfiohost.sh(f"ls /dev/vfio/{group.strip()}").strip()
     assert "REBOOT PENDING" not in run.output
-    assert "VFIO: check the kernel arguments and the vfio-pci binding after the reboot" in (
+    assert "VFIO: GPU passthrough on the host | check the kernel arguments and the vfio-pci " in (
         run.output
     )
 

@@ -153,8 +153,8 @@ def test_first_run_with_vfio_reboot_reboots_checks_and_then_starts_the_vm(kind, 
     plan = first_run(hv, vfio_reboot=True)
     assert plan.error is None, plan.error
     done = names(plan)
-    reboot = next(i for i, n in enumerate(done) if n.startswith("VFIO: reboot to apply"))
-    check = done.index("VFIO: check the kernel arguments and the vfio-pci binding after the reboot")
+    reboot = next(i for i, n in enumerate(done) if n.startswith("reboot to apply"))
+    check = done.index("check the kernel arguments and the vfio-pci binding after the reboot")
     libvirt = next(i for i, n in enumerate(done) if n.startswith("libvirt"))
     assert reboot < check < libvirt < done.index("ai: define the domain") < done.index("ai: start")
     assert not [n for n in done if "PENDING" in n]

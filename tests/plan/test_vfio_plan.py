@@ -62,7 +62,7 @@ def test_el9_amd_host_plans_grubby_default_grub_modprobe_dracut_and_reports_the_
     assert "softdep nouveau pre: vfio-pci\n" in modprobe
     assert 'force_drivers+=" vfio vfio_iommu_type1 vfio_pci "' in plan.files[render.DRACUT_CONF]
     names = vfio_names(plan)
-    assert names[-1].startswith("REBOOT PENDING (vfio_reboot is False): kernel arguments")
+    assert names[-1].startswith("VFIO: REBOOT PENDING (vfio_reboot is False): kernel arguments")
     assert not plan.find("reboot")
     assert "REBOOT PENDING" in caplog.text and f"{GT710} from no driver to vfio-pci" in caplog.text
 
@@ -190,7 +190,7 @@ def test_a_changed_softdep_rewrites_modprobe_and_rebuilds_the_initramfs():
 def test_a_gpu_on_another_driver_is_only_a_pending_reboot():
     plan = run_plan({"hypervisors": GT710_DATA}, el9_converged(lspci=X570_GROUPS))
     names = vfio_names(plan)
-    assert len(names) == 1 and names[0].startswith("REBOOT PENDING")
+    assert len(names) == 1 and names[0].startswith("VFIO: REBOOT PENDING")
     assert f"{GT710} from no driver to vfio-pci" in names[0]
 
 

@@ -261,9 +261,7 @@ def install():
         render.PERSISTENCED_DROPIN,
         render.persistenced_dropin(),
     )
-    packages = host_state.packages(
-        state, f"packages ({settings.source})", settings.packages
-    )
+    packages = host_state.packages(state, f"packages ({settings.source})", settings.packages)
     built = _build_module(settings, driver, packages)
     _persistenced(state, driver, packages, dropin)
     _reboot_or_hold(settings, driver, [blacklist, packages, built])

@@ -128,8 +128,8 @@ def test_a_gpu_service_is_not_started_while_the_reboot_is_pending(deployed):
         run = pyinfra_deploy(deployed.inventory, *[a for d in data for a in ("--data", d)])
         assert run.ok, run.tail()
         changed = run.changed_operations()
-        assert "Ollama | Ollama: compose.yaml" in changed, changed
-        assert not [op for op in changed if re.search(r"Ollama: (running|restart|reload for|"
+        assert "Ollama | compose.yaml" in changed, changed
+        assert not [op for op in changed if re.search(r"Ollama \| (running|restart|reload for|"
                                                       r"answers)", op)], changed  # fmt: skip
         assert "Not started (they need the GPU): Ollama (GPU)" in end_of_run(run), run.tail()
         assert out(deployed, "systemctl is-active ollama || true") == "inactive"

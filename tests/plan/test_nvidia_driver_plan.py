@@ -93,7 +93,7 @@ def test_persistenced_is_kept_from_failing_before_the_package_starts_it():
     ]
     plan = plan_for(lines, **DEBIAN)
     assert [name for name, _ in role_ops(plan, "NVIDIA driver")] == [
-        "NVIDIA driver | NVIDIA driver: nvidia-persistenced not left failed (no driver loaded yet)"
+        "NVIDIA driver | nvidia-persistenced not left failed (no driver loaded yet)"
     ]
 
 
@@ -106,7 +106,7 @@ def test_initramfs_is_rebuilt_only_when_the_blacklist_changes():
 
 
 GPU_SERVICES = re.compile(
-    r"tabbyAPI: (running and enabled|restart|answers)|Ollama: (running and enabled|restart|"
+    r"tabbyAPI \| (running and enabled|restart|answers)|Ollama \| (running and enabled|restart|"
     r"reload for|answers|models)"
 )
 
@@ -123,9 +123,9 @@ def test_pending_reboot_not_allowed_starts_no_gpu_service_and_says_what_to_do(ca
     assert not plan.find(r"reboot")
     assert gpu_service_ops(plan) == []
     names = plan.names()
-    assert "tabbyAPI | tabbyAPI: enabled on boot" in names  # configured, not started
-    assert "Ollama | Ollama: enabled on boot" in names
-    assert any("tabbyAPI: checkout" in n for n in names)
+    assert "tabbyAPI | enabled on boot" in names  # configured, not started
+    assert "Ollama | enabled on boot" in names
+    assert any("tabbyAPI | checkout" in n for n in names)
     assert "REBOOT PENDING: this run installs or changes the driver" in caplog.text
     assert "nouveau holds the GPU" in caplog.text
     assert "tabbyAPI is not started: REBOOT PENDING" in caplog.text
@@ -138,7 +138,7 @@ def test_a_cpu_only_tabbyapi_launch_is_not_held_back():
     unsafe = {"developer": {"unsafe_launch": True}}
     plan = plan_for(FRESH + GPU_VM, tabbyapi_config_overrides=unsafe)
     assert plan.error is None, plan.error
-    assert "tabbyAPI | tabbyAPI: running and enabled on boot" in plan.names()
+    assert "tabbyAPI | running and enabled on boot" in plan.names()
     assert not [name for name in gpu_service_ops(plan) if name.startswith("Ollama")]
 
 
@@ -181,13 +181,11 @@ def test_reboot_allowed_reboots_checks_the_module_and_goes_on(monkeypatch):
     assert plan.error is None, plan.error
     names = plan.names()
     reboot = names.index(
-        "NVIDIA driver | NVIDIA driver: reboot to load the driver (allowed by nvidia_driver_reboot)"
+        "NVIDIA driver | reboot to load the driver (allowed by nvidia_driver_reboot)"
     )
-    check = names.index(
-        "NVIDIA driver | NVIDIA driver: the nvidia module is loaded for the running kernel"
-    )
+    check = names.index("NVIDIA driver | the nvidia module is loaded for the running kernel")
     started = gpu_service_ops(plan)
-    assert "tabbyAPI | tabbyAPI: running and enabled on boot" in started
+    assert "tabbyAPI | running and enabled on boot" in started
     assert reboot < check < names.index(started[0])
     assert plan.find(r"^\( sleep 1 && reboot \)")
 
@@ -198,7 +196,7 @@ def test_reboot_allowed_but_the_module_does_not_load_fails_clearly(monkeypatch, 
         reboot_plan(monkeypatch, after)
     assert "after the reboot: nouveau is loaded" in caplog.text
     assert "the nvidia module is not loaded (see `dmesg | grep -i nvidia`" in caplog.text
-    assert "tabbyAPI: running" not in caplog.text
+    assert "tabbyAPI | running" not in caplog.text
 
 
 def test_guest_without_a_gpu_starts_no_gpu_service(caplog):
@@ -282,7 +280,7 @@ def test_converged_nvidia_source_guest_plans_nothing():
     plan = plan_for(converged_driver(NVIDIA), **NVIDIA)
     assert plan.error is None, plan.error
     assert role_ops(plan, "NVIDIA driver") == []
-    assert "tabbyAPI | tabbyAPI: running and enabled on boot" in plan.names()
+    assert "tabbyAPI | running and enabled on boot" in plan.names()
 
 
 def test_recorded_lab_guest_after_the_deploy_plans_nothing():

@@ -205,6 +205,19 @@ PATH_CHARACTERS = r"[A-Za-z0-9._+@%,=:/-]*"
 
 def safe_path(value: str) -> str | None:
     """An absolute, normalised path of plain characters that is not a system folder."""
+    problem = path_form(value)
+    if problem:
+        return problem
+    if value in SYSTEM_FOLDERS:
+        own = f"{value.rstrip('/')}/aicoder"
+        return f"{value!r} is a system folder; name a folder of its own such as {own!r}"
+    if any(value == v or value.startswith(v + "/") for v in VIRTUAL_FOLDERS):
+        return f"{value!r} is under a kernel, runtime or boot file system; use another folder"
+    return None
+
+
+def path_form(value: str) -> str | None:
+    """An absolute, normalised path of plain characters (wherever it points)."""
     problem = plain_text(value, "an absolute path like /var/lib/name")
     if problem:
         return problem
@@ -220,11 +233,6 @@ def safe_path(value: str) -> str | None:
         return f"{value!r} is not normalised (no '..', '.', '//' or trailing '/'); write it as " + (
             f"{posixpath.normpath(value)!r}"
         )
-    if value in SYSTEM_FOLDERS:
-        own = f"{value.rstrip('/')}/aicoder"
-        return f"{value!r} is a system folder; name a folder of its own such as {own!r}"
-    if any(value == v or value.startswith(v + "/") for v in VIRTUAL_FOLDERS):
-        return f"{value!r} is under a kernel, runtime or boot file system; use another folder"
     return None
 
 
@@ -248,7 +256,7 @@ GIT_REF = r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}"
 def git_ref(value: str) -> str | None:
     """A branch, tag or commit as ``git check-ref-format`` allows it (no '..', no part
     starting with '.', not ending in '/', '.' or '.lock')."""
-    what = "a branch, tag or commit (e.g. main or a commit id)"
+    what = "a commit id or tag/branch name (e.g. main)"
     bad = (
         not re.fullmatch(GIT_REF, value)
         or ".." in value
@@ -271,6 +279,13 @@ def unicast_mac(value: str) -> str | None:
         return f"{value!r} is no address; use one like 52:54:00:12:34:56"
     return None
 
+
+KIND_NAMES = {
+    "bool": "True or False",
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a string",
+}
 
 NAME = r"[a-z_][a-z0-9_-]{0,31}"
 """A POSIX user or group name."""

@@ -256,7 +256,7 @@ GIT_REF = r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}"
 def git_ref(value: str) -> str | None:
     """A branch, tag or commit as ``git check-ref-format`` allows it (no '..', no part
     starting with '.', not ending in '/', '.' or '.lock')."""
-    what = "a commit id or tag/branch name (e.g. main)"
+    what = "a branch, tag or commit (a commit id or tag name, or a branch like main)"
     bad = (
         not re.fullmatch(GIT_REF, value)
         or ".." in value

@@ -42,6 +42,23 @@ class SettingsError(PyinfraError):
             + "\n".join(lines)
         )
 
+    @classmethod
+    def for_hosts(cls, by_host: dict[str, list[Problem]]) -> SettingsError:
+        """One error for every host's problems (a single host reads as before)."""
+        if len(by_host) == 1:
+            ((name, problems),) = by_host.items()
+            return cls(name, problems)
+        error = cls("", [p for problems in by_host.values() for p in problems])
+        lines = [
+            f"  host {name!r}:\n" + "\n".join(f"    - {key}: {msg}" for key, msg in problems)
+            for name, problems in by_host.items()
+        ]
+        error.args = (
+            f"Invalid settings on {len(by_host)} hosts (set them in group_data/*.py or the "
+            "inventory; nothing was changed on any host):\n" + "\n".join(lines),
+        )
+        return error
+
 
 def setting(default: Any, doc: str, *checks: Check) -> Any:
     """Declare one setting: its default, a one-line doc and extra value checks."""

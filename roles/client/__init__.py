@@ -49,11 +49,10 @@ def configure():
         dest=config_path,
         content=text,
     )
+    key = secrets.get_or_create(TABBYAPI_KEY_SECRET)
+    secrets.keep_operation()
     operations.secret_line(
-        name=f"tabbyAPI key in {env_path}",
-        path=env_path,
-        variable=API_KEY_SECRET,
-        value=secrets.get_or_create(TABBYAPI_KEY_SECRET),
+        name=f"tabbyAPI key in {env_path}", path=env_path, variable=API_KEY_SECRET, value=key
     )
 
 

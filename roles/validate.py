@@ -16,6 +16,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host
 
 from roles import client, guest_vm, planner, preflight, vfio
+from roles.common import secrets
 from roles.common.memo import host_memo
 from roles.common.settings import (
     REGISTRY,
@@ -51,6 +52,10 @@ def validate_inventory(state) -> None:
 
 def _error(inventory) -> SettingsError | None:
     by_host: dict[str, list[Problem]] = {}
+    try:  # the secrets file and AICODER_* values, read now so a bad one refuses every host
+        secrets.check_all()
+    except secrets.SecretError as error:
+        by_host["(secrets)"] = error.problems
     inventory_problems = shape_problems(inventory)
     if inventory_problems:
         by_host["(inventory)"] = inventory_problems

@@ -63,7 +63,8 @@ def host_problems(host_) -> list[str]:
     home = host_.get_fact(Home) or ""
     key = ClientSettings.key("config_path")
     if not home.startswith("/") or home == "/":
-        return [f"{key}: the client user has no home folder (HOME is {home or 'unset'}); set HOME"]
+        shown = "unset" if home in ("", "~") else repr(home)  # the fact echoes ~ without HOME
+        return [f"{key}: the client user has no home folder (HOME is {shown}); set HOME"]
     path, _ = config_paths(settings, home)
     if not path.startswith(home.rstrip("/") + "/"):
         return [f"{key}: {path} is outside the home folder {home}; put it under ~/"]

@@ -27,11 +27,17 @@ from roles.common.checks import CONTROL
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"[a-z][a-z0-9_]*")
+KNOWN = ("tabbyapi_api_key", "tabbyapi_admin_key", "hf_token")
+"""The secrets the roles read (AICODER_<NAME> in the environment)."""
 _GENERATED: dict[tuple[str, str], str] = {}  # (file, name) -> value not yet in the file
 
 
 class SecretError(PyinfraError):
-    pass
+    """A secret or the secrets file is unusable; ``problems`` are (where, what) pairs."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.problems = problems or [("secrets", message)]
 
 
 def secrets_file() -> Path:
@@ -100,13 +106,14 @@ def _load(path: Path) -> dict[str, str]:
         value = data.get(key_node.value) if isinstance(key_node.value, str) else None
         line = f"{path} line {key_node.start_mark.line + 1}"
         if not (isinstance(key_node.value, str) and NAME.fullmatch(key_node.value)):
-            problems.append(f"{line}: the name is not lower-case letters, digits and _")
+            problems.append((line, "the name is not lower-case letters, digits and _"))
             continue
         problem = _value_problem(value if isinstance(value_node, yaml.ScalarNode) else [])
         if problem:
-            problems.append(f"{line}: {key_node.value} {problem}")
+            problems.append((line, f"{key_node.value} {problem}"))
     if problems:
-        raise SecretError("bad secrets file:\n" + "\n".join(f"  - {p}" for p in problems))
+        lines = "\n".join(f"  - {where}: {what}" for where, what in problems)
+        raise SecretError(f"bad secrets file:\n{lines}", problems)
     return data
 
 
@@ -126,6 +133,17 @@ def get(name: str, required: bool = False, hint: str = "") -> str | None:
             f"{path} (mode 0600). {hint}".strip()
         )
     return value
+
+
+def check_all() -> None:
+    """Read the secrets file and every AICODER_* secret variable now: a SecretError if any is
+    unusable (the same checks as ``get``)."""
+    _load(secrets_file())
+    for env, value in os.environ.items():
+        if env.removeprefix("AICODER_").lower() in KNOWN and env.startswith("AICODER_"):
+            problem = _value_problem(value) if value else None
+            if problem:
+                raise SecretError(f"environment variable {env} {problem}")
 
 
 def get_or_create(name: str) -> str:

@@ -238,3 +238,13 @@ def test_fact_checks_come_with_the_other_keys_of_the_host():
     plan = run_plan({HV: group_data}, responses)
     assert {key for key, _ in plan.error.problems} == {"guest_vm_vms[0].vcpus"}
     assert plan.changed == []
+
+
+def test_cli_a_group_data_file_of_no_group_is_reported(tmp_path):
+    """group_data/ai_guest.py (a typo) beside the inventory matches no group: named, refused."""
+    run = Run(tmp_path, inventory_text(guest({})))
+    (tmp_path / "group_data").mkdir()
+    (tmp_path / "group_data" / "ai_guest.py").write_text("ollama_port = 11435\n")
+    output = run.start().communicate(timeout=180)[0]
+    assert "group_data/ai_guest.py" in output and "did you mean 'ai_guests'" in output, output
+    assert "Traceback" not in output and "Ready: deploy.py" not in output, output

@@ -21,6 +21,7 @@ from roles.common.memo import host_memo
 from roles.common.settings import (
     REGISTRY,
     Problem,
+    RoleSettings,
     SettingsError,
     classes_for_groups,
     validate_host,
@@ -130,12 +131,9 @@ def shape_problems(inventory) -> list[Problem]:
     return problems
 
 
-def _owner(key: str):
+def _owner(key: str) -> type[RoleSettings] | None:
     """The settings class that owns ``key``, if any."""
     for cls in REGISTRY.values():
-        if (
-            key.startswith(cls.PREFIX + "_")
-            and key[len(cls.PREFIX) + 1 :] in cls.__dataclass_fields__
-        ):
+        if any(key == known for known, _, _ in cls.docs()):
             return cls
     return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from typing_extensions import override
 
@@ -63,7 +64,7 @@ TOOL_FORMATS = (
 FAMILY_TOOL_FORMATS = ((re.compile(r"qwen3[-_.]?coder", re.I), "qwen3_coder"),)
 # Types of the other config.yml options (upstream's config_models.py at the pinned commit):
 # (section, option) -> (type, the least allowed number); "path" is a folder on the guest.
-OPTION_TYPES: dict[tuple[str, str], tuple[str, float | None]] = {
+OPTION_TYPES: dict[tuple[str, str], tuple[str, Any]] = {
     **{("network", o): ("bool", None) for o in ("disable_fetch_requests", "send_tracebacks")},
     ("network", "sse_ping_interval"): ("int", 0),
     **{
@@ -131,7 +132,7 @@ def git_source(value: str | None) -> str | None:
     return checks.url("http", "https", "ssh", "git", "file")(value)
 
 
-def option_value(section: str, option: str, value: object) -> str | None:
+def option_value(section: str, option: str, value: Any) -> str | None:
     """A config.yml option's value against its upstream type, where the type is known."""
     kind, least = OPTION_TYPES.get((section, option), (None, None))
     if kind is None or value is None:  # upstream's options are Optional: None is its default

@@ -26,6 +26,37 @@ def _daemon_opened(value: dict) -> str | None:
     return None
 
 
+# Types of common daemon.json options (dockerd's documentation), checked where known.
+DAEMON_OPTION_TYPES: dict[str, type] = {
+    "log-driver": str,
+    "log-opts": dict,
+    "data-root": str,
+    "live-restore": bool,
+    "max-concurrent-downloads": int,
+    "max-concurrent-uploads": int,
+    "registry-mirrors": list,
+    "insecure-registries": list,
+    "dns": list,
+    "userland-proxy": bool,
+    "iptables": bool,
+    "ip6tables": bool,
+}
+
+
+def _daemon_option_types(value: dict) -> str | None:
+    for name, kind in DAEMON_OPTION_TYPES.items():
+        if name in value and not (
+            isinstance(value[name], kind) and not (kind is int and isinstance(value[name], bool))
+        ):
+            return f"{name!r} must be {kind.__name__}, got {value[name]!r}"
+    if isinstance(value.get("data-root"), str):
+        problem = checks.safe_path(value["data-root"])
+        return f"'data-root': {problem}" if problem else None
+    if value.get("log-opts") and not all(isinstance(v, str) for v in value["log-opts"].values()):
+        return "'log-opts' values must be strings (dockerd reads them as strings: '10m', '3')"
+    return None
+
+
 def _json_object(value: dict) -> str | None:
     try:
         json.dumps(value, allow_nan=False)  # dockerd rejects NaN/Infinity
@@ -91,6 +122,7 @@ class DockerSettings(RoleSettings):
         "stay as they are)",
         _json_object,
         _daemon_opened,
+        _daemon_option_types,
     )
 
     @override

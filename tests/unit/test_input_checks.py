@@ -211,6 +211,9 @@ def test_a_draft_folder_nothing_downloads_is_refused():
         ({"hosts": "tcp://0.0.0.0:2376"}, "opens the Docker API"),
         ({"runtimes": {"x": {"path": "/bin/sh"}}}, "container_toolkit"),
         ({"default-runtime": "nvidia"}, "container_toolkit"),
+        ({"data-root": "/var/lib"}, "system folder"),
+        ({"live-restore": "yes"}, "must be bool"),
+        ({"log-opts": {"max-file": 3}}, "must be strings"),
     ],
 )
 def test_docker_daemon_options_that_open_or_own_are_refused(options, fragment):

@@ -123,8 +123,8 @@ def test_a_look_alike_is_pointed_at_by_position():
 
     problem = found(BaseSettings, admin_user="\u0430icoder")["base_admin_user"]
     assert "character 1" in problem and "CYRILLIC SMALL LETTER A" in problem
-    problem = found(BaseSettings, debian_mirror="http://deb.d\u0435bian.org/debian")
-    assert "character 13" in problem["base_debian_mirror"]
+    mirror = found(BaseSettings, debian_mirror="http://deb.d\u0435bian.org/debian")
+    assert "character 13" in mirror["base_debian_mirror"]
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,7 @@ OPTION_TYPES: dict[tuple[str, str], tuple[str, Any]] = {
     **{
         ("model", o): ("str", None)
         for o in ("backend", "prompt_template", "reasoning_start_token", "reasoning_end_token",
-                  "reasoning_budget_message", "tool_format")
+                  "reasoning_budget_message")
     },
     ("draft_model", "draft_num_tokens"): ("int", 1),
     ("draft_model", "ngram_match_min"): ("int", 1),

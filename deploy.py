@@ -4,7 +4,7 @@ Which roles run for which inventory group, in order; nothing else. Every role's 
 validated for this host before any operation is planned, so bad input changes nothing.
 """
 
-from pyinfra import host
+from pyinfra import host, state
 
 from roles import (
     base,
@@ -17,16 +17,16 @@ from roles import (
     libvirt,
     nvidia_driver,
     ollama,
-    planner,
     preflight,
     tabbyapi,
     vfio,
 )
-from roles.common.settings import classes_for_groups, validate_host
+from roles.validate import validate_inventory
 
-if "ai_guests" in host.groups:
-    planner.apply_plan(host)  # fills the model settings the user left to the planner
-validate_host(host, classes_for_groups(host.groups))
+# Every host of the inventory at once (settings, the inventory itself, the host facts they are
+# checked against; the planner fills the model settings first): one error names every bad key
+# of every host before any host plans an operation.
+validate_inventory(state)
 
 if "clients" not in host.groups:  # the control machine (@local) gets only the editor's config
     base.configure()

@@ -35,10 +35,13 @@ def _vms_with_static_addresses() -> list[tuple[str, dict]]:
     goes on (nvidia_driver_reboot; other guests only report REBOOT PENDING). Set it False here
     to reboot them yourself."""
     data = runpy.run_path(str(_GROUP_DATA / "hypervisors.py"))
-    return [
+    vms = data.get("guest_vm_vms", [])
+    return [  # a malformed list is left to the deploy, which names what is wrong with it
         (vm["address"].split("/")[0], {**_guest_login(), "nvidia_driver_reboot": True})
-        for vm in data.get("guest_vm_vms", [])
-        if vm.get("address", "dhcp") != "dhcp"
+        for vm in (vms if isinstance(vms, list) else [])
+        if isinstance(vm, dict)
+        and isinstance(vm.get("address"), str)
+        and vm["address"] not in ("", "dhcp")
     ]
 
 

@@ -3,6 +3,7 @@ a Continue config.yaml pointing at what the AI guest serves, its API key in Cont
 
 from __future__ import annotations
 
+import os
 import posixpath
 
 from pyinfra import host
@@ -57,9 +58,29 @@ def configure():
         dest=config_path,
         content=text,
     )
+    key = secrets.get_or_create(TABBYAPI_KEY_SECRET)
+    secrets.keep_operation()
     operations.secret_line(
-        name=f"tabbyAPI key in {env_path}",
-        path=env_path,
-        variable=API_KEY_SECRET,
-        value=secrets.get_or_create(TABBYAPI_KEY_SECRET),
+        name=f"tabbyAPI key in {env_path}", path=env_path, variable=API_KEY_SECRET, value=key
     )
+
+
+def host_problems(host_) -> list[str]:
+    """What the client's facts refuse ("key: why"), checked before any host plans: a home
+    folder to expand ~ in, the config inside it, and (on this machine) a writable place."""
+    settings = ClientSettings.from_host(host_)
+    home = host_.get_fact(Home) or ""
+    key = ClientSettings.key("config_path")
+    if not home.startswith("/") or home == "/":
+        shown = "unset" if home in ("", "~") else repr(home)  # the fact echoes ~ without HOME
+        return [f"{key}: the client user has no home folder (HOME is {shown}); set HOME"]
+    path, _ = config_paths(settings, home)
+    if not path.startswith(home.rstrip("/") + "/"):
+        return [f"{key}: {path} is outside the home folder {home}; put it under ~/"]
+    if host_.name == "@local":
+        folder = posixpath.dirname(path)
+        while not os.path.exists(folder):
+            folder = posixpath.dirname(folder)
+        if not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
+            return [f"{key}: {folder} (on the way to {path}) is not a folder you can write"]
+    return []

@@ -38,8 +38,12 @@ def _model_roles(value: dict) -> str | None:
 
 
 def _config_path(value: str) -> str | None:
+    """Under ~/ (or absolute: the client's facts check that it is inside the home folder)."""
     if not (value.startswith("/") or value.startswith("~/")):
         return f"{value!r} is neither absolute nor under ~/ (e.g. ~/.continue/config.yaml)"
+    problem = checks.path_form("/" + value[2:]) if value[0] == "~" else checks.safe_path(value)
+    if problem:
+        return problem.replace(repr("/" + value[2:]), repr(value))
     if not value.endswith((".yaml", ".yml")):
         return f"{value!r} is not a .yaml file (Continue reads config.yaml)"
     return None

@@ -21,6 +21,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.host import Host
 from typing_extensions import override
 
+from roles.common import checks
 from roles.common.memo import host_memo
 
 Check = Callable[[Any], str | None]
@@ -40,6 +41,23 @@ class SettingsError(PyinfraError):
             f"(set them in group_data/*.py or the inventory; nothing was changed):\n"
             + "\n".join(lines)
         )
+
+    @classmethod
+    def for_hosts(cls, by_host: dict[str, list[Problem]]) -> SettingsError:
+        """One error for every host's problems (a single host reads as before)."""
+        if len(by_host) == 1:
+            ((name, problems),) = by_host.items()
+            return cls(name, problems)
+        error = cls("", [p for problems in by_host.values() for p in problems])
+        lines = [
+            f"  host {name!r}:\n" + "\n".join(f"    - {key}: {msg}" for key, msg in problems)
+            for name, problems in by_host.items()
+        ]
+        error.args = (
+            f"Invalid settings on {len(by_host)} hosts (set them in group_data/*.py or the "
+            "inventory; nothing was changed on any host):\n" + "\n".join(lines),
+        )
+        return error
 
 
 def setting(default: Any, doc: str, *checks: Check) -> Any:
@@ -102,16 +120,24 @@ class RoleSettings:
                     (key, f"got {value!r} ({type(value).__name__}); expected {type_name(expected)}")
                 )
                 continue
-            for check in f.metadata.get("checks", ()):
+            for check in (text_problem, *f.metadata.get("checks", ())):
                 msg = check(value)
                 if msg:
                     problems.append((key, msg))
                     break
-            values[f.name] = value
-        if problems:
-            return None, problems
+            else:
+                values[f.name] = value
         instance = cls(**values)
-        return instance, instance.check()
+        if not problems:
+            return instance, instance.check()
+        # Checks across fields still run over the good values (the bad ones at their defaults),
+        # so one run names every problem; a finding about a key already refused is left out.
+        bad = {key for key, _ in problems}
+        try:
+            across = [p for p in instance.check() if p[0] not in bad]
+        except Exception:  # noqa: BLE001 (a check assuming another field's validity: skip)
+            across = []
+        return None, problems + across
 
     @classmethod
     def from_host(cls, host: Host) -> Self:
@@ -123,6 +149,26 @@ class RoleSettings:
                 raise SettingsError(host.name, problems)
             cache[cls.PREFIX] = instance
         return cache[cls.PREFIX]
+
+
+def text_problem(value: Any) -> str | None:
+    """Every string in a value (list items, dict keys and values too) is free of newlines and
+    control characters: it lands in a file or a command line, where one would split a line."""
+    if isinstance(value, str):
+        return checks.control_character(value)
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list | tuple)
+        else ()
+    )
+    for name, item in items:
+        for part in (name, item) if isinstance(value, dict) else (item,):
+            problem = text_problem(part)
+            if problem:
+                return f"{name!r}: {problem}" if isinstance(value, dict) else problem
+    return None
 
 
 def type_matches(value: Any, expected: Any) -> bool:

@@ -12,6 +12,51 @@ from roles.common import checks
 from roles.common.settings import RoleSettings, setting
 
 
+def _daemon_opened(value: dict) -> str | None:
+    """A ``hosts`` entry that is not a local socket opens the daemon (root on the guest) to
+    the network without authentication."""
+    hosts = value.get("hosts", [])
+    for entry in hosts if isinstance(hosts, list) else [hosts]:
+        if not (isinstance(entry, str) and entry.startswith(("unix://", "fd://"))):
+            return (
+                f"hosts entry {entry!r} opens the Docker API (root on the guest) to the network "
+                "without authentication; keep only unix:// sockets (use ssh:// contexts to "
+                "reach it remotely)"
+            )
+    return None
+
+
+# Types of common daemon.json options (dockerd's documentation), checked where known.
+DAEMON_OPTION_TYPES: dict[str, type] = {
+    "log-driver": str,
+    "log-opts": dict,
+    "data-root": str,
+    "live-restore": bool,
+    "max-concurrent-downloads": int,
+    "max-concurrent-uploads": int,
+    "registry-mirrors": list,
+    "insecure-registries": list,
+    "dns": list,
+    "userland-proxy": bool,
+    "iptables": bool,
+    "ip6tables": bool,
+}
+
+
+def _daemon_option_types(value: dict) -> str | None:
+    for name, kind in DAEMON_OPTION_TYPES.items():
+        if name in value and not (
+            isinstance(value[name], kind) and not (kind is int and isinstance(value[name], bool))
+        ):
+            return f"{name!r} must be {kind.__name__}, got {value[name]!r}"
+    if isinstance(value.get("data-root"), str):
+        problem = checks.safe_path(value["data-root"])
+        return f"'data-root': {problem}" if problem else None
+    if value.get("log-opts") and not all(isinstance(v, str) for v in value["log-opts"].values()):
+        return "'log-opts' values must be strings (dockerd reads them as strings: '10m', '3')"
+    return None
+
+
 def _json_object(value: dict) -> str | None:
     try:
         json.dumps(value, allow_nan=False)  # dockerd rejects NaN/Infinity
@@ -76,11 +121,25 @@ class DockerSettings(RoleSettings):
         "keys the deploy owns in /etc/docker/daemon.json, merged into the file (other keys "
         "stay as they are)",
         _json_object,
+        _daemon_opened,
+        _daemon_option_types,
     )
 
     @override
     def check(self):
         problems = []
+        from roles.container_toolkit.render import runtime_keys  # what that role writes
+        from roles.container_toolkit.settings import ContainerToolkitSettings
+
+        owned = runtime_keys(ContainerToolkitSettings(default_runtime=True))
+        for name in sorted(set(owned) & set(self.daemon_options)):
+            problems.append(
+                (
+                    self.key("daemon_options"),
+                    f"{name!r} is written by the container_toolkit role (see "
+                    "container_toolkit_default_runtime); leave it out here",
+                )
+            )
         if self.source == "debian" and self.version:
             problems.append(
                 (

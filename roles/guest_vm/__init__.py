@@ -14,6 +14,7 @@ from pyinfra.operations import files, python, server
 
 from roles import vfio
 from roles.base.settings import BaseSettings
+from roles.common.memo import host_memo
 from roles.guest_vm import render
 from roles.guest_vm.facts import VIRSH, GuestVmState
 from roles.guest_vm.render import GIB, VmPaths
@@ -48,19 +49,13 @@ def configure():
     vms = settings.machines()
     if not vms:
         return
-    image_dir = LibvirtSettings.from_host(host).image_dir
-    paths = {vm.name: VmPaths.of(vm, image_dir) for vm in vms}
-    cache = render.cached_image(settings.image_url, image_dir)
-    state = host.get_fact(
-        GuestVmState,
-        names=[vm.name for vm in vms],
-        files=[cache, *(p.disk for p in paths.values()), *(p.seed for p in paths.values())],
-        disks=[p.disk for p in paths.values()],
-        sums=[f for p in paths.values() for f in (p.xml, p.seed_sum)],
-        pci=sorted({gpu for vm in vms for gpu in vm.gpus}),
-        image_dir=image_dir,
-    )
-    _refuse_what_cannot_work(settings, vms, paths, state)
+    paths, cache, state = _read(host)
+    problems = host_problems(host)
+    if problems:  # validate_inventory reports these first; kept for a deploy run without it
+        raise DeployError(
+            f"{host.name}: the VMs cannot be set up as configured (nothing was changed):\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
 
     files.directory(name="VM state folder", path=render.STATE_DIR, mode="700")
     _reserve_hugepages(settings.hugepages_mb())
@@ -70,8 +65,39 @@ def configure():
         _vm(vm, settings, paths[vm.name], cache, state)
 
 
-def _refuse_what_cannot_work(settings, vms: list[Vm], paths, state) -> None:
-    """Deploy-time checks that need the host's facts; they fail before anything changes."""
+def _read(host_) -> tuple[dict[str, VmPaths], str, dict]:
+    """(paths by VM name, cached image path, GuestVmState) of ``host_``, read once per run."""
+    memo = host_memo(host_, "guest_vm")
+    if "state" not in memo:
+        settings = GuestVmSettings.from_host(host_)
+        vms = settings.machines()
+        image_dir = LibvirtSettings.from_host(host_).image_dir
+        paths = {vm.name: VmPaths.of(vm, image_dir) for vm in vms}
+        cache = render.cached_image(settings.image_url, image_dir)
+        memo["state"] = (
+            paths,
+            cache,
+            host_.get_fact(
+                GuestVmState,
+                names=[vm.name for vm in vms],
+                files=[cache, *(p.disk for p in paths.values()), *(p.seed for p in paths.values())],
+                disks=[p.disk for p in paths.values()],
+                sums=[f for p in paths.values() for f in (p.xml, p.seed_sum)],
+                pci=sorted({gpu for vm in vms for gpu in vm.gpus}),
+                image_dir=image_dir,
+            ),
+        )
+    return memo["state"]
+
+
+def host_problems(host_) -> list[str]:
+    """What the host's facts refuse in valid settings ("key: why"): checked for every host
+    before any host plans an operation (roles/validate.py)."""
+    settings = GuestVmSettings.from_host(host_)
+    vms = settings.machines()
+    if not vms:
+        return []
+    paths, _, state = _read(host_)
     problems = []
     if settings.domain_type == "kvm" and not state["kvm"]:
         problems.append(
@@ -105,11 +131,7 @@ def _refuse_what_cannot_work(settings, vms: list[Vm], paths, state) -> None:
                 f"{key}: a domain named {vm.name!r} already exists with UUID {uuid}; to manage "
                 f"it here set {key}.uuid = {uuid!r}, or choose another name"
             )
-    if problems:
-        raise DeployError(
-            f"{host.name}: the VMs cannot be set up as configured (nothing was changed):\n"
-            + "\n".join(f"  - {p}" for p in problems)
-        )
+    return problems
 
 
 def _restart_for_new_definition(vm: Vm, settings: GuestVmSettings, define, wait: bool) -> None:

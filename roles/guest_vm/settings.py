@@ -112,7 +112,7 @@ def _vm_problems(i: int, raw: dict) -> list[tuple[str, str]]:
             len(set(vm.cpu_pins)) == len(vm.cpu_pins) and min(vm.cpu_pins, default=0) >= 0,
             "each host CPU once, numbered from 0",
         ),
-        ("mac", re.fullmatch(checks.MAC_ADDRESS, vm.mac), "use the form 52:54:00:12:34:56"),
+        ("mac", not checks.unicast_mac(vm.mac), "use a unicast MAC like 52:54:00:12:34:56"),
         ("uuid", _is_uuid(vm.uuid), "use a UUID like 6f1c...-...; or leave it out"),
         ("gateway", not vm.gateway or vm.static, "only with a static address"),
         ("dns", not vm.dns or vm.static, "only with a static address"),
@@ -129,14 +129,27 @@ def _vm_problems(i: int, raw: dict) -> list[tuple[str, str]]:
             problems.append((key("address"), f"{msg}; or 'dhcp'"))
         elif vm.gateway and (msg := checks.ip_address(vm.gateway)):
             problems.append((key("gateway"), msg))
-        elif (
-            vm.gateway
-            and ipaddress.ip_address(vm.gateway) not in ipaddress.ip_interface(vm.address).network
-        ):
-            problems.append((key("gateway"), f"{vm.gateway} is not in {vm.address}'s network"))
+        else:
+            problems += [(key(k), msg) for k, msg in _address_problems(vm)]
     for server in vm.dns:
         if msg := checks.ip_address(server):
             problems.append((key("dns"), msg))
+    return problems
+
+
+def _address_problems(vm: Vm) -> list[tuple[str, str]]:
+    """A static address is a host of its network (not the network or broadcast address), and
+    the gateway is another host of that network."""
+    iface = ipaddress.ip_interface(vm.address)
+    net, problems = iface.network, []
+    if net.num_addresses > 2 and iface.ip in (net.network_address, net.broadcast_address):
+        problems.append(("address", f"{vm.address} is its network's own address; pick a host"))
+    if vm.gateway:
+        gateway = ipaddress.ip_address(vm.gateway)
+        if gateway not in net:
+            problems.append(("gateway", f"{vm.gateway} is not in {vm.address}'s network"))
+        elif gateway == iface.ip:
+            problems.append(("gateway", f"{vm.gateway} is the VM's own address; use the router's"))
     return problems
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from typing_extensions import override
@@ -70,6 +71,13 @@ class LibvirtSettings(RoleSettings):
                 problems.append((self.key("bridge_dns"), msg))
         if self.bridge_gateway:
             msg = checks.ip_address(self.bridge_gateway)
+            if not msg and self.bridge_address != DHCP:
+                own = ipaddress.ip_interface(self.bridge_address)
+                gateway = ipaddress.ip_address(self.bridge_gateway)
+                if gateway == own.ip:
+                    msg = f"{gateway} is the bridge's own address; use the router's"
+                elif gateway not in own.network:
+                    msg = f"{gateway} is not in {self.bridge_address}'s network"
             if msg:
                 problems.append((self.key("bridge_gateway"), msg))
         return problems

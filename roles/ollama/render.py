@@ -32,6 +32,12 @@ def environment(settings: OllamaSettings) -> dict[str, str]:
     return env
 
 
+def compose_escaped(env: dict[str, str]) -> dict[str, str]:
+    """Values as compose reads them literally: compose interpolates ``$`` (``${HOME}``,
+    ``$(...)`` stays text but ``$VAR`` does not), so each becomes ``$$``."""
+    return {name: value.replace("$", "$$") for name, value in env.items()}
+
+
 def published_port(address: str, port: int) -> str:
     """HOST_IP:HOST_PORT:CONTAINER_PORT, the host address bracketed when it is IPv6."""
     host_ip = f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
@@ -52,7 +58,7 @@ def compose(settings: OllamaSettings, publish: str) -> dict:
         # A host folder, never a named volume: `docker compose down -v` or a volume prune
         # cannot delete the models.
         "volumes": [f"{settings.data_dir}:/root/.ollama"],
-        "environment": environment(settings),
+        "environment": compose_escaped(environment(settings)),
     }
     if settings.gpu:
         device = {"driver": "nvidia", "capabilities": ["gpu"]}

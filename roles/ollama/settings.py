@@ -5,6 +5,7 @@ The tuning variables and their values follow upstream's envconfig/config.go (oll
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -24,8 +25,35 @@ MODEL_NAME = (
 )
 # name[:tag][@sha256:digest]; a tag or digest is required (pinned), "latest" is not a pin.
 IMAGE = r"[a-z0-9][a-z0-9._/:-]*?(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?"
-# Variables the compose file itself sets from other settings, or that would break it.
+# Variables the compose file itself sets from other settings, or that would break it; the tuning
+# variables a setting writes are added from the renderer itself (render.environment).
 RESERVED_ENV = ("OLLAMA_HOST", "OLLAMA_MODELS")
+# Forms of other upstream variables (envconfig/config.go), checked where known.
+ENV_FORMS = {
+    **dict.fromkeys(
+        ("OLLAMA_DEBUG", "OLLAMA_NOPRUNE", "OLLAMA_SCHED_SPREAD", "OLLAMA_NOHISTORY",
+         "OLLAMA_MULTIUSER_CACHE", "OLLAMA_NEW_ENGINE", "OLLAMA_INTEL_GPU"),
+        (r"(?i)1|0|true|false|t|f", "true or false (1/0)"),
+    ),
+    **dict.fromkeys(
+        ("OLLAMA_MAX_QUEUE", "OLLAMA_GPU_OVERHEAD", "OLLAMA_MAX_VRAM"),
+        (r"[0-9]+", "a whole number"),
+    ),
+    "OLLAMA_LOAD_TIMEOUT": (r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+", "a duration like 5m"),
+}  # fmt: skip
+
+
+OWNED_BY = {
+    "OLLAMA_HOST": "ollama_bind_address / ollama_port",
+    "OLLAMA_MODELS": "ollama_data_dir",
+    "OLLAMA_KEEP_ALIVE": "ollama_keep_alive",
+    "OLLAMA_FLASH_ATTENTION": "ollama_flash_attention",
+    "OLLAMA_KV_CACHE_TYPE": "ollama_kv_cache_type",
+    "OLLAMA_NUM_PARALLEL": "ollama_num_parallel",
+    "OLLAMA_MAX_LOADED_MODELS": "ollama_max_loaded_models",
+    "OLLAMA_CONTEXT_LENGTH": "ollama_context_length",
+}
+"""Which setting to use instead of a variable the deploy writes (the message's hint only)."""
 
 
 def publish_address(value: str) -> str | None:
@@ -153,20 +181,7 @@ class OllamaSettings(RoleSettings):
     @override
     def check(self) -> list[tuple[str, str]]:
         problems = []
-        for name, value in self.environment.items():
-            if re.search(r"[\x00-\x1f]", value):  # would end the line in the compose file
-                problems.append(
-                    (self.key("environment"), f"{name}: the value holds a control character")
-                )
-            if not re.fullmatch(r"OLLAMA_[A-Z0-9_]+", name):
-                problems.append((self.key("environment"), f"{name!r} is not an OLLAMA_* name"))
-            elif name in RESERVED_ENV:
-                problems.append(
-                    (
-                        self.key("environment"),
-                        f"{name} is set by the deploy (use ollama_port / ollama_data_dir)",
-                    )
-                )
+        problems += [(self.key("environment"), p) for p in self._environment_problems()]
         if self.kv_cache_type != "f16" and not self.flash_attention:
             problems.append(
                 (
@@ -177,6 +192,25 @@ class OllamaSettings(RoleSettings):
             )
         if self.gpu_device_ids and not self.gpu:
             problems.append((self.key("gpu_device_ids"), "is set but ollama_gpu is False"))
+        return problems
+
+    def owned_environment(self) -> set[str]:
+        """The variables the compose file sets from settings, read from the renderer itself."""
+        from roles.ollama import render  # render imports this module
+
+        return {*RESERVED_ENV, *render.environment(dataclasses.replace(self, environment={}))}
+
+    def _environment_problems(self) -> list[str]:
+        problems = []
+        owned = self.owned_environment()
+        for name, value in self.environment.items():
+            if not re.fullmatch(r"OLLAMA_[A-Z0-9_]+", name):
+                problems.append(f"{name!r} is not an OLLAMA_* name")
+            elif name in owned:
+                setting_ = OWNED_BY.get(name, "its own setting")
+                problems.append(f"{name} is set by the deploy: set {setting_} instead")
+            elif name in ENV_FORMS and not re.fullmatch(ENV_FORMS[name][0], value):
+                problems.append(f"{name}={value!r} is not {ENV_FORMS[name][1]}")
         return problems
 
     @classmethod

@@ -20,7 +20,7 @@ from roles.vfio.assignment import vm_gpus
 from roles.vfio.render import MANAGED_FILES
 from roles.vfio.settings import VfioSettings
 
-__all__ = ["PreflightError", "check", "host_state", "verdict"]
+__all__ = ["PreflightError", "check", "host_state", "problems", "verdict"]
 
 
 class PreflightError(PyinfraError):
@@ -55,6 +55,15 @@ def verdict(host) -> Verdict:
     if found.problems:
         raise PreflightError(host.name, found.problems)
     return found
+
+
+def problems(host) -> list[str]:
+    """The preflight's problems for ``host`` (none when it is fit), without raising."""
+    try:
+        verdict(host)
+    except PreflightError as error:
+        return error.problems
+    return []
 
 
 @deploy("Preflight: GPU passthrough checks")

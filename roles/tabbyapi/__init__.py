@@ -217,14 +217,10 @@ def _config_files(settings: TabbyapiSettings, state: State, install, listen: str
         mode="640",
         owner=f"root:{user}",
     )
+    tokens = render.api_tokens_yml(*api_keys())
+    secrets.keep_operation()  # generated keys reach secrets.yml before any host uses them
     # Not a restart trigger: tabbyAPI re-reads api_tokens.yml when it changes (common/auth.py).
-    _secret(
-        state,
-        "api_tokens.yml (keys from the secrets)",
-        render.TOKENS_FILE,
-        render.api_tokens_yml(*api_keys()),
-        user,
-    )
+    _secret(state, "api_tokens.yml (keys from the secrets)", render.TOKENS_FILE, tokens, user)
     token = secrets.get("hf_token")
     if token:
         _secret(state, "Hugging Face token", hf_token_path(settings), token + "\n", user)

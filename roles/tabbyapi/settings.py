@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from typing_extensions import override
 
@@ -61,9 +62,50 @@ TOOL_FORMATS = (
 )  # fmt: skip
 # tool_format 'auto': the parser of the model's family, recognised by its repo or folder name.
 FAMILY_TOOL_FORMATS = ((re.compile(r"qwen3[-_.]?coder", re.I), "qwen3_coder"),)
+# Types of the other config.yml options (upstream's config_models.py at the pinned commit):
+# (section, option) -> (type, the least allowed number); "path" is a folder on the guest.
+OPTION_TYPES: dict[tuple[str, str], tuple[str, Any]] = {
+    **{("network", o): ("bool", None) for o in ("disable_fetch_requests", "send_tracebacks")},
+    ("network", "sse_ping_interval"): ("int", 0),
+    **{
+        ("logging", o): ("bool", None)
+        for o in ("log_prompt", "log_generation_params", "log_requests",
+                  "log_chat_completion_requests")
+    },
+    **{
+        ("model", o): ("bool", None)
+        for o in ("inline_model_loading", "use_dummy_models", "output_chunking", "vision",
+                  "force_enable_thinking", "reasoning", "tool_calls_in_reasoning", "harmony")
+    },
+    ("model", "chunk_size"): ("int", 1),
+    ("model", "max_batch_size"): ("int", 1),
+    ("model", "cpu_moe_offload_layers"): ("int", 0),
+    ("model", "reasoning_budget_tokens"): ("int", 0),
+    ("model", "rope_scale"): ("float", 0),
+    **{
+        ("model", o): ("str", None)
+        for o in ("backend", "prompt_template", "reasoning_start_token", "reasoning_end_token",
+                  "reasoning_budget_message")
+    },
+    ("draft_model", "draft_num_tokens"): ("int", 1),
+    ("draft_model", "ngram_match_min"): ("int", 1),
+    ("draft_model", "dynamic_draft"): ("bool", None),
+    ("draft_model", "draft_rope_scale"): ("float", 0),
+    ("sampling", "override_preset"): ("str", None),
+    ("lora", "lora_dir"): ("path", None),
+    ("embeddings", "embedding_model_dir"): ("path", None),
+    ("embeddings", "embedding_model_name"): ("str", None),
+    ("memory", "sysmem_recurrent_cache"): ("int", 0),
+    ("memory", "sysmem_kv_cache"): ("int", 0),
+    ("memory", "cuda_malloc_async"): ("bool", None),
+    **{
+        ("developer", o): ("bool", None)
+        for o in ("unsafe_launch", "disable_request_streaming", "realtime_process_priority",
+                  "seqlog")
+    },
+}  # fmt: skip
 API_KEY_SECRET = "tabbyapi_api_key"  # the key clients send; the client role reads it too
 HF_REPO = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
-GIT_REF = r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}"
 FOLDER = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}"
 
 
@@ -90,6 +132,24 @@ def git_source(value: str | None) -> str | None:
     return checks.url("http", "https", "ssh", "git", "file")(value)
 
 
+def option_value(section: str, option: str, value: Any) -> str | None:
+    """A config.yml option's value against its upstream type, where the type is known."""
+    kind, least = OPTION_TYPES.get((section, option), (None, None))
+    if kind is None or value is None:  # upstream's options are Optional: None is its default
+        return None
+    where = f"{section}.{option}"
+    if kind == "path":
+        problem = checks.safe_path(value) if isinstance(value, str) else f"{value!r} is no path"
+        return f"{where}: {problem}" if problem else None
+    types_ = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}[kind]
+    if not isinstance(value, types_) or (kind != "bool" and isinstance(value, bool)):
+        return f"{where} must be {checks.KIND_NAMES[kind]}, got {value!r}"
+    if least is not None and not (value > least if kind == "float" else value >= least):
+        bound = "more than" if kind == "float" else "at least"
+        return f"{where} must be {bound} {least}, got {value!r}"
+    return None
+
+
 def optional(check):
     """``check`` for a setting whose None means "not wanted"."""
     return lambda value: None if value is None else check(value)
@@ -109,8 +169,8 @@ class TabbyapiSettings(RoleSettings):
     enabled: bool = setting(True, "install and run tabbyAPI (exllamav3, EXL3 models) on the guest")
     user: str = setting(
         "tabbyapi",
-        "system user the service runs as (owns its models, keys file and log)",
-        checks.matches(checks.NAME, "a user name"),
+        "system user the service runs as (owns its models, keys file and log); never root",
+        checks.service_user,
     )
     install_dir: str = setting(
         "/opt/tabbyapi",
@@ -127,7 +187,7 @@ class TabbyapiSettings(RoleSettings):
         "e632af41eba68abeadc3437c62674360f2f8cbf1",
         "commit (or tag) checked out; upstream is a rolling release without tags, so pin a "
         "commit (default: main of 2026-08-13)",
-        checks.matches(GIT_REF, "a commit id or tag name"),
+        checks.git_ref,
     )
     pip_extras: list[str] = setting(
         ["cu12"],
@@ -161,7 +221,7 @@ class TabbyapiSettings(RoleSettings):
     model_revision: str = setting(
         "4.0bpw_H6",
         "branch, tag or commit of model_repo (EXL3 repos keep one branch per bit rate)",
-        checks.matches(GIT_REF, "a branch, tag or commit of the repo"),
+        checks.git_ref,
     )
     model_name: str = setting(
         "",
@@ -204,7 +264,7 @@ class TabbyapiSettings(RoleSettings):
     draft_model_revision: str = setting(
         "main",
         "branch, tag or commit of draft_model_repo",
-        checks.matches(GIT_REF, "a branch, tag or commit of the repo"),
+        checks.git_ref,
     )
     draft_model_name: str = setting(
         "",
@@ -295,6 +355,14 @@ class TabbyapiSettings(RoleSettings):
             problems.append(
                 (key("model_name"), f"derived folder {self.model!r} is unusable; set it")
             )
+        if self.draft_model_name and not self.draft_model_repo and self.draft_mode == "model":
+            problems.append(
+                (
+                    key("draft_model_name"),
+                    f"names folder {self.draft_model_name!r} but no tabbyapi_draft_model_repo "
+                    "downloads it; set the repo (or clear the name)",
+                )
+            )
         if "cu12" in self.pip_extras and "cu13" in self.pip_extras:
             problems.append((key("pip_extras"), "choose one of cu12 and cu13, not both"))
         elif not {"cu12", "cu13"} & set(self.pip_extras):
@@ -381,6 +449,9 @@ class TabbyapiSettings(RoleSettings):
                 )
             for option in values if section in CONFIG_SECTIONS else ():
                 owner = OWNED_OPTIONS.get((section, option))
+                wrong = option_value(section, option, values[option])
+                if wrong:
+                    problems.append((self.key("config_overrides"), wrong))
                 if owner:
                     problems.append(
                         (

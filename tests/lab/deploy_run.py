@@ -53,12 +53,17 @@ class DeployRun:
 
 
 def pyinfra_deploy(
-    inventory: Path, *args: str, deploy_file: str = "deploy.py", timeout: float = DEPLOY_TIMEOUT
+    inventory: Path,
+    *args: str,
+    deploy_file: str = "deploy.py",
+    timeout: float = DEPLOY_TIMEOUT,
+    env: dict[str, str] | None = None,
 ) -> DeployRun:
-    """The real CLI, from the repo, as a user runs it."""
+    """The real CLI, from the repo, as a user runs it (``env``: its environment instead of
+    this process's)."""
     started = time.monotonic()
     result = subprocess.run(
         pyinfra_command(inventory, *args, deploy_file=deploy_file), cwd=REPO, capture_output=True,
-        text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env,
     )  # fmt: skip
     return DeployRun(result.returncode, result.stdout + result.stderr, time.monotonic() - started)

@@ -37,8 +37,10 @@ def client_inventory(deployed, tmp_path_factory) -> tuple[Path, Path]:
 
 
 def pyinfra(inventory: Path, *args: str) -> tuple[int, str, float]:
-    """(exit code, output without colours, seconds) of the real CLI."""
-    run = pyinfra_deploy(inventory, *args, timeout=1800)
+    """(exit code, output without colours, seconds) of the real CLI, with the scratch folder
+    as HOME (the client's config must be inside the home folder)."""
+    env = {**os.environ, "HOME": str(inventory.parent)}
+    run = pyinfra_deploy(inventory, *args, timeout=1800, env=env)
     return run.returncode, ANSI.sub("", run.output), run.seconds
 
 

@@ -17,15 +17,16 @@ from vfio_facts import (
     host,
 )
 
-from roles.preflight import PreflightError
+from roles.common.settings import SettingsError
 
 HV = {"vfio_only": True, "firewall_allowed_networks": ["192.168.1.0/24"]}
 
 
 def refused(responses, **data) -> str:
-    """The preflight's message; fails unless the deploy stopped before any operation."""
+    """The preflight's message; fails unless the deploy stopped before any operation (the
+    preflight runs with every host's validation, roles/validate.py)."""
     plan = run_plan({"hypervisors": {**HV, **data}}, responses)
-    assert isinstance(plan.error, PreflightError), plan.error
+    assert isinstance(plan.error, SettingsError), plan.error
     assert plan.changed == []
     message = str(plan.error)
     assert "nothing was changed" in message

@@ -1,12 +1,14 @@
-"""Benchmark of the deploy on the lab: fresh deploy time, no-change re-run time and the number of
-remote commands of a no-change run, per role and in total (median of several runs).
+"""Benchmark of the deploy on the lab: fresh deploy time, no-change re-run time, and per host the
+remote round trips and SSH connections, per role and in total (median of several runs).
 
-    python -m lab.bench [--runs 5] [--fresh] [--group ai_guests]
+    python -m lab.bench [--runs 5] [--fresh] [--group ai_guests|hypervisors|all]
 
 Runs the real deploy.py in-process through pyinfra's API (the same code the CLI runs) and counts
-every command and file transfer each host's connector makes, attributed to the top-level
-``@deploy`` (role) that made it. ``--fresh`` first recreates the lab machines (``down`` + ``up``)
-so the first run is a fresh deploy. The lab must be up (``python -m lab up``).
+every command and file transfer each host's connector makes (one round trip each), attributed to
+the host and to the top-level ``@deploy`` (role) that made it, and every SSH connection pyinfra
+opens (its ``host_connect`` callback). ``--fresh`` first recreates the lab machines (``down`` +
+``up``) so the first run is a fresh deploy. The lab must be up (``python -m lab up``; with
+``--machines guest,hv`` for the hypervisor).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from pathlib import Path
 from pyinfra.api import Config, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.operations import run_ops
+from pyinfra.api.state import BaseStateCallback
 from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory_from_files
 from pyinfra_cli.util import load_deploy_file
+from typing_extensions import override
 
 from lab.config import Lab
 
@@ -35,12 +39,15 @@ OUTSIDE = "(deploy.py: validation, planner)"
 
 @dataclass
 class RunStats:
-    """One deploy run: wall time, changed operations, and per-role remote calls and time."""
+    """One deploy run: wall time, changed operations, per-role remote calls and time, and per
+    host the remote round trips (commands and file transfers) and SSH connections."""
 
     wall: float = 0.0
     changed: int = 0
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    round_trips: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    connections: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 def _role_of(state: State, host) -> str:
@@ -53,7 +60,19 @@ def _role_of(state: State, host) -> str:
     return name.split(" | ")[0] if name and " | " in name else (name or OUTSIDE)
 
 
+class _ConnectionCounter(BaseStateCallback):
+    """Counts the connections pyinfra opens (its first, and any after a reboot)."""
+
+    def __init__(self, stats: RunStats) -> None:
+        self.stats = stats
+
+    @override
+    def host_connect(self, state: State, host) -> None:  # type: ignore[override]
+        self.stats.connections[host.name] += 1
+
+
 def _instrument(state: State, host, stats: RunStats) -> None:
+    """Count and time every call of the host's connector that goes to the host."""
     connector = host.connector
     for method in ("run_shell_command", "put_file", "get_file"):
         original = getattr(connector, method)
@@ -65,25 +84,28 @@ def _instrument(state: State, host, stats: RunStats) -> None:
                 return _original(*args, **kwargs)
             finally:
                 stats.calls[role] += 1
+                stats.round_trips[host.name] += 1
                 stats.seconds[role] += time.perf_counter() - started
 
         setattr(connector, method, timed)
 
 
-def run_deploy(inventory_path: Path, group: str) -> RunStats:
-    """Run deploy.py once against the hosts of ``group`` in the inventory; raise on failure."""
+def run_deploy(inventory_path: Path, group: str, deploy: Path = REPO / "deploy.py") -> RunStats:
+    """Run ``deploy`` once against the hosts of ``group`` (``all``: every host) in the
+    inventory; raise on failure."""
     stats = RunStats()
     started = time.perf_counter()
     # As `pyinfra -y` does: a State without change detection, set before the inventory loads.
     state = State(check_for_changes=False)
     with ctx_state.use(state):
         inventory = make_inventory_from_files(str(inventory_path), cwd=str(REPO))
-        hosts = list(inventory.get_group(group))
+        hosts = list(inventory) if group == "all" else list(inventory.get_group(group))
         state.init(inventory, Config(), initial_limit=hosts)
-        connect_all(state)
+        state.add_callback_handler(_ConnectionCounter(stats))
         for host in hosts:
             _instrument(state, host, stats)
-        load_deploy_file(state, str(REPO / "deploy.py"))
+        connect_all(state)
+        load_deploy_file(state, str(deploy))
         run_ops(state)
         for host in hosts:
             for op_data in state.ops[host].values():
@@ -96,25 +118,39 @@ def run_deploy(inventory_path: Path, group: str) -> RunStats:
     return stats
 
 
+def _median(values) -> float:
+    return statistics.median(values) if values else 0.0
+
+
 def table(fresh: RunStats | None, reruns: list[RunStats]) -> str:
-    """The figures as a Markdown table: medians over the no-change runs."""
-    roles = sorted({r for run in [*reruns, *([fresh] if fresh else [])] for r in run.calls})
-
-    def med(values):
-        return statistics.median(values) if values else 0.0
-
-    head = "| role | fresh deploy s | no-change s | no-change remote commands |"
-    rows = [head, "|---|---:|---:|---:|"]
-    for role in roles:
+    """The figures as Markdown tables, per host and per role: medians over the no-change runs."""
+    runs = [*reruns, *([fresh] if fresh else [])]
+    hosts = sorted({h for run in runs for h in [*run.round_trips, *run.connections]})
+    rows = [
+        "| host | fresh round trips | fresh SSH connections "
+        "| no-change round trips | no-change SSH connections |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in hosts:
+        fresh_rt = f"{fresh.round_trips.get(name, 0)}" if fresh else "-"
+        fresh_conn = f"{fresh.connections.get(name, 0)}" if fresh else "-"
+        rows.append(
+            f"| {name} | {fresh_rt} | {fresh_conn} "
+            f"| {_median([r.round_trips.get(name, 0) for r in reruns]):.0f} "
+            f"| {_median([r.connections.get(name, 0) for r in reruns]):.0f} |"
+        )
+    rows += ["", "| role | fresh deploy s | no-change s | no-change remote commands |"]
+    rows.append("|---|---:|---:|---:|")
+    for role in sorted({r for run in runs for r in run.calls}):
         fresh_s = f"{fresh.seconds.get(role, 0):.1f}" if fresh else "-"
         rows.append(
-            f"| {role} | {fresh_s} | {med([r.seconds.get(role, 0) for r in reruns]):.2f} "
-            f"| {med([r.calls.get(role, 0) for r in reruns]):.0f} |"
+            f"| {role} | {fresh_s} | {_median([r.seconds.get(role, 0) for r in reruns]):.2f} "
+            f"| {_median([r.calls.get(role, 0) for r in reruns]):.0f} |"
         )
     fresh_wall = f"{fresh.wall:.1f}" if fresh else "-"
     rows.append(
-        f"| **total (wall clock)** | {fresh_wall} | {med([r.wall for r in reruns]):.2f} "
-        f"| {med([sum(r.calls.values()) for r in reruns]):.0f} |"
+        f"| **total (wall clock)** | {fresh_wall} | {_median([r.wall for r in reruns]):.2f} "
+        f"| {_median([sum(r.calls.values()) for r in reruns]):.0f} |"
     )
     changed = sorted({r.changed for r in reruns})
     rows.append("")
@@ -126,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="no-change runs (default 5)")
     parser.add_argument("--fresh", action="store_true", help="recreate the machines first")
-    parser.add_argument("--group", default="ai_guests", help="inventory group (default ai_guests)")
+    parser.add_argument(
+        "--group", default="ai_guests", help="inventory group, or all (default ai_guests)"
+    )
     args = parser.parse_args(argv)
 
     lab = Lab.from_env()
@@ -134,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     fresh = None
     if args.fresh:
         subprocess.run([*lab_cli, "down"], cwd=REPO, check=True)
-        subprocess.run([*lab_cli, "up"], cwd=REPO, check=True)
+        machines = {"ai_guests": "guest", "hypervisors": "hv"}.get(args.group, "guest,hv")
+        subprocess.run([*lab_cli, "up", "--machines", machines], cwd=REPO, check=True)
         fresh = run_deploy(lab.inventory, args.group)
         print(f"fresh deploy: {fresh.wall:.1f} s, {fresh.changed} operations changed", flush=True)
     elif not lab.inventory.exists():

@@ -8,7 +8,7 @@ def ssh_port_clash(key: str, port: int, data: dict) -> list[tuple[str, str]]:
     # Imported here: the firewall role imports the services' settings to open their ports.
     from roles.firewall.settings import FirewallSettings
 
-    firewall, problems = FirewallSettings.problems_in(data)
+    firewall, problems = FirewallSettings.checked(data)
     if firewall is None or problems or port != firewall.ssh_port:
         return []
     return [(key, f"{port} is the SSH port (firewall_ssh_port); give the service another one")]

@@ -140,6 +140,17 @@ class RoleSettings:
         return None, problems + across
 
     @classmethod
+    def checked(cls, data: dict[str, Any]) -> tuple[Self | None, list[Problem]]:
+        """:meth:`problems_in`, built once per :class:`HostData` (a role's cross-check builds
+        another role's settings too: tabbyAPI's for Ollama, the firewall's for the SSH port)."""
+        built = data.built if isinstance(data, HostData) else None
+        if built is None:
+            return cls.problems_in(data)
+        if cls not in built:
+            built[cls] = cls.problems_in(data)
+        return built[cls]
+
+    @classmethod
     def from_host(cls, host: Host) -> Self:
         """The validated settings of ``host`` (cached on the host), or a SettingsError."""
         cache = host_memo(host, "settings")
@@ -169,6 +180,14 @@ def text_problem(value: Any) -> str | None:
             if problem:
                 return f"{name!r}: {problem}" if isinstance(value, dict) else problem
     return None
+
+
+class HostData(dict[str, Any]):
+    """One host's data while its settings are validated, with each class built from it once."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data)
+        self.built: dict[type, tuple[Any, list[Problem]]] = {}
 
 
 def type_matches(value: Any, expected: Any) -> bool:
@@ -234,11 +253,11 @@ def unknown_keys(data: dict[str, Any], classes: Iterable[type[RoleSettings]]) ->
 def validate_host(host, classes: Iterable[type[RoleSettings]]) -> None:
     """Validate every settings class for ``host`` at once; one SettingsError lists all problems."""
     classes = list(classes)
-    data = host.data.dict()
+    data = HostData(host.data.dict())
     problems = unknown_keys(data, classes)
     cache = host_memo(host, "settings")
     for cls in classes:
-        instance, found = cls.problems_in(data)
+        instance, found = cls.checked(data)
         problems.extend(found)
         if instance is not None and not found:
             cache[cls.PREFIX] = instance

@@ -222,7 +222,7 @@ class OllamaSettings(RoleSettings):
             return settings, problems
         problems += ssh_port_clash(cls.key("port"), settings.port, data)
         problems += _driver_too_old(settings, data)
-        tabby, tabby_problems = TabbyapiSettings.problems_in(data)
+        tabby, tabby_problems = TabbyapiSettings.checked(data)
         if tabby is None or tabby_problems or not tabby.enabled:
             return settings, problems
         if tabby.port == settings.port and _may_overlap(tabby.host, settings.bind_address):
@@ -238,7 +238,7 @@ class OllamaSettings(RoleSettings):
 
 def _driver_too_old(settings: OllamaSettings, data) -> list[tuple[str, str]]:
     """Refuse a driver branch Ollama's CUDA runner rejects: it would silently run on the CPU."""
-    driver, problems = NvidiaDriverSettings.problems_in(data)
+    driver, problems = NvidiaDriverSettings.checked(data)
     if not settings.gpu or driver is None or problems:
         return []
     branch = driver.driver_branch

@@ -48,6 +48,7 @@ class RunStats:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     round_trips: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     connections: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    sent: list[tuple[str, str, str]] = field(default_factory=list)  # (host, role, what)
 
 
 def _role_of(state: State, host) -> str:
@@ -71,13 +72,22 @@ class _ConnectionCounter(BaseStateCallback):
         self.stats.connections[host.name] += 1
 
 
+def _what(method: str, args: tuple) -> str:
+    """A short, secret-free description of one connector call: a command's masked first line."""
+    if method != "run_shell_command" or not args:
+        return method
+    command = args[0]
+    masked = command.get_masked_value() if hasattr(command, "get_masked_value") else str(command)
+    return masked.strip().splitlines()[0][:100] if masked.strip() else ""
+
+
 def _instrument(state: State, host, stats: RunStats) -> None:
     """Count and time every call of the host's connector that goes to the host."""
     connector = host.connector
     for method in ("run_shell_command", "put_file", "get_file"):
         original = getattr(connector, method)
 
-        def timed(*args, _original=original, **kwargs):
+        def timed(*args, _original=original, _method=method, **kwargs):
             role = _role_of(state, host)
             started = time.perf_counter()
             try:
@@ -85,6 +95,7 @@ def _instrument(state: State, host, stats: RunStats) -> None:
             finally:
                 stats.calls[role] += 1
                 stats.round_trips[host.name] += 1
+                stats.sent.append((host.name, role, _what(_method, args)))
                 stats.seconds[role] += time.perf_counter() - started
 
         setattr(connector, method, timed)
@@ -161,6 +172,9 @@ def table(fresh: RunStats | None, reruns: list[RunStats]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="no-change runs (default 5)")
+    parser.add_argument(
+        "--commands", action="store_true", help="list what the last no-change run sent"
+    )
     parser.add_argument("--fresh", action="store_true", help="recreate the machines first")
     parser.add_argument(
         "--group", default="ai_guests", help="inventory group, or all (default ai_guests)"
@@ -181,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     run_deploy(lab.inventory, args.group)  # converge first: the runs below must be no-change
     reruns = [run_deploy(lab.inventory, args.group) for _ in range(args.runs)]
     print(table(fresh, reruns))
+    if args.commands and reruns:
+        print("\nwhat the last no-change run sent (host, role, command):")
+        print("\n".join(f"  {h} | {role} | {what}" for h, role, what in reruns[-1].sent))
     return 0
 
 

@@ -36,5 +36,6 @@ def test_round_trips_and_connections_are_counted_per_host(tmp_path: Path) -> Non
     assert one == 3  # the fact and both commands
     assert two > one + 1  # files.put's own fact reads and the upload, on that host only
     assert sum(stats.calls.values()) == one + two  # every call is also counted per role
+    assert [what for h, _, what in stats.sent if h == "@fake/one"][-2:] == ["echo one", "echo two"]
     text = table(None, [stats])
     assert "| @fake/two | - | - | " + f"{two} | 1 |" in text

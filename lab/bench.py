@@ -1,5 +1,7 @@
-"""Benchmark of the deploy on the lab: fresh deploy time, no-change re-run time, and per host the
-remote round trips and SSH connections, per role and in total (median of several runs).
+"""Benchmark of the deploy on the lab: times, remote round trips and SSH connections per host.
+
+Fresh deploy time, no-change re-run time (median of several runs), and per host and per role the
+remote round trips and the SSH connections.
 
     python -m lab.bench [--runs 5] [--fresh] [--group ai_guests|hypervisors|all]
 

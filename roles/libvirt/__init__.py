@@ -11,16 +11,19 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
 from roles.common import host_state
-from roles.common.host_state import State
+from roles.common.host_state import FileState, State, sha1
 from roles.common.platform import DEBIAN, os_family
-from roles.libvirt import render
+from roles.libvirt import addressing, guard, render
+from roles.libvirt.addressing import Addressing
 from roles.libvirt.facts import (
     IfupdownConfig,
     NetworkLinks,
     NmConnections,
     SelinuxImageDir,
+    bridge_profile,
+    port_profile,
 )
-from roles.libvirt.settings import LibvirtSettings
+from roles.libvirt.settings import DHCP, LibvirtSettings
 
 __all__ = ["LibvirtSettings", "configure"]
 
@@ -37,6 +40,7 @@ PACKAGES = {
         "xorriso",
         "ifupdown",
         "bridge-utils",
+        "iputils-ping",  # the bridge's connectivity check (roles/libvirt/guard.py)
     ],
     "el9": [
         "qemu-kvm",
@@ -144,101 +148,148 @@ def _stanza_path(settings: LibvirtSettings) -> str:
     return f"{render.IFUPDOWN_DIR}/{settings.bridge}"
 
 
+def _refuse(settings: LibvirtSettings, uplink: Addressing | None) -> None:
+    """Stop before any change when the bridge's addressing could cut the host off."""
+    msg = addressing.problem(settings, uplink)
+    if msg:
+        raise DeployError(f"{host.name}: {msg}")
+
+
+def _debian_uplink(settings: LibvirtSettings, links: dict, text: str | None) -> Addressing | None:
+    """The addressing the bridge takes over: an existing stanza of the bridge itself (adopted),
+    else the uplink's stanza (also once this role has commented it out), else None without an
+    uplink. An uplink with addresses but no ifupdown stanza is run by another network manager:
+    refused, as ifupdown would fight it."""
+    stanzas = addressing.ifupdown_stanzas(render.moved_stanzas(text))
+    own = stanzas.get(settings.bridge)
+    if own:
+        return addressing.from_stanza(own)
+    uplink = settings.bridge_uplink
+    if not uplink:
+        return None
+    if uplink in stanzas:
+        return addressing.from_stanza(stanzas[uplink])
+    if links[uplink]["ipv4"] and links[uplink]["bridge"] != settings.bridge:
+        raise DeployError(
+            f"{host.name}: libvirt_bridge_uplink={uplink!r} has addresses "
+            f"({' '.join(links[uplink]['ipv4'])}) but no stanza in /etc/network/interfaces: "
+            "another network manager runs it, and an ifupdown bridge would fight it. Configure "
+            f"{uplink} in /etc/network/interfaces first, or bridge it with that manager and "
+            "leave libvirt_bridge_uplink empty"
+        )
+    return Addressing(addressing.NONE, source=f"{uplink} (no ifupdown stanza, no address)")
+
+
 def _debian_bridge(settings: LibvirtSettings, links: dict, uplink_mac: str, state: State) -> None:
-    """ifupdown owns the bridge; the uplink's old stanza is commented out in the same step that
-    brings the bridge up, detached, so a dropped SSH session cannot stop it halfway."""
-    bridge = settings.bridge
-    stanza = host_state.put(
-        state,
-        f"Bridge {bridge} (ifupdown)",
-        _stanza_path(settings),
-        render.ifupdown_bridge(settings, uplink_mac),
-    )
+    """ifupdown owns the bridge; the uplink's old stanza is commented out in the same guarded
+    step that brings the bridge up (roles/libvirt/guard.py)."""
+    bridge, uplink = settings.bridge, settings.bridge_uplink
     current = host.get_fact(IfupdownConfig)
-    wanted = render.interfaces_for_bridge(current, settings.bridge_uplink)
-    steps = []
-    if wanted != current:
-        files.put(
-            name="ifupdown: /etc/network/interfaces for the bridge",
-            src=StringIO(wanted),
-            dest="/etc/network/interfaces.aicoder-new",
-            mode="644",
-        )
-        uplink = shlex.quote(settings.bridge_uplink)
-        steps.append(
-            "[ -e /etc/network/interfaces.before-bridge ] || "
-            "cp -a /etc/network/interfaces /etc/network/interfaces.before-bridge 2>/dev/null"
-        )
-        if settings.bridge_uplink:  # release its address while its old stanza still says how
-            steps.append(f"ifdown {uplink} 2>/dev/null")
-        steps.append("mv /etc/network/interfaces.aicoder-new /etc/network/interfaces")
-        if settings.bridge_uplink:
-            steps.append(f"ip addr flush dev {uplink}")
+    carried = _debian_uplink(settings, links, current)
+    _refuse(settings, carried)
+    wanted_addressing = addressing.for_bridge(settings, carried)
+    stanza_path = _stanza_path(settings)
+    stanza = render.ifupdown_bridge(settings, wanted_addressing, uplink_mac)
+    stanza_changed = state.files.get(stanza_path) != FileState("644", "root:root", sha1(stanza))
+    wanted = render.interfaces_for_bridge(current, uplink, bridge)
+    if not (stanza_changed or wanted != current or bridge not in links):
+        return
+    # Uploaded beside the real files: the guarded step saves those, then moves these in.
+    steps = [f"taps=$(ls /sys/class/net/{bridge}/brif 2>/dev/null | grep '^vnet')"]
+    if uplink:  # release its address while its old stanza still says how
+        steps.append(f"ifdown {shlex.quote(uplink)} 2>/dev/null")
+    steps.append(f"ifdown {bridge} 2>/dev/null")
+    for path, content, changed in (
+        (render.INTERFACES, wanted, wanted != current),
+        (stanza_path, stanza, stanza_changed),
+    ):
+        if changed:
+            files.put(name=f"ifupdown: {path} (new)", src=StringIO(content),
+                      dest=f"{path}.aicoder-new", mode="644")  # fmt: skip
+            steps.append(f"mv {path}.aicoder-new {path}")
+    if uplink:
+        steps.append(f"ip addr flush dev {shlex.quote(uplink)}")
     # ifdown deletes the bridge: put the running VMs' tap devices back on the new one.
-    steps += [
-        f"taps=$(ls /sys/class/net/{bridge}/brif 2>/dev/null | grep '^vnet')",
-        f"ifdown {bridge} 2>/dev/null",
-        f"ifup {bridge}",
-        f"for t in $taps; do ip link set $t master {bridge}; done",
-    ]
-    server.shell(
-        name=f"Bring bridge {bridge} up",
-        commands=[_detached(steps, bridge)],
-        _if=[lambda: bool(wanted != current or bridge not in links or stanza.did_change())],
+    reattach = f"for t in $taps; do ip link set $t master {bridge}; done"
+    steps += [f"ifup {bridge}", reattach]
+    save, rollback = guard.ifupdown_backup([render.INTERFACES, stanza_path], bridge, uplink)
+    _guarded(settings, wanted_addressing, save, steps, [*rollback, reattach], checkpoint=False)
+
+
+def _guarded(settings: LibvirtSettings, wanted: Addressing, save: list[str], steps: list[str],
+             rollback: list[str], checkpoint: bool) -> None:  # fmt: skip
+    """Apply the bridge change with its automatic rollback, then confirm it from the deploy."""
+    script = guard.apply_script(
+        settings.bridge,
+        save,
+        steps,
+        rollback,
+        settings.bridge_check_address,
+        wants_address=wanted.method in (addressing.STATIC, DHCP),
+        seconds=settings.bridge_rollback_seconds,
     )
+    server.shell(
+        name=f"Bring bridge {settings.bridge} up (rolled back by itself unless confirmed)",
+        commands=[guard.run_detached(settings.bridge, script)],
+    )
+    # A new command after the change: the deploy reaches the host through the new network.
+    server.shell(
+        name=f"Bridge {settings.bridge}: the deploy still reaches the host, keep the change",
+        commands=[guard.confirm(checkpoint)],
+    )
+
+
+def _el9_uplink(settings: LibvirtSettings, nm: dict, name: str | None) -> Addressing | None:
+    """The addressing the bridge takes over: the existing bridge profile's (adopted, or made by
+    an earlier run), else that of the profile active on the uplink, else None without one."""
+    uplink = settings.bridge_uplink
+    if name:
+        return addressing.from_nm_profile(nm["profiles"][name])
+    if not uplink:
+        return None
+    active = [n for n in nm["active"].get(uplink, []) if n in nm["profiles"]]
+    if active:
+        return addressing.from_nm_profile(nm["profiles"][active[0]])
+    return Addressing(addressing.NONE, source=f"{uplink} (no active profile)")
 
 
 def _el9_bridge(settings: LibvirtSettings, links: dict, uplink_mac: str) -> None:
-    """NetworkManager owns the bridge (and the uplink as its port)."""
-    bridge, port = settings.bridge, render.port_profile(settings)
-    nm = host.get_fact(NmConnections, names=[bridge, port])
-    wanted = render.nm_bridge_properties(settings, uplink_mac)
-    current = nm["profiles"].get(bridge)
+    """NetworkManager owns the bridge (and the uplink as its port). An existing profile of type
+    bridge for the interface is adopted whatever its name; the change runs inside a checkpoint."""
+    bridge, uplink = settings.bridge, settings.bridge_uplink
+    nm = host.get_fact(NmConnections)
+    name = bridge_profile(nm, bridge)
+    port = port_profile(nm, uplink, bridge, name) if uplink else None
+    carried = _el9_uplink(settings, nm, name)
+    _refuse(settings, carried)
+    wanted_addressing = addressing.for_bridge(settings, carried)
+    wanted = render.nm_bridge_properties(settings, wanted_addressing, uplink_mac)
+    current = nm["profiles"].get(name) if name else None
     differences = {} if current is None else render.nm_differences(wanted, current)
-    changed = current is None or bool(differences)
-    if current is None:
-        server.shell(
-            name=f"Bridge {bridge} (NetworkManager)",
-            commands=[
-                f"nmcli connection add type bridge con-name {bridge} ifname {bridge} "
-                + render.nm_args({k: v for k, v in wanted.items() if v})
-            ],
-        )
-    elif changed:
-        server.shell(
-            name=f"Bridge {bridge} settings (NetworkManager)",
-            commands=[f"nmcli connection modify {bridge} " + render.nm_args(differences)],
-        )
     steps = []
-    if settings.bridge_uplink and port not in nm["profiles"]:
-        uplink = settings.bridge_uplink
-        server.shell(
-            name=f"Uplink {uplink} as a port of {bridge}",
-            commands=[
-                f"nmcli connection add type ethernet con-name {port} ifname {uplink} "
-                f"master {bridge} slave-type bridge connection.autoconnect yes"
-            ],
+    if name is None:
+        name = bridge
+        steps.append(
+            f"nmcli connection add type bridge con-name {bridge} ifname {bridge} "
+            + render.nm_args({k: v for k, v in wanted.items() if v})
+        )
+    elif differences:
+        steps.append(f"nmcli connection modify {shlex.quote(name)} " + render.nm_args(differences))
+    if uplink and port is None:
+        port = render.port_profile(settings)
+        mtu = f" 802-3-ethernet.mtu {wanted_addressing.mtu}" if wanted_addressing.mtu else ""
+        steps.append(
+            f"nmcli connection add type ethernet con-name {port} ifname {uplink} "
+            f"master {bridge} slave-type bridge connection.autoconnect yes{mtu}"
         )
         # The profile that had the NIC must not take it back at the next boot.
         for old in nm["active"].get(uplink, []):
             steps.append(f"nmcli connection modify {shlex.quote(old)} connection.autoconnect no")
         steps.append(f"nmcli connection up {port}")
-    if steps or changed or bridge not in nm["active"].get(bridge, []):
-        steps.append(f"nmcli connection up {bridge}")
-        server.shell(name=f"Bring bridge {bridge} up", commands=[_detached(steps, bridge)])
-
-
-def _detached(steps: list[str], bridge: str, timeout: int = 90) -> str:
-    """Run ``steps`` in their own session (they may cut this SSH connection for a moment), then
-    wait until the bridge is up, failing with its log after ``timeout`` seconds."""
-    log = f"/var/log/aicoder-bridge-{bridge}.log"
-    script = shlex.quote("; ".join(steps))
-    return (
-        f"setsid sh -c {script} >{log} 2>&1 </dev/null & "
-        f"for i in $(seq {timeout}); do "
-        f"ip -o link show dev {bridge} up 2>/dev/null | grep -q . && exit 0; sleep 1; done; "
-        f"echo 'bridge {bridge} did not come up:' >&2; cat {log} >&2; exit 1"
-    )
+    if steps or name not in nm["active"].get(bridge, []):
+        steps.append(f"nmcli connection up {shlex.quote(name)}")
+        save, rollback = guard.nm_checkpoint(settings.bridge_rollback_seconds)
+        _guarded(settings, wanted_addressing, save, steps, rollback, checkpoint=True)
 
 
 def _selinux_image_dir(path: str) -> None:

@@ -64,23 +64,16 @@ class IfupdownConfig(FactBase):
 
 
 class NmConnections(FactBase):
-    """NetworkManager profiles: name -> {field: value} for ``names``, plus "active" (profiles
-    active per device) for the profiles of ``devices``; empty without nmcli."""
-
-    FIELDS = (
-        "connection.id,connection.type,connection.interface-name,connection.autoconnect,"
-        "connection.master,connection.slave-type,ipv4.method,ipv4.addresses,ipv4.gateway,"
-        "ipv4.dns,bridge.stp,bridge.mac-address"
-    )
+    """NetworkManager: every profile's properties (``nmcli -t connection show <uuid>``) by name
+    under "profiles", and "active": profile names active per device; empty without nmcli."""
 
     @override
-    def command(self, names: list[str]) -> str:
-        quoted = " ".join(shlex.quote(n) for n in names)
+    def command(self) -> str:
         return (
             "command -v nmcli >/dev/null || exit 0; "
             "echo '[active]'; nmcli -t -f NAME,DEVICE connection show --active; "
-            f'for c in {quoted}; do echo "[profile]"; '
-            f'nmcli -t -f {self.FIELDS} connection show "$c" 2>/dev/null; done'
+            "nmcli -t -f UUID connection show | while read -r u; do echo '[profile]'; "
+            'nmcli -t connection show uuid "$u" 2>/dev/null; done'
         )
 
     @staticmethod
@@ -107,6 +100,33 @@ class NmConnections(FactBase):
                 if key == "connection.id":
                     result["profiles"][value] = current
         return result
+
+
+def bridge_profile(nm: dict, bridge: str) -> str | None:
+    """The profile of type bridge for interface ``bridge`` (an existing one is adopted whatever
+    its name, e.g. 'bridge-br0'); an active one first."""
+    found = [
+        name
+        for name, p in nm["profiles"].items()
+        if p.get("connection.type") == "bridge" and p.get("connection.interface-name") == bridge
+    ]
+    active = nm["active"].get(bridge, [])
+    return next((n for n in found if n in active), found[0] if found else None)
+
+
+def port_profile(nm: dict, uplink: str, bridge: str, bridge_name: str | None) -> str | None:
+    """The profile that makes ``uplink`` a port of the bridge (by interface, master and type)."""
+    masters = {bridge, bridge_name}
+    if bridge_name:
+        masters.add(nm["profiles"][bridge_name].get("connection.uuid"))
+    for name, p in nm["profiles"].items():
+        if (
+            p.get("connection.interface-name") == uplink
+            and p.get("connection.slave-type") == "bridge"
+            and p.get("connection.master") in masters
+        ):
+            return name
+    return None
 
 
 def _unescape_split(line: str) -> tuple[str, str, str]:

@@ -6,36 +6,49 @@ import re
 import shlex
 
 from roles.common.templates import render as template
+from roles.libvirt.addressing import NONE, STATIC, Addressing
 from roles.libvirt.settings import DHCP, LibvirtSettings
 
 # --- Debian: ifupdown -----------------------------------------------------------------------
 
 IFUPDOWN_DIR = "/etc/network/interfaces.d"
+INTERFACES = "/etc/network/interfaces"
 _STANZA = re.compile(r"(iface|mapping|auto|allow-\S+|source|source-directory|rename)\b")
 _MOVED = "#moved-to-bridge# "
 
 
-def ifupdown_bridge(settings: LibvirtSettings, uplink_mac: str = "") -> str:
+def ifupdown_bridge(settings: LibvirtSettings, addressing: Addressing, uplink_mac: str = "") -> str:
     """The bridge's stanza for /etc/network/interfaces.d/<bridge>."""
-    return template("libvirt/ifupdown-bridge.j2", s=settings, uplink_mac=uplink_mac)
+    method = {STATIC: "static", DHCP: "dhcp"}.get(addressing.method, "manual")
+    return template(
+        "libvirt/ifupdown-bridge.j2", s=settings, a=addressing, method=method, uplink_mac=uplink_mac
+    )
 
 
-def interfaces_for_bridge(text: str | None, uplink: str) -> str:
+def moved_stanzas(text: str | None) -> str:
+    """/etc/network/interfaces with the stanzas this role commented out active again: what the
+    host had before the bridge (for reading the uplink's original addressing)."""
+    return "\n".join(line.removeprefix(_MOVED) for line in (text or "").splitlines())
+
+
+def interfaces_for_bridge(text: str | None, uplink: str, bridge: str = "") -> str:
     """/etc/network/interfaces with the uplink's own stanza commented out (the bridge owns the
-    NIC now) and interfaces.d sourced; a minimal file when there is none (``text`` None).
+    NIC now), and the bridge's own stanza if it has one there (adopted: it moves to
+    interfaces.d), and interfaces.d sourced; a minimal file when there is none (``text`` None).
     Unchanged text means nothing to do."""
     if text is None:
         return "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n"
-    out, in_uplink_stanza = [], False
+    moved = {name for name in (uplink, bridge) if name}
+    out, in_moved_stanza = [], False
     for line in text.splitlines():
         words = line.split()
         starts_stanza = bool(words) and bool(_STANZA.fullmatch(words[0]))
         if starts_stanza:
-            in_uplink_stanza = words[0] == "iface" and len(words) > 1 and words[1] == uplink
-        if uplink and in_uplink_stanza:
+            in_moved_stanza = words[0] == "iface" and len(words) > 1 and words[1] in moved
+        if in_moved_stanza:
             out.append(_MOVED + line)
-        elif uplink and starts_stanza and (words[0] == "auto" or words[0].startswith("allow-")):
-            others = [w for w in words[1:] if w != uplink]
+        elif moved and starts_stanza and (words[0] == "auto" or words[0].startswith("allow-")):
+            others = [w for w in words[1:] if w not in moved]
             if len(others) == len(words) - 1:
                 out.append(line)
             else:
@@ -64,17 +77,20 @@ def port_profile(settings: LibvirtSettings) -> str:
     return f"{settings.bridge}-port-{settings.bridge_uplink}"
 
 
-def nm_bridge_properties(settings: LibvirtSettings, uplink_mac: str = "") -> dict[str, str]:
+def nm_bridge_properties(
+    settings: LibvirtSettings, addressing: Addressing, uplink_mac: str = ""
+) -> dict[str, str]:
     """The bridge profile's NetworkManager properties, as ``nmcli -t`` prints them."""
-    static = settings.bridge_address != DHCP
+    static = addressing.method == STATIC
+    methods = {STATIC: "manual", DHCP: "auto", NONE: "disabled"}
     props = {
         "connection.interface-name": settings.bridge,
         "connection.autoconnect": "yes",
         "bridge.stp": "no",
-        "ipv4.method": "manual" if static else "auto",
-        "ipv4.addresses": settings.bridge_address if static else "",
-        "ipv4.gateway": settings.bridge_gateway if static else "",
-        "ipv4.dns": ",".join(settings.bridge_dns) if static else "",
+        "ipv4.method": methods[addressing.method],
+        "ipv4.addresses": ",".join(addressing.addresses) if static else "",
+        "ipv4.gateway": addressing.gateway if static else "",
+        "ipv4.dns": ",".join(addressing.dns) if static else "",
     }
     if uplink_mac:  # keeps the uplink's DHCP lease and address across the move
         props["bridge.mac-address"] = uplink_mac.upper()
@@ -86,6 +102,8 @@ def nm_differences(wanted: dict[str, str], current: dict[str, str]) -> dict[str,
 
     def norm(key, value):
         value = "" if value in ("--", None) else value
+        if key in ("ipv4.addresses", "ipv4.dns"):  # lists: nmcli may print ", " between items
+            return ",".join(item.strip() for item in value.split(",") if item.strip())
         return value.upper() if key == "bridge.mac-address" else value
 
     return {k: v for k, v in wanted.items() if norm(k, current.get(k)) != norm(k, v)}

@@ -11,10 +11,11 @@ from roles.common import checks
 from roles.common.settings import RoleSettings, setting
 
 DHCP = "dhcp"
+AUTO = "auto"  # the uplink's addressing as it is now (DHCP without an uplink)
 
 
 def _bridge_address(value: str) -> str | None:
-    return None if value == DHCP else checks.cidr_address(value)
+    return None if value in (AUTO, DHCP) else checks.cidr_address(value)
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,28 @@ class LibvirtSettings(RoleSettings):
         checks.matches(f"|{checks.INTERFACE}", "an interface name like enp3s0, or empty"),
     )
     bridge_address: str = setting(
-        DHCP,
-        "the host's address on the bridge: 'dhcp' or a static address with prefix "
-        "(192.168.1.5/24); with an uplink it replaces the uplink's own address",
+        AUTO,
+        "the host's address on the bridge: 'auto' (the uplink's addressing as it is now: "
+        "method, addresses, gateway, DNS, MTU; DHCP without an uplink), 'dhcp', or a static "
+        "address with prefix (192.168.1.5/24); with an uplink it replaces the uplink's own",
         _bridge_address,
+    )
+    bridge_dhcp_over_static: bool = setting(
+        False,
+        "allow bridge_address 'dhcp' although the uplink has a static address now (the host's "
+        "address changes; refused by default, as a LAN without DHCP would cut the host off)",
+    )
+    bridge_check_address: str = setting(
+        "",
+        "an address on the LAN that must answer ping through the bridge once it is up (empty: "
+        "the bridge's gateway, if any); if it does not, the change is rolled back",
+        checks.matches(r"|[0-9a-fA-F.:]+", "an IP address or empty"),
+    )
+    bridge_rollback_seconds: int = setting(
+        120,
+        "seconds a bridge change has to be confirmed by the deploy reaching the host again "
+        "afterwards; unconfirmed (the host lost), it is rolled back by itself",
+        checks.in_range(30, 3600),
     )
     bridge_gateway: str = setting(
         "",
@@ -60,11 +79,19 @@ class LibvirtSettings(RoleSettings):
             problems.append(
                 (self.key("bridge_uplink"), "must be a NIC, not the bridge itself; e.g. enp3s0")
             )
-        if self.bridge_address == DHCP and (self.bridge_gateway or self.bridge_dns):
+        if self.bridge_address in (AUTO, DHCP) and (self.bridge_gateway or self.bridge_dns):
             key = "bridge_gateway" if self.bridge_gateway else "bridge_dns"
             problems.append(
-                (self.key(key), "only applies to a static bridge_address; DHCP provides it")
+                (
+                    self.key(key),
+                    "only applies to a static bridge_address ('auto' carries the uplink's, "
+                    "DHCP provides it)",
+                )
             )
+        if self.bridge_check_address:
+            msg = checks.ip_address(self.bridge_check_address)
+            if msg:
+                problems.append((self.key("bridge_check_address"), msg))
         for server in self.bridge_dns:
             msg = checks.ip_address(server)
             if msg:

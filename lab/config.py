@@ -29,12 +29,15 @@ class MachineKind:
     persistent: bool = False
     # Sees the lab's cloud image folder (lab/cloud_image.py) read-only, to create VMs from.
     guest_images: bool = False
+    # A second link, lan0, as its "LAN uplink" (not the one SSH uses): a veth whose other end
+    # sits in a network namespace of its own standing in for the LAN (lab/network.py).
+    lan: bool = False
 
 
 # The machines a lab can boot, by name.
 MACHINES = {
     "guest": MachineKind("ai_guests", 10),
-    "hv": MachineKind("hypervisors", 11, persistent=True, guest_images=True),
+    "hv": MachineKind("hypervisors", 11, persistent=True, guest_images=True, lan=True),
 }
 DEFAULT_MACHINES = ["guest"]
 
@@ -79,6 +82,15 @@ class Lab:
     @property
     def nft_table(self) -> str:
         return "aicoder_lab_" + self.name.replace("-", "_")
+
+    @property
+    def lan_netns(self) -> str:
+        """Network namespace holding the far end of the machines' LAN links."""
+        return "aicoder-lan-" + self.name
+
+    def lan_link(self, machine: str) -> str:
+        """Host-side name of the machine's LAN veth (moved into lan_netns)."""
+        return "vl-" + self.machine_id(machine)
 
     @property
     def cgroup(self) -> str:

@@ -6,7 +6,7 @@ import pprint
 
 from lab import admin
 from lab.config import MACHINES, Lab
-from lab.overrides import OVERRIDES
+from lab.overrides import MACHINE_OVERRIDES, OVERRIDES
 
 HEADER = '''"""pyinfra inventory of the local lab {name!r}; `python -m lab up` writes it.
 
@@ -35,6 +35,7 @@ def connection(lab: Lab, hostname: str, port: int = 22) -> dict:
 def host_data(lab: Lab, machine: str, ip: str) -> dict:
     data = connection(lab, ip)
     data.update(OVERRIDES.get(MACHINES[machine].group, {}))
+    data.update(MACHINE_OVERRIDES.get(machine, {}))
     return data
 
 

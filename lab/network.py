@@ -20,11 +20,17 @@ import ipaddress
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from lab.config import Lab
 
 LAB_RANGE = "10.213.0.0/16"  # every instance's subnet is a /24 in it (pick_subnet)
+# The machines' LAN (MachineKind.lan): the same addresses in every lab instance, as each lives
+# in its own network namespace and never on the host. The peer stands in for another LAN host.
+LAN_PREFIX = 24
+LAN_MACHINE = "10.77.0.1"
+LAN_PEER = "10.77.0.254"
 RUN_DIR = Path("/run/aicoder-lab")  # host-wide: which lab instances hold ip_forward
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
@@ -179,6 +185,7 @@ def nft_table_exists(lab: Lab) -> bool:
 def down(lab: Lab) -> None:
     """Remove what `up` added; put ip_forward back when no other lab instance needs it."""
     _check_owner(lab)
+    lan_down(lab)
     if nft_table_exists(lab):
         subprocess.run(["nft", "delete", "table", "inet", lab.nft_table], check=True)
     if link_exists(lab.bridge):
@@ -189,3 +196,25 @@ def down(lab: Lab) -> None:
         if not _holders() and saved.exists():
             IP_FORWARD.write_text(saved.read_text())
             saved.unlink()
+
+
+def attach_lan(lab: Lab, link: str, timeout: float = 15) -> None:
+    """Move the host end of a machine's LAN veth (created by nspawn) into the LAN namespace and
+    give it the peer's address there."""
+    if not Path(f"/run/netns/{lab.lan_netns}").exists():
+        _ip("netns", "add", lab.lan_netns)
+        _ip("-n", lab.lan_netns, "link", "set", "lo", "up")
+    deadline = time.monotonic() + timeout
+    while not link_exists(link):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nspawn did not create the LAN link {link}")
+        time.sleep(0.1)
+    _ip("link", "set", link, "netns", lab.lan_netns)
+    _ip("-n", lab.lan_netns, "addr", "add", f"{LAN_PEER}/{LAN_PREFIX}", "dev", link)
+    _ip("-n", lab.lan_netns, "link", "set", link, "up")
+
+
+def lan_down(lab: Lab) -> None:
+    """Remove the LAN namespace (the links in it go with their machines)."""
+    if Path(f"/run/netns/{lab.lan_netns}").exists():
+        _ip("netns", "delete", lab.lan_netns)

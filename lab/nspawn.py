@@ -116,6 +116,8 @@ def _nspawn_command(lab: Lab, machine: str, root: Path, mdir: Path) -> list[str]
     cmd.append("--volatile=no" if kind.persistent else "--volatile=overlay")
     if kind.guest_images:
         cmd.append(f"--bind-ro={cloud_image.images_dir()}:{cloud_image.MOUNT}")
+    if kind.lan:
+        cmd.append(f"--network-veth-extra={lab.lan_link(machine)}:lan0")
     if Path("/dev/net/tun").exists():  # libvirt's and Docker's networks want it
         cmd.append("--bind=/dev/net/tun")
     return cmd
@@ -160,6 +162,8 @@ def start(
     _state_path(lab, machine).write_text(json.dumps(st))
     nspawn = st["nspawn"] = _find_child(script.pid, "systemd-nspawn", log)
     _state_path(lab, machine).write_text(json.dumps(st))
+    if MACHINES[machine].lan:
+        network.attach_lan(lab, lab.lan_link(machine))
     try:
         ssh.wait_ready(lab, ip, BOOT_TIMEOUT, alive=lambda: proc.alive(nspawn))
     except Exception as e:

@@ -44,6 +44,18 @@ OVERRIDES: dict[str, dict] = {
     },
 }
 
+# Host data of one lab machine over its group's (machine name -> data).
+MACHINE_OVERRIDES: dict[str, dict] = {
+    "hv": {
+        # The bridge takes over the machine's LAN uplink (lan0, statically 10.77.0.1/24 as
+        # seeded below; not the link SSH uses) and carries its address ('auto'); the LAN peer
+        # (lab/network.py) must answer through the bridge, or the change rolls back.
+        "libvirt_bridge_uplink": "lan0",
+        "libvirt_bridge_address": "auto",
+        "libvirt_bridge_check_address": "10.77.0.254",
+    },
+}
+
 # Shell commands run once in a fresh machine before the first deploy (machine name -> commands):
 # state a user's host already has, which the deploy must keep.
 SEED_COMMANDS: dict[str, list[str]] = {
@@ -51,5 +63,13 @@ SEED_COMMANDS: dict[str, list[str]] = {
         # A daemon.json key the deploy does not own: the merge must keep it (docker role).
         "mkdir -p /etc/docker && printf '%s\\n' '{\"labels\": [\"seeded-by=lab\"]}' "
         "> /etc/docker/daemon.json",
+    ],
+    "hv": [
+        # A statically addressed LAN uplink in ifupdown, as Debian's installer leaves a host
+        # (ifupdown itself arrives with the libvirt role; until then the address is set by hand).
+        "mkdir -p /etc/network && printf '%s\\n' 'auto lo' 'iface lo inet loopback' '' "
+        "'auto lan0' 'iface lan0 inet static' '    address 10.77.0.1/24' "
+        "> /etc/network/interfaces",
+        "ip addr add 10.77.0.1/24 dev lan0 && ip link set lan0 up",
     ],
 }

@@ -87,7 +87,7 @@ def apply_script(
         f"target={check}",
         f'[ -n "$target" ] || target=$(ip -4 route show default dev {_q(bridge)} | '
         "awk '{print $3; exit}')",
-        'ok=yes; if [ -n "$target" ]; then ok=no; j=0; while [ "$j" -lt 30 ]; do '
+        'ok=yes; if [ -n "$target" ]; then ok=no; j=0; while [ "$j" -lt 20 ]; do '
         f'ping -c 1 -W 1 -I {_q(bridge)} "$target" >/dev/null 2>&1 && {{ ok=yes; break; }}; '
         "j=$((j+1)); sleep 1; done; fi",
         f'if [ "$ok" != yes ]; then rm -f {d}/pending; {undo}; '

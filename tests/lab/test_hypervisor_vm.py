@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from deploy_run import pyinfra_deploy
 
+from lab import network
 from lab.overrides import OVERRIDES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,6 +130,17 @@ def test_bridge_is_inside_the_machine_only(deployed_hv):
     assert "br0" not in names(host_links) - names(deployed_hv.host_links_before)
 
 
+def test_the_bridge_took_over_the_lan_uplink_with_its_static_address(deployed_hv):
+    """lan0 (the LAN uplink, statically addressed in ifupdown; SSH uses another link) is now a
+    port of br0, which carries its address; the LAN peer answers through the bridge."""
+    sh = deployed_hv.sh
+    assert "lan0" in sh("ls /sys/class/net/br0/brif").stdout.split()
+    assert "inet " not in sh("ip -4 -o addr show dev lan0").stdout
+    assert "10.77.0.1/24" in sh("ip -4 -br addr show dev br0").stdout
+    assert "#moved-to-bridge# iface lan0 inet static" in sh("cat /etc/network/interfaces").stdout
+    assert sh(f"ping -c 1 -W 2 -I br0 {network.LAN_PEER}", check=False).returncode == 0
+
+
 def test_vm_is_defined_from_the_settings_autostarted_and_running(deployed_hv):
     info = deployed_hv.sh(f"virsh -c qemu:///system dominfo {VM['name']}").stdout
     assert re.search(r"State:\s+running", info) and re.search(r"Autostart:\s+enable", info), info
@@ -215,3 +227,30 @@ def test_a_changed_vm_is_restarted_cleanly_when_allowed(deployed_hv, lab_timings
 
     again = pyinfra_deploy(inventory)
     assert again.ok and again.changed_operations() == [], again.tail(120)
+
+
+def _with(inventory_text: str, **data) -> str:
+    """The lab's inventory with ``data`` set on its hypervisor, as a user edits group_data."""
+    lines = "".join(f"    _data[{k!r}] = {v!r}\n" for k, v in data.items())
+    return inventory_text + "\nfor _name, _data in hypervisors:\n" + lines
+
+
+def test_a_bad_bridge_change_rolls_back_by_itself(deployed_hv, lab_timings, tmp_path):
+    """A static bridge address on the wrong network: the LAN peer no longer answers through the
+    bridge, so the change is undone by itself (files and addresses as before) and the deploy
+    fails saying so; the VM keeps running and reachable."""
+    files = "sha1sum /etc/network/interfaces /etc/network/interfaces.d/br0"
+    before = deployed_hv.sh(files).stdout
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text(
+        _with(deployed_hv.lab.inventory.read_text(), libvirt_bridge_address="10.99.0.1/24")
+    )
+    run = pyinfra_deploy(inventory)
+    lab_timings["hv bad bridge change rolled back"] = run.seconds
+    assert not run.ok, run.tail(60)
+    assert f"rolled back: br0 did not reach {network.LAN_PEER}" in run.output, run.tail(60)
+    assert deployed_hv.sh(files).stdout == before
+    assert "10.77.0.1/24" in deployed_hv.sh("ip -4 -br addr show dev br0").stdout
+    assert "lan0" in deployed_hv.sh("ls /sys/class/net/br0/brif").stdout.split()
+    assert deployed_hv.sh(f"ping -c 1 -W 2 {network.LAN_PEER}", check=False).returncode == 0
+    assert deployed_hv.vm("true").returncode == 0

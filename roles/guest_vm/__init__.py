@@ -24,6 +24,8 @@ from roles.libvirt.settings import LibvirtSettings
 __all__ = ["GuestVmSettings", "configure"]
 
 HUGEPAGES_SYSCTL = "/etc/sysctl.d/80-aicoder-hugepages.conf"
+GIGANTIC_TMPFILES = "/etc/tmpfiles.d/aicoder-hugepages-1g.conf"
+NODE_PAGES = "/sys/devices/system/node/node{node}/hugepages/hugepages-1048576kB/nr_hugepages"
 HUGEPAGE_MB = 2  # the default hugepage size on x86_64
 
 
@@ -58,7 +60,10 @@ def configure():
         )
 
     files.directory(name="VM state folder", path=render.STATE_DIR, mode="700")
-    _reserve_hugepages(settings.hugepages_mb())
+    if settings.hugepage_size == "1G":
+        _reserve_gigantic_pages(settings.gigantic_pages())
+    else:
+        _reserve_hugepages(settings.hugepages_mb())
     if any(p.disk not in state["files"] for p in paths.values()) and cache not in state["files"]:
         _download_image(settings, cache)
     for vm in vms:
@@ -221,6 +226,36 @@ def _reserve_hugepages(total_mb: int) -> None:
     )
 
 
+def _reserve_gigantic_pages(need: dict[int, int]) -> None:
+    """1 GiB pages: the kernel arguments (set by the vfio role) reserve the total at boot,
+    spread over the NUMA nodes; a VM bound to a node (numa_node) gets that node's share raised
+    early at every boot (tmpfiles.d) and now, while memory is least fragmented."""
+    per_node = {node: pages for node, pages in sorted(need.items()) if node >= 0}
+    if not per_node:
+        return
+    lines = [f"w {NODE_PAGES.format(node=n)} - - - - {pages}" for n, pages in per_node.items()]
+    tmpfiles = files.put(
+        name="Reserve 1 GiB pages per NUMA node at boot",
+        src=StringIO(
+            "# Managed by the ai-coding-server deploy (roles/guest_vm): 1 GiB pages of the VMs\n"
+            "# bound to a NUMA node (guest_vm_vms[].numa_node).\n" + "\n".join(lines) + "\n"
+        ),
+        dest=GIGANTIC_TMPFILES,
+        mode="644",
+    )
+    checks = "; ".join(
+        f'[ "$(cat {NODE_PAGES.format(node=n)})" -ge {pages} ] || '
+        f'{{ echo "NUMA node {n} has fewer than {pages} 1 GiB pages: reboot the host to '
+        'reserve them at boot" >&2; exit 1; }'
+        for n, pages in per_node.items()
+    )
+    server.shell(
+        name="Apply the 1 GiB page reservation per NUMA node",
+        commands=[f"systemd-tmpfiles --create {GIGANTIC_TMPFILES}; {checks}"],
+        _if=tmpfiles.did_change,
+    )
+
+
 def _download_image(settings: GuestVmSettings, cache: str) -> None:
     """Download the image once into the cache, checking its SHA-512 before keeping it."""
     name = posixpath.basename(cache)
@@ -298,7 +333,7 @@ def _vm(vm: Vm, settings: GuestVmSettings, paths: VmPaths, cache: str, state: di
             ],
         )
 
-    xml = render.domain_xml(vm, settings.domain_type, libvirt.bridge, paths)
+    xml = render.domain_xml(vm, settings.domain_type, libvirt.bridge, paths, settings.hugepage_size)
     if vm.name not in state["domains"] or state["sums"].get(paths.xml) != render.digest(xml):
         files.put(
             name=f"{vm.name}: domain XML",

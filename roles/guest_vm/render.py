@@ -54,9 +54,39 @@ class PciAddress:
         return cls(domain, bus, slot, function)
 
 
-def domain_xml(vm: Vm, domain_type: str, bridge: str, paths: VmPaths) -> str:
+@dataclass(frozen=True)
+class GuestSlot:
+    """One host PCI slot passed through (a GPU with its audio function, ...): in the guest it
+    sits alone on a root port (bus ``bus``) with the host's function numbers, multifunction."""
+
+    bus: int
+    functions: tuple[PciAddress, ...]
+
+    @property
+    def multifunction(self) -> bool:
+        return len(self.functions) > 1
+
+
+def guest_slots(gpus: list[str]) -> list[GuestSlot]:
+    """The passed functions grouped by host slot, in order, each group on its own root port
+    (buses 1, 2, ...): the guest's driver sees the GPU and its audio as one device, as on the
+    host."""
+    groups: dict[tuple[str, str, str], list[PciAddress]] = {}
+    for address in gpus:
+        pci = PciAddress.parse(address)
+        groups.setdefault((pci.domain, pci.bus, pci.slot), []).append(pci)
+    return [
+        GuestSlot(i, tuple(sorted(functions, key=lambda f: f.function)))
+        for i, functions in enumerate(groups.values(), start=1)
+    ]
+
+
+def domain_xml(
+    vm: Vm, domain_type: str, bridge: str, paths: VmPaths, hugepage_size: str = "2M"
+) -> str:
     """The libvirt domain for ``vm``: q35, UEFI, virtio disk and NIC, GPUs as managed
-    hostdevs."""
+    multifunction hostdevs with a 64-bit MMIO window for their BARs, optional hugepages of
+    ``hugepage_size``, NUMA placement and emulator thread pinning."""
     return template(
         "guest_vm/domain.xml.j2",
         vm=vm,
@@ -64,7 +94,8 @@ def domain_xml(vm: Vm, domain_type: str, bridge: str, paths: VmPaths) -> str:
         bridge=bridge,
         disk=paths.disk,
         seed=paths.seed,
-        gpus=[PciAddress.parse(a) for a in vm.gpus],
+        slots=guest_slots(vm.gpus),
+        gigantic=hugepage_size == "1G",
     )
 
 

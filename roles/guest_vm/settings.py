@@ -38,6 +38,9 @@ class Vm:
     mac: str = ""
     uuid: str = ""
     autostart: bool = True
+    mmio64_gb: int = 0
+    emulator_cpus: list[int] = field(default_factory=list)
+    numa_node: int = -1
 
     def __post_init__(self):
         digest = hashlib.sha256(self.name.encode()).digest()
@@ -53,6 +56,16 @@ class Vm:
         return self.address != "dhcp"
 
     @property
+    def pcihole64_gb(self) -> int:
+        """The 64-bit PCI hole (MMIO window) the VM gets: mmio64_gb, or with 0 and GPUs 64 GiB
+        per card (a 24 GB card's 32 GiB BAR needs more than QEMU's q35 default of 32 GiB in
+        all: kubevirt#11093), or 0 (QEMU's default) without GPUs."""
+        if self.mmio64_gb:
+            return self.mmio64_gb
+        slots = {gpu.rsplit(".", 1)[0] for gpu in self.gpus}
+        return 64 * len(slots)
+
+    @property
     def ip(self) -> str | None:
         """The VM's address without its prefix (None with DHCP)."""
         return self.address.split("/")[0] if self.static else None
@@ -63,7 +76,10 @@ VM_KEYS: dict[str, tuple[Any, str]] = {
     "name": (str, "libvirt domain name, also the default hostname (required)"),
     "vcpus": (int, "virtual CPUs (one socket, this many cores)"),
     "memory_mb": (int, "memory in MiB"),
-    "hugepages": (bool, "back the memory with 2 MiB hugepages reserved on the host"),
+    "hugepages": (
+        bool,
+        "back the memory with hugepages reserved on the host (guest_vm_hugepage_size)",
+    ),
     "cpu_pins": (list[int], "host CPU for each vCPU, in order (empty: no pinning)"),
     "disk_gb": (int, "system disk size in GiB; raising it grows the disk, it never shrinks"),
     "gpus": (list[str], "PCI addresses passed through, every function (0000:01:00.0, ...)"),
@@ -74,6 +90,13 @@ VM_KEYS: dict[str, tuple[Any, str]] = {
     "mac": (str, "MAC address (default: derived from the name, 52:54:00:...)"),
     "uuid": (str, "domain UUID (default: derived from the name); give it to adopt a domain"),
     "autostart": (bool, "start with the host"),
+    "mmio64_gb": (
+        int,
+        "64-bit MMIO window (PCI hole) in GiB for the GPUs' BARs; 0: 64 per GPU (24 GB+ cards "
+        "hang or show BAR0 0M in OVMF with the default), QEMU's default without GPUs",
+    ),
+    "emulator_cpus": (list[int], "host CPUs for QEMU's emulator threads (empty: not pinned)"),
+    "numa_node": (int, "host NUMA node the memory (and its hugepages) comes from; -1: any"),
 }
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -115,6 +138,13 @@ def _vm_problems(i: int, raw: dict) -> list[tuple[str, str]]:
         ("mac", not checks.unicast_mac(vm.mac), "use a unicast MAC like 52:54:00:12:34:56"),
         ("uuid", _is_uuid(vm.uuid), "use a UUID like 6f1c...-...; or leave it out"),
         ("gateway", not vm.gateway or vm.static, "only with a static address"),
+        ("mmio64_gb", 0 <= vm.mmio64_gb <= 65536, "use 0 (automatic) or GiB up to 65536"),
+        ("numa_node", -1 <= vm.numa_node <= 1023, "use a node number like 0, or -1 (any)"),
+        (
+            "emulator_cpus",
+            min(vm.emulator_cpus, default=0) >= 0 and not set(vm.emulator_cpus) & set(vm.cpu_pins),
+            "host CPUs numbered from 0, other than the vCPUs' own (cpu_pins)",
+        ),
         ("dns", not vm.dns or vm.static, "only with a static address"),
     ]
     problems += [(key(k), f"{getattr(vm, k)!r}: {fix}") for k, ok, fix in rules if not ok]
@@ -197,6 +227,13 @@ class GuestVmSettings(RoleSettings):
         "a running VM whose definition changed is shut down (ACPI, as a power button) and "
         "started again; False: the deploy says a restart is pending",
     )
+    hugepage_size: str = setting(
+        "2M",
+        "size of the hugepages of VMs with hugepages = True: '2M' (reserved with a sysctl, no "
+        "reboot) or '1G' (reserved at boot by kernel arguments, per NUMA node with numa_node: "
+        "needs vfio_gpus, as the vfio role sets the arguments, and a reboot)",
+        checks.one_of("2M", "1G"),
+    )
     shutdown_timeout: int = setting(
         300,
         "seconds a VM may take to shut down for restart_on_change (never forced off)",
@@ -210,6 +247,24 @@ class GuestVmSettings(RoleSettings):
     def hugepages_mb(self) -> int:
         """Memory the host must reserve as hugepages for the VMs that ask for them."""
         return sum(vm.memory_mb for vm in self.machines() if vm.hugepages)
+
+    def gigantic_pages(self) -> dict[int, int]:
+        """1 GiB pages the VMs need by host NUMA node (-1: any node), with hugepage_size 1G."""
+        if self.hugepage_size != "1G":
+            return {}
+        need: dict[int, int] = {}
+        for vm in self.machines():
+            if vm.hugepages:
+                need[vm.numa_node] = need.get(vm.numa_node, 0) + -(-vm.memory_mb // 1024)
+        return need
+
+    def kernel_args(self) -> list[str]:
+        """Kernel arguments the VMs need (the vfio role sets them): 1 GiB pages can only be
+        reserved reliably at boot (Documentation/admin-guide/mm/hugetlbpage.rst)."""
+        total = sum(self.gigantic_pages().values())
+        if not total:
+            return []
+        return ["default_hugepagesz=1G", "hugepagesz=1G", f"hugepages={total}"]
 
     @override
     def check(self):
@@ -225,6 +280,12 @@ class GuestVmSettings(RoleSettings):
         problems += _duplicates(vms, "ip", "each VM needs its own address", skip=None)
         problems += _shared_items(vms, "gpus", "a GPU can be passed to one VM only")
         problems += _shared_items(vms, "cpu_pins", "pinned host CPUs must not overlap")
+        if self.hugepage_size == "1G":
+            problems += [
+                (f"guest_vm_vms[{i}].memory_mb", f"{vm.memory_mb}: use whole GiB (a multiple of "
+                 "1024) with guest_vm_hugepage_size '1G'")
+                for i, vm in enumerate(vms) if vm.hugepages and vm.memory_mb % 1024
+            ]  # fmt: skip
         return problems
 
 

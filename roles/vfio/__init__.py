@@ -28,7 +28,7 @@ from roles.common.platform import EL9, os_family
 from roles.preflight import facts
 from roles.preflight.evaluate import Verdict, evaluate
 from roles.preflight.facts import VfioState
-from roles.vfio import render
+from roles.vfio import assignment, render
 from roles.vfio.assignment import vm_gpus
 from roles.vfio.settings import VfioSettings
 
@@ -50,9 +50,13 @@ def pending(host) -> list[str]:
         memo["pending"] = []
         if VfioSettings.from_host(host).gpus:
             verdict, state = preflight.verdict(host), preflight.host_state(host)
-            args = render.kernel_args(verdict.platform)
-            memo["pending"] = pending_changes(state, args, verdict)
+            memo["pending"] = pending_changes(state, wanted_args(host, verdict), verdict)
     return memo["pending"]
+
+
+def wanted_args(on_host, verdict: Verdict) -> list[str]:
+    """The IOMMU's kernel arguments and those the VMs need (1 GiB hugepages): one reboot."""
+    return render.kernel_args(verdict.platform) + assignment.vm_kernel_args(on_host)
 
 
 def waits_for_reboot(host) -> bool:
@@ -85,7 +89,7 @@ def configure():
     verdict = preflight.verdict(host)  # refuses the host if anything is wrong
     state = preflight.host_state(host)
     family = os_family(host)
-    args = render.kernel_args(verdict.platform)
+    args = wanted_args(host, verdict)
 
     if family == EL9:
         _el9_kernel_args(state, args)

@@ -20,3 +20,11 @@ def vm_gpus(host) -> dict[str, list[str]]:
     from roles.guest_vm.settings import GuestVmSettings  # the VM role's settings
 
     return {vm.name: list(vm.gpus) for vm in GuestVmSettings.from_host(host).machines()}
+
+
+def vm_kernel_args(host) -> list[str]:
+    """Kernel arguments the guest VMs need besides the IOMMU's (1 GiB hugepages, reserved at
+    boot); this role sets them with its own, so one reboot applies both."""
+    from roles.guest_vm.settings import GuestVmSettings  # the VM role's settings
+
+    return GuestVmSettings.from_host(host).kernel_args()

@@ -43,7 +43,9 @@ def host_state(data: dict, *, exists: bool, cpus: str = "0-7", kvm: bool = True,
         lines += [f"{paths[vm.name].disk}|{over.get('disk', vm.disk_gb * GIB)}" for vm in vms]
         lines += ["[sums]"]
         for vm in vms:
-            xml = render.domain_xml(vm, settings.domain_type, "br0", paths[vm.name])
+            xml = render.domain_xml(
+                vm, settings.domain_type, "br0", paths[vm.name], settings.hugepage_size
+            )
             seed = render.digest(*render.seed_files(vm, "aicoder", [KEY]).values())
             lines += [f"{render.digest(xml)}  {paths[vm.name].xml}"]
             lines += [f"{render.digest(seed)}  {paths[vm.name].seed_sum}"]
@@ -198,3 +200,26 @@ def test_el9_fresh_host_with_an_image_folder_outside_libvirts():
 def test_no_vms_means_no_guest_vm_operations():
     plan = plan_for([], state="")
     assert plan.error is None and [n for n in own(plan) if n.startswith("Guest VMs")] == []
+
+
+def test_real_card_options_reach_the_defined_domain_and_1g_pages_the_kernel_arguments():
+    """A GPU with its audio function, 1 GiB hugepages on NUMA node 0, emulator threads pinned:
+    the domain libvirt defines has them, and the vfio role sets the hugepage kernel arguments
+    with the IOMMU's (one reboot for both); node 0's share is raised at boot (tmpfiles.d)."""
+    vm = {**VM, "memory_mb": 8192, "hugepages": True, "numa_node": 0, "cpu_pins": [2, 3],
+          "emulator_cpus": [0], "gpus": ["0000:01:00.0", "0000:01:00.1"]}  # fmt: skip
+    plan = plan_for([vm], guest_vm_hugepage_size="1G")
+    assert plan.error is None, plan.error
+    xml = plan.files["/etc/aicoder/vms/ai.xml.new"]
+    assert "<page size='1' unit='GiB'/>" in xml and "<emulatorpin cpuset='0'/>" in xml
+    assert "<memory mode='strict' nodeset='0'/>" in xml
+    assert f"<pcihole64 unit='KiB'>{64 * 1024 * 1024}</pcihole64>" in xml
+    assert "<maxphysaddr mode='passthrough'/>" in xml
+    assert "function='0x0' multifunction='on'/>" in xml
+    assert (
+        "default_hugepagesz=1G hugepagesz=1G hugepages=8"
+        in plan.files["/etc/default/grub.d/vfio.cfg"]
+    )
+    node0 = "/sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages"
+    assert f"w {node0} - - - - 8" in plan.files["/etc/tmpfiles.d/aicoder-hugepages-1g.conf"]
+    assert not plan.find(r"vm.nr_hugepages|sysctl")

@@ -33,11 +33,24 @@ VMS = {
         memory_mb=65536,
         gpus=["0000:01:00.0", "0000:01:00.1", "0000:41:00.0", "0000:41:00.1"],
     ),
+    "gigantic-numa-emulatorpin": Vm(
+        name="numa",
+        vcpus=4,
+        memory_mb=32768,
+        hugepages=True,
+        cpu_pins=[4, 5, 6, 7],
+        emulator_cpus=[0, 1],
+        numa_node=1,
+        mmio64_gb=256,
+        gpus=["0000:81:00.0", "0000:81:00.1"],
+    ),
 }
+GIGANTIC = {"gigantic-numa-emulatorpin"}
 
 
 def domain(vm: Vm, domain_type: str = "kvm") -> str:
-    return render.domain_xml(vm, domain_type, "br0", render.VmPaths.of(vm, IMAGES))
+    size = "1G" if vm.name == "numa" else "2M"
+    return render.domain_xml(vm, domain_type, "br0", render.VmPaths.of(vm, IMAGES), size)
 
 
 @pytest.mark.parametrize("domain_type", ["kvm", "qemu"])
@@ -162,3 +175,45 @@ def test_state_fact_parses_a_recorded_host():
 def test_state_fact_of_a_fresh_host_is_empty():
     state = GuestVmState().process([])
     assert state["domains"] == set() and state["files"] == {} and state["cpus"] == set()
+
+
+def test_gpu_and_its_audio_are_one_multifunction_guest_device_per_card():
+    root = ET.fromstring(domain(VMS["two-gpus"]))
+    ports = [c for c in root.findall("devices/controller") if c.get("model") == "pcie-root-port"]
+    assert [p.get("index") for p in ports] == ["1", "2"]
+    guest = [h.find("address") for h in root.findall("devices/hostdev")]
+    assert [(a.get("bus"), a.get("slot"), a.get("function")) for a in guest] == [
+        ("0x01", "0x00", "0x0"), ("0x01", "0x00", "0x1"),
+        ("0x02", "0x00", "0x0"), ("0x02", "0x00", "0x1"),
+    ]  # fmt: skip
+    assert [a.get("multifunction") for a in guest] == ["on", None, "on", None]
+    single = ET.fromstring(domain(Vm(name="one", gpus=["0000:01:00.0"])))
+    assert single.find("devices/hostdev/address").get("multifunction") is None
+
+
+def test_gpu_vms_get_a_64_bit_mmio_window_and_the_hosts_address_width():
+    def hole(vm: Vm, domain_type: str = "kvm") -> str | None:
+        root = ET.fromstring(domain(vm, domain_type))
+        found = root.find("devices/controller[@model='pcie-root']/pcihole64")
+        return found is not None and (found.get("unit"), found.text) or None
+
+    assert hole(VMS["gpu-pinned-hugepages"]) == ("KiB", str(64 * 1024 * 1024))  # one card
+    assert hole(VMS["two-gpus"]) == ("KiB", str(128 * 1024 * 1024))
+    assert hole(VMS["gigantic-numa-emulatorpin"]) == ("KiB", str(256 * 1024 * 1024))  # set
+    assert hole(VMS["minimal"]) is None  # no GPU: QEMU's default
+    kvm = ET.fromstring(domain(VMS["two-gpus"]))
+    assert kvm.find("cpu/maxphysaddr").get("mode") == "passthrough"
+    # Emulation has no host-passthrough CPU, which passthrough needs (libvirt refuses it).
+    assert ET.fromstring(domain(VMS["two-gpus"], "qemu")).find("cpu/maxphysaddr") is None
+    assert ET.fromstring(domain(VMS["minimal"])).find("cpu/maxphysaddr") is None
+
+
+def test_1g_hugepages_numa_node_and_emulator_pinning():
+    root = ET.fromstring(domain(VMS["gigantic-numa-emulatorpin"]))
+    page = root.find("memoryBacking/hugepages/page")
+    assert (page.get("size"), page.get("unit")) == ("1", "GiB")
+    assert root.find("numatune/memory").attrib == {"mode": "strict", "nodeset": "1"}
+    assert root.find("cputune/emulatorpin").get("cpuset") == "0,1"
+    plain = ET.fromstring(domain(VMS["gpu-pinned-hugepages"]))
+    assert plain.find("memoryBacking/hugepages/page") is None
+    assert plain.find("numatune") is None and plain.find("cputune/emulatorpin") is None

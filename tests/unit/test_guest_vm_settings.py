@@ -126,3 +126,28 @@ def test_hugepages_total_counts_only_vms_that_ask():
         }
     )
     assert settings.hugepages_mb() == 4096
+
+
+def test_emulator_cpus_must_not_be_the_vcpus_own():
+    vm = {**GOOD, "cpu_pins": [2, 3], "emulator_cpus": [3]}
+    assert "other than the vCPUs' own" in problems([vm])["guest_vm_vms[0].emulator_cpus"]
+
+
+def test_1g_hugepages_need_whole_gib_and_become_kernel_arguments_per_node():
+    vm = {**GOOD, "hugepages": True, "memory_mb": 4608}
+    found = problems([vm], hugepage_size="1G")
+    assert "multiple of 1024" in found["guest_vm_vms[0].memory_mb"]
+    data = {
+        "guest_vm_hugepage_size": "1G",
+        "guest_vm_vms": [
+            {**GOOD, "name": "a", "hugepages": True, "memory_mb": 16384, "numa_node": 1},
+            {**GOOD, "name": "b", "hugepages": True, "memory_mb": 8192},
+            {**GOOD, "name": "c", "memory_mb": 8192},  # no hugepages: nothing reserved
+        ],
+    }
+    settings, found = GuestVmSettings.problems_in(data)
+    assert not found, found
+    assert settings.gigantic_pages() == {1: 16, -1: 8}
+    assert settings.kernel_args() == ["default_hugepagesz=1G", "hugepagesz=1G", "hugepages=24"]
+    two_m, _ = GuestVmSettings.problems_in({**data, "guest_vm_hugepage_size": "2M"})
+    assert two_m.kernel_args() == [] and two_m.hugepages_mb() == 24576

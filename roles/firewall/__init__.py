@@ -14,15 +14,17 @@ from pyinfra.operations import server, systemd
 
 from roles.common import host_state
 from roles.common.platform import DEBIAN, os_family
-from roles.firewall.facts import FirewallHostNetwork
+from roles.firewall.facts import FirewalldZoneFile, FirewallHostNetwork
 from roles.firewall.render import (
     ADMIN_ZONE,
+    LAN_POLICY,
     NFT_CONF,
     NFT_FILE,
     Policy,
     build_policy,
     firewalld_admin_zone,
     firewalld_interface_zone,
+    firewalld_lan_to_vms_policy,
     nftables_conf,
     nftables_ruleset,
     nftables_service_dropin,
@@ -35,7 +37,9 @@ __all__ = ["FirewallSettings", "configure"]
 
 # The checked copy of the ruleset: a file that fails `nft -c` never reaches /etc/nftables.d,
 # so the next boot still loads the last good one.
-NFT_CANDIDATE = "/var/lib/aicoder/firewall/aicoder-filter.nft"
+FIREWALL_STATE = "/var/lib/aicoder/firewall"
+NFT_CANDIDATE = f"{FIREWALL_STATE}/aicoder-filter.nft"
+FIREWALLD_CANDIDATE = f"{FIREWALL_STATE}/firewalld"  # the zone files as checked
 NFT_DROPIN = "/etc/systemd/system/nftables.service.d/aicoder.conf"
 
 
@@ -94,35 +98,70 @@ def _nftables(policy: Policy):
 
 @deploy("Firewall: firewalld")
 def _firewalld(policy: Policy, zone: str):
-    admin_path, zone_path = (
-        f"/etc/firewalld/zones/{ADMIN_ZONE}.xml",
-        f"/etc/firewalld/zones/{zone}.xml",
-    )
+    """The zone files are checked as a candidate (/etc/firewalld with them, in a copy) before
+    they are installed; the interface zone is merged into the admin's, whose file is saved
+    once beside the candidate."""
+    wanted = {
+        f"zones/{ADMIN_ZONE}.xml": firewalld_admin_zone(policy),
+        f"zones/{zone}.xml": firewalld_interface_zone(
+            zone, host.get_fact(FirewalldZoneFile, zone=zone), policy
+        ),
+        f"policies/{LAN_POLICY}.xml": firewalld_lan_to_vms_policy(zone),
+    }
     state = host_state.read(
-        paths=[admin_path, zone_path], packages=["firewalld"], units=["firewalld.service"]
+        paths=[
+            *(f"{FIREWALLD_CANDIDATE}/{f}" for f in wanted),
+            *(f"/etc/firewalld/{f}" for f in wanted),
+        ],
+        packages=["firewalld"],
+        units=["firewalld.service"],
     )
     host_state.packages(state, "firewalld", ["firewalld"])
-    admin = host_state.put(
-        state,
-        f"firewalld zone {ADMIN_ZONE} (allowed networks)",
-        admin_path,
-        firewalld_admin_zone(policy),
-    )
-    interfaces = host_state.put(
-        state, f"firewalld zone {zone} (everyone else)", zone_path, firewalld_interface_zone(zone)
-    )
-    host_state.after(
-        [admin, interfaces],
+    candidates = [
+        host_state.put(
+            state, f"firewalld {name} (candidate)", f"{FIREWALLD_CANDIDATE}/{name}", text
+        )
+        for name, text in wanted.items()
+    ]
+    check = host_state.after(
+        candidates,
         server.shell,
-        name="Check the firewalld configuration",
-        commands=["firewall-offline-cmd --check-config"],  # reads the files, needs no daemon
+        name="Check the candidate firewalld configuration",
+        commands=[_check_candidate(list(wanted))],
     )
+    saved = f"{FIREWALL_STATE}/{zone}.xml.before-aicoder"
+    host_state.after(
+        [check],
+        server.shell,
+        name=f"Keep the admin's {zone} zone file before the first change",
+        commands=[
+            f"[ -e /etc/firewalld/zones/{zone}.xml ] && [ ! -e {saved} ] && "
+            f"cp -a /etc/firewalld/zones/{zone}.xml {saved}; true"
+        ],  # fmt: skip
+    )
+    installed = [
+        host_state.put(state, f"firewalld {name}", f"/etc/firewalld/{name}", text)
+        for name, text in wanted.items()
+    ]
     host_state.service(state, "firewalld running and enabled", "firewalld.service")
     host_state.after(
-        [admin, interfaces],
+        installed,
         server.shell,
         name="Reload firewalld",
         commands=["firewall-cmd --reload"],  # harmless right after a first start
+    )
+
+
+def _check_candidate(names: list[str]) -> str:
+    """firewall-offline-cmd --check-config on a copy of /etc/firewalld holding the candidate
+    files (it reads files only, needs no daemon); a failing candidate is dropped so that the
+    next run uploads and checks it again, and /etc/firewalld is never touched."""
+    full = f"{FIREWALLD_CANDIDATE}.full"
+    copies = "; ".join(f"cp {FIREWALLD_CANDIDATE}/{n} {full}/{n}" for n in names)
+    return (
+        f"rm -rf {full} && cp -a /etc/firewalld {full} && mkdir -p {full}/zones {full}/policies "
+        f"&& {{ {copies}; }} && firewall-offline-cmd --system-config {full} --check-config "
+        f"|| {{ rm -rf {FIREWALLD_CANDIDATE} {full}; exit 1; }}; rm -rf {full}"
     )
 
 

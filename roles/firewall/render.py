@@ -17,6 +17,7 @@ from roles.firewall.settings import FirewallSettings
 
 TABLE = "aicoder_filter"  # the only nftables table this role writes, replaced as a whole
 ADMIN_ZONE = "aicoder-admin"  # firewalld zone holding the allowed networks as sources
+LAN_POLICY = "aicoder-lan-to-vms"  # firewalld policy: the allowed networks reach the VMs
 NFT_FILE = "/etc/nftables.d/aicoder-filter.nft"
 NFT_CONF = "/etc/nftables.conf"
 
@@ -122,21 +123,45 @@ def firewalld_admin_zone(policy: Policy) -> str:
             ET.SubElement(zone, "service", name="ssh")
         else:
             ET.SubElement(zone, "port", port=str(port), protocol="tcp")
+    ET.SubElement(zone, "forward")  # their traffic to the VMs across the bridge (see below)
     return _xml(zone)
 
 
-def firewalld_interface_zone(name: str) -> str:
-    """The zone of the host's interfaces (everyone else): no service but the host's own DHCPv6.
+def firewalld_interface_zone(name: str, current: str | None, policy: Policy) -> str:
+    """The zone of the host's interfaces (everyone else), merged into what it has now (the
+    admin's file, else firewalld's default): what this deploy serves (SSH, the services' ports)
+    moves to the source zone, so only the allowed networks reach it; everything else the admin
+    put there stays.
 
     ``<forward/>`` (intra-zone forwarding) lets the guests' traffic cross the bridge when
     ``br_netfilter`` is loaded: it then sends bridged frames through firewalld's forward chain,
     which would reject them (firewalld.zones(5), "Intra Zone Forwarding").
     """
-    zone = _zone(
-        name,
-        "Managed by the ai-coding-server deploy (roles/firewall): hosts outside the allowed "
-        "networks reach nothing here but ICMP.",
-    )
-    ET.SubElement(zone, "service", name="dhcpv6-client")
-    ET.SubElement(zone, "forward")
+    zone = ET.fromstring(current) if current and current.strip() else _zone(name, "")
+    served = {str(p) for p in policy.ssh_ports + policy.service_ports}
+    for element in list(zone):
+        moved = (element.tag == "service" and element.get("name") == "ssh") or (
+            element.tag == "port"
+            and element.get("protocol") == "tcp"
+            and element.get("port") in served
+        )
+        if moved:
+            zone.remove(element)
+    if zone.find("forward") is None:
+        ET.SubElement(zone, "forward")
     return _xml(zone)
+
+
+def firewalld_lan_to_vms_policy(zone: str) -> str:
+    """A firewalld policy: traffic from the allowed networks (the source zone) may be forwarded
+    to the interface zone, where the bridge and its VMs are (firewalld.policy(5)); the VMs'
+    own firewalls decide what they accept."""
+    policy = ET.Element("policy", target="ACCEPT")
+    ET.SubElement(policy, "short").text = "aicoder LAN to VMs"
+    ET.SubElement(policy, "description").text = (
+        "Managed by the ai-coding-server deploy (roles/firewall): the allowed networks reach "
+        "the VMs across the bridge."
+    )
+    ET.SubElement(policy, "ingress-zone", name=ADMIN_ZONE)
+    ET.SubElement(policy, "egress-zone", name=zone)
+    return _xml(policy)

@@ -34,8 +34,10 @@ class FirewallSettings(RoleSettings):
     )
     firewalld_zone: str = setting(
         "public",
-        "EL9: the firewalld zone of the host's interfaces (rewritten to allow no service but "
-        "DHCPv6; SSH moves to the source zone 'aicoder-admin')",
+        "EL9: the firewalld zone of the host's interfaces, merged into the admin's (saved once "
+        "in /var/lib/aicoder/firewall): SSH and the services' ports move to the source zone "
+        "'aicoder-admin' of the allowed networks, everything else stays; forwarding on, so "
+        "the allowed networks reach the VMs across the bridge",
         checks.matches(r"[A-Za-z0-9_-]{1,17}", "a firewalld zone name"),
     )
 

@@ -8,7 +8,7 @@ import pytest
 from guest_services_facts import unit_line
 from harness import file_line, fixture, os_release_response, package_lines, run_plan
 
-from roles.firewall import NFT_CANDIDATE, NFT_DROPIN
+from roles.firewall import FIREWALLD_CANDIDATE, NFT_CANDIDATE, NFT_DROPIN
 from roles.firewall.facts import FirewallHostNetwork
 from roles.firewall.render import NFT_FILE
 
@@ -31,10 +31,15 @@ DEBIAN_FILES = {
     NFT_FILE: "600",
     NFT_DROPIN: "644",
 }
+EL9_NAMES = ["zones/aicoder-admin.xml", "zones/public.xml", "policies/aicoder-lan-to-vms.xml"]
 EL9_FILES = {
-    "/etc/firewalld/zones/aicoder-admin.xml": "644",
-    "/etc/firewalld/zones/public.xml": "644",
+    **{f"/etc/firewalld/{n}": "644" for n in EL9_NAMES},
+    **{f"{FIREWALLD_CANDIDATE}/{n}": "644" for n in EL9_NAMES},
 }
+# firewalld's default public zone (tests/fixtures/el9/SOURCES.md, section 10), as the zone fact
+# reads it on a host whose /etc/firewalld/zones has no public.xml yet.
+DEFAULT_ZONE = {re.compile(r"cat /etc/firewalld/zones/public.xml"): fixture(
+    "firewalld-zone.public.default.xml")}  # fmt: skip
 
 
 def responses(release: str, network: str = LAB_NETWORK, extra: dict | None = None) -> dict:
@@ -109,19 +114,43 @@ def test_converged_debian_host_plans_nothing():
 
 
 @pytest.mark.parametrize("release", EL9_RELEASES)
-def test_el9_hypervisor_gets_firewalld_zones_checked_then_reloaded(release):
-    plan = run_plan({"hypervisors": {}}, responses(release))
+def test_el9_hypervisor_gets_firewalld_zones_checked_as_a_candidate_then_installed(release):
+    plan = run_plan({"hypervisors": {}}, responses(release, extra=DEFAULT_ZONE))
     assert plan.error is None, plan.error
     commands = [c for _, cmds in firewall_ops(plan) for c in cmds]
     assert "dnf install -y firewalld" in commands
-    check = commands.index("firewall-offline-cmd --check-config")
+    (check,) = [i for i, c in enumerate(commands) if "firewall-offline-cmd" in c]
+    # The candidate: a copy of /etc/firewalld with the new files, checked before any of them
+    # reaches /etc/firewalld; a failing one is dropped and /etc/firewalld left as it is.
+    assert f"cp -a /etc/firewalld {FIREWALLD_CANDIDATE}.full" in commands[check]
+    assert f"--system-config {FIREWALLD_CANDIDATE}.full --check-config" in commands[check]
+    assert all(commands.index(f"upload {FIREWALLD_CANDIDATE}/{n}") < check for n in EL9_NAMES)
+    assert all(check < commands.index(f"upload /etc/firewalld/{n}") for n in EL9_NAMES)
     assert check < commands.index("firewall-cmd --reload")
     assert "systemctl enable firewalld.service" in commands
     admin = plan.files["/etc/firewalld/zones/aicoder-admin.xml"]
     assert '<source address="10.213.143.0/24" />' in admin and '<service name="ssh" />' in admin
+    assert "<forward />" in admin
     public = plan.files["/etc/firewalld/zones/public.xml"]
+    # firewalld's own default, merged: SSH moved to the allowed networks, the rest kept.
     assert "ssh" not in public and "<forward />" in public
+    assert '<service name="dhcpv6-client" />' in public and "<short>Public</short>" in public
+    lan = plan.files["/etc/firewalld/policies/aicoder-lan-to-vms.xml"]
+    assert '<ingress-zone name="aicoder-admin" />' in lan and 'target="ACCEPT"' in lan
     assert not plan.find(r"\bnft\b|apt-get")
+
+
+def test_el9_admins_zone_is_merged_and_saved_once_never_replaced():
+    admins = fixture("firewalld-zone.public.default.xml").replace(
+        "<forward/>", '<port port="8443" protocol="tcp"/><service name="cockpit"/>'
+    )
+    found = {re.compile(r"cat /etc/firewalld/zones/public.xml"): admins}
+    plan = run_plan({"hypervisors": {}}, responses("os-release.rocky-9.4.txt", extra=found))
+    public = plan.files["/etc/firewalld/zones/public.xml"]
+    assert '<port port="8443" protocol="tcp" />' in public and '"cockpit"' in public
+    assert '"ssh"' not in public
+    (save,) = plan.find(r"public.xml.before-aicoder")
+    assert "[ ! -e /var/lib/aicoder/firewall/public.xml.before-aicoder ]" in save
 
 
 def test_el9_zone_name_is_a_setting():
@@ -134,8 +163,14 @@ def test_el9_zone_name_is_a_setting():
 
 @pytest.mark.parametrize("release", EL9_RELEASES)
 def test_converged_el9_hypervisor_plans_nothing(release):
-    fresh = run_plan({"hypervisors": {}}, responses(release))
-    facts = converged(fresh.files, EL9_FILES, "firewalld.service", "firewalld")
+    fresh = run_plan({"hypervisors": {}}, responses(release, extra=DEFAULT_ZONE))
+    files = {**fresh.files, **{p: fresh.files[f"/etc/firewalld/{n}"] for n in EL9_NAMES
+                              for p in [f"{FIREWALLD_CANDIDATE}/{n}"]}}  # fmt: skip
+    facts = converged(files, EL9_FILES, "firewalld.service", "firewalld")
+    # The zone fact now reads the merged file this deploy installed.
+    facts[re.compile(r"cat /etc/firewalld/zones/public.xml")] = fresh.files[
+        "/etc/firewalld/zones/public.xml"
+    ]
     plan = run_plan({"hypervisors": {}}, responses(release, extra=facts))
     assert plan.error is None, plan.error
     assert firewall_ops(plan) == []

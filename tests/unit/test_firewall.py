@@ -19,6 +19,7 @@ from roles.firewall.render import (
     build_policy,
     firewalld_admin_zone,
     firewalld_interface_zone,
+    firewalld_lan_to_vms_policy,
     nftables_conf,
     nftables_ruleset,
     nftables_service_dropin,
@@ -256,8 +257,37 @@ def test_admin_zone_with_another_ssh_port_opens_that_port_not_the_ssh_service():
     assert [p.get("port") for p in zone.findall("port")] == ["2222"]
 
 
+DEFAULT_PUBLIC = Path(__file__).parents[1] / "fixtures/el9/firewalld-zone.public.default.xml"
+
+
 def test_interface_zone_offers_no_ssh_and_forwards_bridged_guest_traffic():
-    zone = ET.fromstring(firewalld_interface_zone("public"))
+    policy = build_policy(settings(), HostNetwork(["eth0"], ["192.168.1.0/24"]), [5000])
+    zone = ET.fromstring(firewalld_interface_zone("public", DEFAULT_PUBLIC.read_text(), policy))
     assert [s.get("name") for s in zone.findall("service")] == ["dhcpv6-client"]
-    assert zone.find("forward") is not None
+    assert zone.find("forward") is not None and zone.findtext("short") == "Public"
     assert zone.findall("source") == [] and zone.get("target") is None
+
+
+def test_interface_zone_keeps_what_the_admin_added_and_converges():
+    policy = build_policy(settings(), HostNetwork(["eth0"], ["192.168.1.0/24"]), [5000])
+    admins = DEFAULT_PUBLIC.read_text().replace(
+        "<forward/>",
+        '<service name="cockpit"/><port port="8443" protocol="tcp"/>'
+        '<port port="5000" protocol="tcp"/><rich-rule family="ipv4"><source address="10.9.0.0/16"/>'
+        "<accept/></rich-rule>",
+    )
+    merged = firewalld_interface_zone("public", admins, policy)
+    zone = ET.fromstring(merged)
+    assert [s.get("name") for s in zone.findall("service")] == ["dhcpv6-client", "cockpit"]
+    # Its own port stays; the deploy's service port moves to the allowed networks' zone.
+    assert [p.get("port") for p in zone.findall("port")] == ["8443"]
+    assert zone.find("rich-rule/source").get("address") == "10.9.0.0/16"
+    assert zone.find("forward") is not None
+    assert firewalld_interface_zone("public", merged, policy) == merged
+
+
+def test_lan_to_vms_policy_forwards_from_the_allowed_networks_to_the_bridge_zone():
+    policy = ET.fromstring(firewalld_lan_to_vms_policy("public"))
+    assert policy.get("target") == "ACCEPT"
+    assert policy.find("ingress-zone").get("name") == "aicoder-admin"
+    assert policy.find("egress-zone").get("name") == "public"

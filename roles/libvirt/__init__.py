@@ -25,7 +25,7 @@ from roles.libvirt.facts import (
 )
 from roles.libvirt.settings import DHCP, LibvirtSettings
 
-__all__ = ["LibvirtSettings", "configure"]
+__all__ = ["LibvirtSettings", "bridge_plan", "configure"]
 
 PACKAGES = {
     # qemu-kvm is not a package on Debian 12: qemu-system-x86 is. xorriso builds cloud-init
@@ -251,6 +251,25 @@ def _el9_uplink(settings: LibvirtSettings, nm: dict, name: str | None) -> Addres
     if active:
         return addressing.from_nm_profile(nm["profiles"][active[0]])
     return Addressing(addressing.NONE, source=f"{uplink} (no active profile)")
+
+
+def bridge_plan(settings: LibvirtSettings, family: str, links: dict) -> list[str]:
+    """What the deploy would do with the bridge, for the host report (roles/report); raises
+    the deploy's own DeployError where the deploy would refuse."""
+    _check_uplink(settings, links)
+    if family == DEBIAN:
+        carried = _debian_uplink(settings, links, host.get_fact(IfupdownConfig))
+    else:
+        nm = host.get_fact(NmConnections)
+        name = bridge_profile(nm, settings.bridge)
+        carried = _el9_uplink(settings, nm, name)
+        if name and carried:
+            return [f"would adopt the existing bridge profile {name!r} ({carried.describe()})"]
+    _refuse(settings, carried)
+    wanted = addressing.for_bridge(settings, carried)
+    uplink = settings.bridge_uplink or "no uplink"
+    source = f", carried from {carried.source}" if carried and carried.source else ""
+    return [f"would bridge {settings.bridge} ({uplink}): {wanted.describe()}{source}"]
 
 
 def _el9_bridge(settings: LibvirtSettings, links: dict, uplink_mac: str) -> None:

@@ -44,6 +44,7 @@ class Plan:
     changed: list[tuple[str, list[str]]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # uploaded path -> content
     error: Exception | None = None
+    operations: int = 0  # every operation planned, changed or not
 
     @property
     def commands(self) -> list[str]:
@@ -88,6 +89,7 @@ def run_plan(
             return plan
         run_ops(state)
     host = inventory.get_host(name)
+    plan.operations = len(state.get_op_order())
     for op_hash in state.get_op_order():
         op_meta = state.ops[host].get(op_hash)
         if op_meta is None:

@@ -105,12 +105,14 @@ class FirewalldZoneFile(FactBase):
     """The zone file firewalld uses for ``zone``: /etc/firewalld/zones/<zone>.xml, else the
     default in /usr/lib/firewalld/zones; None when neither exists."""
 
+    @override
     def command(self, zone: str) -> str:
         return (
             f"cat /etc/firewalld/zones/{zone}.xml 2>/dev/null || "
             f"cat /usr/lib/firewalld/zones/{zone}.xml 2>/dev/null || echo '#absent'"
         )
 
+    @override
     def process(self, output):
         text = "\n".join(output)
         return None if text.strip() == "#absent" else text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pyinfra.api import FactBase
+from typing_extensions import override
 
 from roles.libvirt.facts import sections
 
@@ -26,11 +27,15 @@ class HostReport(FactBase):
     """OS, /etc/kernel/cmdline, curl's packages, SELinux, firewalld's state and zones: each a
     list of the lines its command printed (empty when the tool is absent)."""
 
-    command = PROBE
+    @override
+    def command(self) -> str:
+        return PROBE
 
+    @override
     def process(self, output):
         return {k: [line for line in v if line.strip()] for k, v in sections(output).items()}
 
     @staticmethod
+    @override
     def default():
         return {}

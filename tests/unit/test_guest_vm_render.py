@@ -192,10 +192,10 @@ def test_gpu_and_its_audio_are_one_multifunction_guest_device_per_card():
 
 
 def test_gpu_vms_get_a_64_bit_mmio_window_and_the_hosts_address_width():
-    def hole(vm: Vm, domain_type: str = "kvm") -> str | None:
+    def hole(vm: Vm, domain_type: str = "kvm") -> tuple[str | None, str | None] | None:
         root = ET.fromstring(domain(vm, domain_type))
         found = root.find("devices/controller[@model='pcie-root']/pcihole64")
-        return found is not None and (found.get("unit"), found.text) or None
+        return None if found is None else (found.get("unit"), found.text)
 
     assert hole(VMS["gpu-pinned-hugepages"]) == ("KiB", str(64 * 1024 * 1024))  # one card
     assert hole(VMS["two-gpus"]) == ("KiB", str(128 * 1024 * 1024))

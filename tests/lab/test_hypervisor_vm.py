@@ -141,6 +141,21 @@ def test_the_bridge_took_over_the_lan_uplink_with_its_static_address(deployed_hv
     assert sh(f"ping -c 1 -W 2 -I br0 {network.LAN_PEER}", check=False).returncode == 0
 
 
+def test_the_host_report_changes_nothing_and_describes_the_machine(deployed_hv, lab_timings):
+    """`pyinfra <inventory> report.py` (README) on the hv machine: no operation, and the
+    sections a user shares; its output is kept for the record (.lab/hv-report.txt)."""
+    run = pyinfra_deploy(deployed_hv.lab.inventory, deploy_file="report.py")
+    lab_timings["hv host report"] = run.seconds
+    assert run.ok, run.tail(60)
+    assert run.changed_operations() == [], run.tail(60)
+    for section in ("== IOMMU groups", "== kernel arguments", "== network and the bridge",
+                    "== SELinux", "== firewall"):  # fmt: skip
+        assert section in run.output, run.tail(80)
+    assert "lan0" in run.output and "would bridge br0 (lan0): static 10.77.0.1/24" in run.output
+    (REPO / ".lab").mkdir(exist_ok=True)
+    (REPO / ".lab" / "hv-report.txt").write_text(run.output)
+
+
 def test_vm_is_defined_from_the_settings_autostarted_and_running(deployed_hv):
     info = deployed_hv.sh(f"virsh -c qemu:///system dominfo {VM['name']}").stdout
     assert re.search(r"State:\s+running", info) and re.search(r"Autostart:\s+enable", info), info

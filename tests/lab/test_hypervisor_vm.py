@@ -269,3 +269,32 @@ def test_a_bad_bridge_change_rolls_back_by_itself(deployed_hv, lab_timings, tmp_
     assert "lan0" in deployed_hv.sh("ls /sys/class/net/br0/brif").stdout.split()
     assert deployed_hv.sh(f"ping -c 1 -W 2 {network.LAN_PEER}", check=False).returncode == 0
     assert deployed_hv.vm("true").returncode == 0
+
+
+def test_an_unconfirmed_bridge_change_rolls_back_by_itself(deployed_hv, lab_timings):
+    """The deploy never comes back to confirm (as when a change cuts it off): the guarded step
+    (roles/libvirt/guard.py, as the libvirt role builds it on Debian) undoes the change by
+    itself once its time is up, and the VM's tap device returns to the bridge."""
+    from roles.libvirt import guard
+
+    interfaces = ["/etc/network/interfaces", "/etc/network/interfaces.d/br0"]
+    save, rollback = guard.ifupdown_backup(interfaces, "br0", "")
+    taps = "taps=$(ls /sys/class/net/br0/brif | grep '^vnet')"
+    reattach = "for t in $taps; do ip link set $t master br0; done"
+    # The change: the bridge loses the host's LAN address. No check target: it "succeeds".
+    script = guard.apply_script(
+        "br0", save, [taps, "ip addr flush dev br0"], [*rollback, reattach], "", False, 30
+    )
+    started = time.monotonic()
+    deployed_hv.sh(guard.run_detached("br0", script))
+    assert "10.77.0.1/24" not in deployed_hv.sh("ip -4 -br addr show dev br0").stdout
+    status = ""
+    while time.monotonic() - started < 120 and "rolled back" not in status:
+        time.sleep(2)
+        status = deployed_hv.sh(f"cat {guard.STATE_DIR}/status", check=False).stdout
+    lab_timings["hv unconfirmed bridge change rolled back"] = time.monotonic() - started
+    assert "rolled back: not confirmed within 30 s" in status, status
+    assert "10.77.0.1/24" in deployed_hv.sh("ip -4 -br addr show dev br0").stdout
+    ports = deployed_hv.sh("ls /sys/class/net/br0/brif").stdout.split()
+    assert "lan0" in ports and any(p.startswith("vnet") for p in ports), ports
+    assert deployed_hv.vm("true").returncode == 0

@@ -10,7 +10,7 @@ from role_settings import settings_of
 from roles.guest_vm.render import VmPaths
 from roles.guest_vm.settings import GuestVmSettings
 from roles.libvirt import ENABLED, PACKAGES, RUNNING
-from roles.libvirt.settings import DHCP, LibvirtSettings
+from roles.libvirt.settings import AUTO, DHCP, LibvirtSettings
 
 VIRSH = "virsh -c qemu:///system"
 
@@ -45,13 +45,16 @@ def test_libvirt_starts_at_boot_and_listens(hypervisor, family):
 
 def test_bridge_has_its_address_and_uplink(hypervisor, libvirt):
     addresses = hypervisor.check_output(f"ip -4 -o addr show dev {libvirt.bridge}")
-    if libvirt.bridge_address == DHCP:
+    if libvirt.bridge_address in (AUTO, DHCP):  # DHCP's, or the uplink's carried over
         assert re.search(r"inet \d+\.\d+\.\d+\.\d+/", addresses), addresses
     else:
         assert f"inet {libvirt.bridge_address} " in addresses, addresses
     if libvirt.bridge_uplink:
         master = hypervisor.check_output(f"readlink /sys/class/net/{libvirt.bridge_uplink}/master")
         assert master.endswith(f"/{libvirt.bridge}")
+        # The uplink's own address moved to the bridge: none left on the port.
+        port = hypervisor.check_output(f"ip -4 -o addr show dev {libvirt.bridge_uplink}")
+        assert "inet " not in port, port
 
 
 def test_image_folder_exists_with_libvirts_selinux_type(hypervisor, libvirt, family):

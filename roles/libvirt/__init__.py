@@ -70,6 +70,7 @@ ENABLED = {
 }
 RUNNING = {family: [*_SOCKETS[family], "libvirt-guests.service"] for family in _SOCKETS}
 GUESTS_CONFIG = {DEBIAN: "/etc/default/libvirt-guests", "el9": "/etc/sysconfig/libvirt-guests"}
+BRIDGE_STAGING = "/var/lib/aicoder/bridge"  # Debian: the new ifupdown files before the change
 DEFAULT_IMAGE_DIR = LibvirtSettings.image_dir  # EL9's SELinux policy labels it virt_image_t
 
 
@@ -194,7 +195,8 @@ def _debian_bridge(settings: LibvirtSettings, links: dict, uplink_mac: str, stat
     wanted = render.interfaces_for_bridge(current, uplink, bridge)
     if not (stanza_changed or wanted != current or bridge not in links):
         return
-    # Uploaded beside the real files: the guarded step saves those, then moves these in.
+    # Uploaded aside (never into interfaces.d, whose every file ifupdown sources): the guarded
+    # step saves the real files, then moves these in.
     steps = [f"taps=$(ls /sys/class/net/{bridge}/brif 2>/dev/null | grep '^vnet')"]
     if uplink:  # release its address while its old stanza still says how
         steps.append(f"ifdown {shlex.quote(uplink)} 2>/dev/null")
@@ -204,9 +206,10 @@ def _debian_bridge(settings: LibvirtSettings, links: dict, uplink_mac: str, stat
         (stanza_path, stanza, stanza_changed),
     ):
         if changed:
-            files.put(name=f"ifupdown: {path} (new)", src=StringIO(content),
-                      dest=f"{path}.aicoder-new", mode="644")  # fmt: skip
-            steps.append(f"mv {path}.aicoder-new {path}")
+            staged = f"{BRIDGE_STAGING}/{path.replace('/', '_')}"
+            files.put(name=f"ifupdown: {path} (new)", src=StringIO(content), dest=staged,
+                      mode="644", user="root", group="root")  # fmt: skip
+            steps.append(f"mv {staged} {path}")
     if uplink:
         steps.append(f"ip addr flush dev {shlex.quote(uplink)}")
     # ifdown deletes the bridge: put the running VMs' tap devices back on the new one.

@@ -21,6 +21,8 @@ DEBIAN, EL9 = "os-release.debian-12.txt", "os-release.rocky-9.4.txt"
 FAMILY = {DEBIAN: "debian", EL9: "el9"}
 LAN = {"firewall_allowed_networks": ["192.168.1.0/24"]}  # the firewall role needs a LAN
 UPLINK_MAC = "aa:bb:cc:dd:ee:01"
+STAGED_STANZA = "/var/lib/aicoder/bridge/_etc_network_interfaces.d_br0"
+STAGED_INTERFACES = "/var/lib/aicoder/bridge/_etc_network_interfaces"
 OWN_OPS = re.compile(r"^(libvirt:|Guest VMs:)")
 
 
@@ -141,7 +143,7 @@ def test_debian_gets_libvirtd_ovmf_and_an_ifupdown_bridge():
     assert plan.error is None, plan.error
     assert plan.find(r"apt-get .*install.* qemu-system-x86 .*libvirt-daemon-system .*ovmf virtinst")
     assert plan.find(r"^systemctl enable libvirtd.service libvirtd.socket libvirt-guests.service$")
-    stanza = plan.files["/etc/network/interfaces.d/br0.aicoder-new"]
+    stanza = plan.files[STAGED_STANZA]
     assert "iface br0 inet dhcp" in stanza and "bridge_ports none" in stanza
     assert "ifup br0" in guarded(plan)
     assert "ON_SHUTDOWN=shutdown" in plan.files["/etc/default/libvirt-guests"]
@@ -157,15 +159,19 @@ def test_debian_bridge_takes_the_uplink_with_its_mac_and_comments_its_old_stanza
         {"hypervisors": {**LAN, "libvirt_bridge_uplink": "enp3s0"}},
         responses(DEBIAN, {"cat /etc/network/interfaces": installed}),
     )
-    stanza = plan.files["/etc/network/interfaces.d/br0.aicoder-new"]
+    stanza = plan.files[STAGED_STANZA]
     assert f"bridge_hw {UPLINK_MAC}" in stanza and "iface br0 inet dhcp" in stanza
-    new = plan.files["/etc/network/interfaces.aicoder-new"]
+    new = plan.files[STAGED_INTERFACES]
     assert "#moved-to-bridge# iface enp3s0 inet dhcp" in new
     script = steps_of(plan)
     # Saved first; released with its old stanza, then the new files, then the bridge.
     assert script.index("cp -a /etc/network/interfaces ") < script.index("ifdown enp3s0")
-    assert script.index("ifdown enp3s0") < script.index("mv /etc/network/interfaces.aicoder-new")
-    assert script.index("mv /etc/network/interfaces.aicoder-new") < script.index("ifup br0")
+    assert script.index("ifdown enp3s0") < script.index(
+        f"mv {STAGED_INTERFACES} /etc/network/interfaces"
+    )
+    assert script.index(f"mv {STAGED_INTERFACES} /etc/network/interfaces") < script.index(
+        "ifup br0"
+    )
     # Then the deploy confirms from a fresh command, else it is undone by itself.
     names = own(plan)
     bring = names.index(next(n for n in names if "Bring bridge br0 up" in n))
@@ -185,7 +191,7 @@ def test_debian_static_uplink_is_carried_over_to_the_bridge():
         responses(DEBIAN, {"cat /etc/network/interfaces": STATIC_INTERFACES}),
     )
     assert plan.error is None, plan.error
-    stanza = plan.files["/etc/network/interfaces.d/br0.aicoder-new"]
+    stanza = plan.files[STAGED_STANZA]
     assert "iface br0 inet static\n    address 192.168.1.5/24\n    gateway 192.168.1.1\n" in stanza
     assert "dns-nameservers 192.168.1.1\n    mtu 9000\n    bridge_ports enp3s0" in stanza
     # The check pings the gateway through the bridge (the default: the bridge's gateway).
@@ -201,7 +207,7 @@ def test_debian_dhcp_on_a_static_uplink_is_refused_before_any_change_unless_aske
     assert "192.168.1.5/24" in str(plan.error)
     forced = run_plan({"hypervisors": {**data, "libvirt_bridge_dhcp_over_static": True}}, found)
     assert forced.error is None, forced.error
-    assert "iface br0 inet dhcp" in forced.files["/etc/network/interfaces.d/br0.aicoder-new"]
+    assert "iface br0 inet dhcp" in forced.files[STAGED_STANZA]
 
 
 def test_debian_uplink_run_by_another_network_manager_is_refused():

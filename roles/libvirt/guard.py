@@ -32,7 +32,8 @@ def nm_checkpoint(seconds: int) -> tuple[list[str], list[str]]:
     """EL9: (save, rollback) steps with a NetworkManager checkpoint covering every device; NM
     itself rolls it back after ``seconds`` unless it is destroyed (the confirmation)."""
     save = [
-        f"cp=$({NM}.CheckpointCreate '[]' {seconds} {CHECKPOINT_FLAGS} | "
+        # CheckpointCreate(ao devices: none = all, u rollback_timeout, u flags) -> o checkpoint
+        f"cp=$({NM}.CheckpointCreate '@ao []' 'uint32 {seconds}' 'uint32 {CHECKPOINT_FLAGS}' | "
         "sed -n \"s/.*'\\(.*\\)'.*/\\1/p\")",
         f'[ -n "$cp" ] || {{ echo "failed: no NetworkManager checkpoint" >{STATE_DIR}/status; '
         "exit 1; }",

@@ -241,7 +241,7 @@ def test_el9_gets_modular_daemons_enabled_for_autostart_and_a_networkmanager_bri
         "nmcli connection up br0"
     )
     # Inside a NetworkManager checkpoint that rolls back by itself unless the deploy confirms.
-    assert "CheckpointCreate '[]' 120 7" in script[1]
+    assert "CheckpointCreate '@ao []' 'uint32 120' 'uint32 7'" in script[1]
     assert plan.find(r"CheckpointDestroy")
     assert "ON_SHUTDOWN=shutdown" in plan.files["/etc/sysconfig/libvirt-guests"]
     assert not plan.find(r"apt-get|ifup|interfaces\.d")

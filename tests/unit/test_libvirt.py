@@ -159,7 +159,10 @@ def test_guarded_apply_rolls_back_on_a_failed_check_or_without_confirmation():
     assert guard.confirm(False).startswith("if mv /run/aicoder-bridge/pending ")
     assert "CheckpointDestroy" in guard.confirm(True)
     save, rollback = guard.nm_checkpoint(120)
-    assert "CheckpointCreate '[]' 120 7" in save[0] and "CheckpointRollback" in rollback[0]
+    assert (
+        "CheckpointCreate '@ao []' 'uint32 120' 'uint32 7'" in save[0]
+        and "CheckpointRollback" in rollback[0]
+    )
 
 
 def test_interfaces_without_source_line_get_one_and_a_missing_file_a_minimal_one():

@@ -200,7 +200,8 @@ class GuestVmSettings(RoleSettings):
         [],
         "the VMs this hypervisor runs, each a dict: name (required), vcpus, memory_mb, "
         "hugepages, cpu_pins, disk_gb, gpus, address ('dhcp' or CIDR), gateway, dns, hostname, "
-        "mac, uuid, autostart (each explained in VM_KEYS, roles/guest_vm/settings.py)",
+        "mac, uuid, autostart, mmio64_gb, emulator_cpus, numa_node (each explained in VM_KEYS, "
+        "roles/guest_vm/settings.py)",
     )
     image_url: str = setting(
         f"{DEBIAN_IMAGES}/debian-12-generic-amd64.qcow2",

@@ -248,3 +248,18 @@ def test_selinux_fact_on_recorded_sestatus():
         ]
     )
     assert labelled == {"enabled": True, "rule": True, "type": "virt_image_t"}
+
+
+def test_the_guarded_scripts_are_valid_shell(tmp_path):
+    """sh -n on every script the bridge step runs (both families, and the confirmation)."""
+    import subprocess
+
+    debian = guard.ifupdown_backup(["/etc/network/interfaces"], "br0", "enp3s0")
+    el9 = guard.nm_checkpoint(120)
+    for save, rollback in (debian, el9):
+        script = guard.apply_script("br0", save, ["true"], rollback, "", True, 60)
+        for text in (script, guard.run_detached("br0", script), guard.confirm(True)):
+            path = tmp_path / "script.sh"
+            path.write_text(text)
+            result = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr + text

@@ -21,6 +21,7 @@ from roles.libvirt.settings import LibvirtSettings
 from roles.preflight.evaluate import evaluate
 from roles.report.facts import HostReport
 from roles.vfio import render as vfio_render
+from roles.vfio import wanted_args
 from roles.vfio.assignment import vm_gpus
 from roles.vfio.settings import VfioSettings
 
@@ -48,7 +49,7 @@ def _gpus(state, settings: VfioSettings) -> list[str]:
     boot = sorted(state.boot_vga) or ["unknown (no boot_vga in sysfs)"]
     lines = [f"boot GPU (the host's console): {', '.join(boot)}"]
     verdict = evaluate(state, settings.gpus, vm_gpus(host))
-    wanted = vfio_render.kernel_args(verdict.platform) + _vm_kernel_args()
+    wanted = wanted_args(host, verdict)
     missing = vfio_render.missing_args(state.cmdline, wanted)
     if not settings.gpus:
         return [*lines, "vfio_gpus is empty: the deploy leaves the GPUs to the host"]
@@ -60,12 +61,6 @@ def _gpus(state, settings: VfioSettings) -> list[str]:
     if verdict.iommu_pending:
         lines.append("the IOMMU groups are checked after that reboot (the IOMMU is off now)")
     return lines
-
-
-def _vm_kernel_args() -> list[str]:
-    from roles.vfio.assignment import vm_kernel_args
-
-    return vm_kernel_args(host)
 
 
 def _kernel(state, report: dict) -> list[str]:

@@ -98,7 +98,7 @@ class LibvirtSettings(RoleSettings):
                 problems.append((self.key("bridge_dns"), msg))
         if self.bridge_gateway:
             msg = checks.ip_address(self.bridge_gateway)
-            if not msg and self.bridge_address != DHCP:
+            if not msg and self.bridge_address not in (AUTO, DHCP):
                 own = ipaddress.ip_interface(self.bridge_address)
                 gateway = ipaddress.ip_address(self.bridge_gateway)
                 if gateway == own.ip:

@@ -6,6 +6,8 @@ Environment:
   AICODER_LAB_CACHE            root filesystem cache (default /var/cache/aicoder-lab)
   AICODER_LAB_MIRROR           Debian archive (default http://deb.debian.org/debian)
   AICODER_LAB_SECURITY_MIRROR  Debian security archive (default .../debian-security)
+  AICODER_LAB_TABBYAPI_BUNDLE  git bundle of tabbyAPI served to the AI guest (default
+                               ../shared/mirrors/tabbyAPI.bundle beside the repo; lab/mirrors.py)
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pprint
 
-from lab import admin
+from lab import admin, mirrors
 from lab.config import MACHINES, Lab
-from lab.overrides import MACHINE_OVERRIDES, OVERRIDES
+from lab.overrides import MACHINE_OVERRIDES, OVERRIDES, TABBYAPI_RUNNABLE
 
 HEADER = '''"""pyinfra inventory of the local lab {name!r}; `python -m lab up` writes it.
 
@@ -36,6 +36,9 @@ def host_data(lab: Lab, machine: str, ip: str) -> dict:
     data = connection(lab, ip)
     data.update(OVERRIDES.get(MACHINES[machine].group, {}))
     data.update(MACHINE_OVERRIDES.get(machine, {}))
+    url = mirrors.tabbyapi_url(lab) if MACHINES[machine].group == "ai_guests" else None
+    if url:
+        data.update(TABBYAPI_RUNNABLE, tabbyapi_git_url=url)
     return data
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TypedDict
 
-from lab import cgroups, cloud_image, hostfs, network, proc, ssh
+from lab import cgroups, cloud_image, hostfs, mirrors, network, proc, ssh
 from lab.config import MACHINES, Lab
 
 BOOT_TIMEOUT = 120  # seconds to SSH-ready; a boot takes 1-3 s here
@@ -114,6 +114,8 @@ def _nspawn_command(lab: Lab, machine: str, root: Path, mdir: Path) -> list[str]
     ]
     kind = MACHINES[machine]
     cmd.append("--volatile=no" if kind.persistent else "--volatile=overlay")
+    if kind.group == "ai_guests" and mirrors.folder(lab).is_dir():
+        cmd.append(f"--bind-ro={mirrors.folder(lab)}:{mirrors.MOUNT}")
     if kind.guest_images:
         cmd.append(f"--bind-ro={cloud_image.images_dir()}:{cloud_image.MOUNT}")
     if kind.lan:

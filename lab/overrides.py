@@ -14,10 +14,11 @@ OVERRIDES: dict[str, dict] = {
         # with ollama_gpu; the lab machine has no GPU, so Ollama runs on the CPU here.
         "nvidia_driver_source": "debian",
         "ollama_gpu": False,
-        # GitHub, Docker Hub and Hugging Face are unreachable and no mirror of them exists here:
-        # no tabbyAPI checkout (so no venv install and no start), no model download, no Ollama
-        # image (so its stack is installed but not started). Users, folders, config files and
-        # keys, units, the hf CLI (PyPI) and the compose file check still run for real.
+        # Docker Hub and Hugging Face are unreachable and no mirror of them exists here: no
+        # model download, no Ollama image (so its stack is installed but not started). GitHub
+        # neither: tabbyAPI comes from the lab's mirror (TABBYAPI_RUNNABLE below) when there is
+        # one, else its code is left out. Users, folders, config files and keys, units, the hf
+        # CLI (PyPI) and the compose file check still run for real.
         "tabbyapi_git_url": None,
         "tabbyapi_model_repo": None,
         "ollama_pull_image": False,
@@ -54,6 +55,14 @@ MACHINE_OVERRIDES: dict[str, dict] = {
         "libvirt_bridge_address": "auto",
         "libvirt_bridge_check_address": "10.77.0.254",
     },
+}
+
+# Added to an nspawn AI guest when tabbyAPI's source is reachable (lab/mirrors.py), with
+# "tabbyapi_git_url" set to it: the base dependencies come from PyPI (the CUDA extra's torch and
+# exllamav3 are out of reach and need a GPU), and the lab-only CPU launch starts it without them.
+TABBYAPI_RUNNABLE: dict = {
+    "tabbyapi_pip_extras": [],
+    "tabbyapi_lab_unsafe_launch": True,
 }
 
 # Shell commands run once in a fresh machine before the first deploy (machine name -> commands):

@@ -62,13 +62,15 @@ def _folders(settings: TabbyapiSettings) -> list[tuple[str, str, str]]:
 
 
 def _links(settings: TabbyapiSettings) -> dict[str, str]:
-    """tabbyAPI reads config.yml and api_tokens.yml from its working directory, the checkout
-    (upstream's .gitignore lists both); the real files live in /etc/tabbyapi."""
+    """tabbyAPI reads config.yml and api_tokens.yml from its working directory, the release's
+    read-only checkout, and writes logs/ there (upstream's .gitignore lists all three): each is
+    a link, to /etc/tabbyapi and to the service user's private log folder."""
     if not settings.git_url:
         return {}
     return {
         f"{settings.src}/config.yml": render.CONFIG_FILE,
         f"{settings.src}/api_tokens.yml": render.TOKENS_FILE,
+        f"{settings.src}/logs": render.LOG_DIR,
     }
 
 
@@ -94,6 +96,8 @@ def _read_state(settings: TabbyapiSettings) -> tuple[State, TabbyapiState]:
             model_dir=settings.model_dir,
             folders=[folder for _, _, folder in settings.downloads()],
             links=list(_links(settings)),
+            current=settings.current,
+            lock=settings.lock,
         ),
         dirs=[path for path, _, _ in _folders(settings)],
     )
@@ -101,10 +105,8 @@ def _read_state(settings: TabbyapiSettings) -> tuple[State, TabbyapiState]:
 
 
 def _needs_gpu(settings: TabbyapiSettings) -> bool:
-    """tabbyAPI needs the GPU unless told to launch without it (developer.unsafe_launch skips
-    its torch/CUDA check: a CPU-only launch, e.g. the lab's)."""
-    developer = settings.config_overrides.get("developer", {})
-    return not developer.get("unsafe_launch", False)
+    """tabbyAPI needs the GPU unless launched without it (the lab-only CPU launch)."""
+    return not settings.lab_unsafe_launch
 
 
 def _check_host(settings: TabbyapiSettings, install: TabbyapiState) -> None:
@@ -121,6 +123,11 @@ def _check_host(settings: TabbyapiSettings, install: TabbyapiState) -> None:
         raise DeployError(
             f"{host.name}: tabbyapi_gpu_split names {len(settings.gpu_split)} GPUs but the guest "
             f"has {install.gpus}; give one share per GPU"
+        )
+    if install.gpus and settings.lab_unsafe_launch:
+        raise DeployError(
+            f"{host.name}: {settings.key('lab_unsafe_launch')} is for a lab without a GPU; the "
+            f"guest has {install.gpus}: set it False (and {settings.key('pip_extras')} to cu12)"
         )
     if install.gpus == 1 and settings.tensor_parallel:
         raise DeployError(
@@ -160,7 +167,7 @@ def _secret(state: State, name: str, path: str, content: str, user: str):
 
 
 def _checkout(settings: TabbyapiSettings, install: TabbyapiState):
-    """The pinned ref checked out (detached) in <install_dir>/src, unless it already is."""
+    """The pinned ref checked out (detached) in its release folder, unless it already is."""
     assert settings.git_url, "called only when tabbyapi_git_url is set"
     if install.head and install.ref == install.head and install.origin == settings.git_url:
         return UNCHANGED
@@ -174,7 +181,8 @@ def _checkout(settings: TabbyapiSettings, install: TabbyapiState):
     return server.shell(
         name=f"checkout of {ref}",
         commands=[
-            f"test -d {src}/.git || git clone --quiet --no-checkout {url} {src}",
+            f"test -d {src}/.git || {{ mkdir -p {q(settings.release_dir)} && "
+            f"git clone --quiet --no-checkout {url} {src}; }}",
             f"{git} remote set-url origin {url}",
             f"{git} rev-parse -q --verify {q(ref + '^{commit}')} >/dev/null || "
             f"{git} fetch --quiet --tags origin '+refs/heads/*:refs/remotes/origin/*'",
@@ -186,24 +194,107 @@ def _checkout(settings: TabbyapiSettings, install: TabbyapiState):
 
 
 def _dependencies(settings: TabbyapiSettings, install: TabbyapiState, checkout):
-    """tabbyAPI's dependencies for the chosen CUDA wheel set, in <install_dir>/venv."""
+    """tabbyAPI's dependencies for the chosen extras in the release's virtualenv, held to the
+    release's lock when it has one (a reinstall gets what answered before)."""
     stamp = install_stamp(settings)
     if install.installed == stamp and checkout is UNCHANGED:
         return UNCHANGED
     venv, q = settings.venv, shlex.quote
-    target = q(f"{settings.src}[{','.join(sorted(settings.pip_extras))}]")
+    extras = ",".join(sorted(settings.pip_extras))
+    target = f'"$tmp"{q(f"[{extras}]") if extras else ""}'
     return server.shell(
-        name=f"Python dependencies ({', '.join(settings.pip_extras)})",
+        name=f"Python dependencies ({', '.join(settings.pip_extras) or 'base'})",
         commands=[
             f"test -x {q(venv)}/bin/python || {q(settings.python)} -m venv {q(venv)}",
-            # The cu12/cu13 extras pin torch and exllamav3 wheels by URL (PyTorch's index and
-            # exllamav3's GitHub releases); everything else comes from PyPI.
+            # From an export of the checkout: pip builds in the source folder (build/,
+            # tabbyAPI.egg-info), which would dirty the pinned checkout. The cu12/cu13 extras
+            # pin torch and exllamav3 wheels by URL (PyTorch's index, exllamav3's GitHub
+            # releases); everything else comes from PyPI.
+            f"set --; [ -f {q(settings.lock)} ] && set -- -c {q(settings.lock)}; "
+            f'tmp=$(mktemp -d) && git -C {q(settings.src)} archive HEAD | tar -x -C "$tmp" && '
             f"{q(venv)}/bin/pip install --quiet --disable-pip-version-check --no-cache-dir "
-            f"--upgrade {target}",
+            f'--upgrade "$@" {target}; rc=$?; rm -rf "$tmp"; exit $rc',
             f"echo {q(stamp)} > {q(venv + '/' + render.INSTALL_STAMP)}",
         ],
         _if=[lambda: install.installed != stamp or checkout.did_change()],
     )
+
+
+def _trial(settings: TabbyapiSettings) -> str:
+    """A shell script that starts the wanted release beside the running one (as the service
+    user, on a free loopback port, without a model) and fails with its redacted log lines unless
+    it answers /health: what `current` is switched on."""
+    q = shlex.quote
+    log = f"{render.LOG_DIR}/trial.log"
+    env = (
+        f"HF_HOME={q(render.hf_home(settings))} TABBY_NETWORK_HOST=127.0.0.1 "
+        'TABBY_NETWORK_PORT="$port" TABBY_MODEL_MODEL_NAME= TABBY_DRAFT_MODEL_DRAFT_MODEL_NAME='
+    )
+    failed = q(
+        f"tabbyAPI release {settings.release} did not answer /health on trial; the running "
+        "release keeps serving. Last log lines:"
+    )
+    pick_port = (
+        "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"
+    )
+    return (
+        f"cd {q(settings.src)} && umask 077 && "
+        f"port=$({q(settings.venv)}/bin/python -c {q(pick_port)}) && "
+        f"{{ setpriv --reuid={q(settings.user)} --regid={q(settings.user)} --init-groups "
+        f"env {env} {q(settings.venv)}/bin/python main.py > {log} 2>&1 & }}; pid=$!; ok=no; "
+        f"end=$(( $(date +%s) + {min(settings.start_timeout, 300)} )); "
+        'while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do '
+        'if curl -fsS -o /dev/null -m 5 "http://127.0.0.1:$port/health" 2>/dev/null; then '
+        'ok=yes; break; fi; sleep 1; done; kill "$pid" 2>/dev/null; wait "$pid"; '
+        f'[ "$ok" = yes ] || {{ {{ echo {failed}; tail -n 30 {log} | {redact_keys_sed()}; }} '
+        f">&2; rm -f {log}; exit 1; }}; rm -f {log}"
+    )
+
+
+def _switch(settings: TabbyapiSettings, install: TabbyapiState):
+    """Point <install_dir>/current at the wanted release. With a release already running, the
+    new one must first answer /health on trial; the one it replaces is kept (to switch back by
+    hand), older ones are removed."""
+    if install.current == settings.release_dir:
+        return UNCHANGED
+    q = shlex.quote
+    current, new = q(settings.current), q(settings.release_dir)
+    commands = [_trial(settings)] if install.current else []
+    commands.append(f"ln -sfn {new} {current}.new && mv -T {current}.new {current}")
+    if install.current:
+        keep = f"{new}|{q(install.current)}"
+        commands.append(
+            f'for d in {q(settings.install_dir)}/releases/*; do case "$d" in {keep}) ;; '
+            '*) rm -rf -- "$d" ;; esac; done'
+        )
+    return server.shell(name=f"run release {settings.release}", commands=commands)
+
+
+def _lock(settings: TabbyapiSettings, install: TabbyapiState) -> None:
+    """Record the release's dependencies once it answered /health: reinstalls reuse them."""
+    if install.locked:
+        return
+    q = shlex.quote
+    lock = q(settings.lock)
+    server.shell(
+        name=f"lock of release {settings.release} (pip freeze)",
+        commands=[
+            f"mkdir -p {q(settings.install_dir + '/locks')}",
+            f"{q(settings.venv)}/bin/pip freeze --disable-pip-version-check --exclude tabbyAPI "
+            f"> {lock}.tmp && mv {lock}.tmp {lock}",
+        ],
+    )
+
+
+def _release(settings: TabbyapiSettings, install: TabbyapiState) -> list:
+    """The wanted release built beside the running one and switched to; returns the ops that
+    need a restart."""
+    checkout = _checkout(settings, install)
+    for path, target in _links(settings).items():
+        if install.links.get(path) != target:
+            files.link(name=f"{path.rsplit('/', 1)[1]} in the checkout", path=path, target=target)
+    dependencies = _dependencies(settings, install, checkout)
+    return [checkout, dependencies, _switch(settings, install)]
 
 
 def _config_files(settings: TabbyapiSettings, state: State, install, listen: str) -> list:
@@ -226,9 +317,6 @@ def _config_files(settings: TabbyapiSettings, state: State, install, listen: str
         _secret(state, "Hugging Face token", hf_token_path(settings), token + "\n", user)
     else:
         host_state.absent(state, "no Hugging Face token", hf_token_path(settings))
-    for path, target in _links(settings).items():
-        if install.links.get(path) != target:
-            files.link(name=f"{path.rsplit('/', 1)[1]} in the checkout", path=path, target=target)
     return [config]
 
 
@@ -292,34 +380,42 @@ def install():
 
     host_state.packages(state, "curl and logrotate", PACKAGES)
     _user_and_folders(settings, state, install_state)
-    restart_on = []
+    # Keys and config first: tabbyAPI writes a fresh api_tokens.yml wherever one is missing.
+    restart_on = _config_files(settings, state, install_state, listen)
     if settings.git_url:
-        checkout = _checkout(settings, install_state)
-        restart_on += [checkout, _dependencies(settings, install_state, checkout)]
-    restart_on += _config_files(settings, state, install_state, listen)
+        restart_on += _release(settings, install_state)
     restart_on += _models(settings, install_state)
     unit = host_state.put(state, "systemd unit", render.UNIT_PATH, render.unit(settings))
     host_state.put(state, "log rotation", render.LOGROTATE_PATH, render.logrotate(settings))
-
-    runnable = bool(settings.git_url)
-    if not runnable:
+    if not settings.git_url:
         logger.warning(
             f"{host.name}: tabbyapi_git_url is None: tabbyAPI's code is not installed, so the "
             "service is enabled but not started"
         )
-    # Never started, restarted or waited on while the driver waits for a reboot (roles/common/gpu).
+    start_and_wait(settings, state, install_state, listen, unit, restart_on)
+
+
+def start_and_wait(
+    settings: TabbyapiSettings, state: State, install: TabbyapiState, listen: str, unit, restart_on
+) -> None:
+    """The one place the service is (re)started and waited on, and its release then locked. It
+    runs only when its code is installed (a source is set), and never while the driver waits
+    for a reboot unless it runs without a GPU (roles/common/gpu)."""
+    runnable = bool(settings.git_url)
     if runnable and _needs_gpu(settings):
         runnable = gpu.may_start(host, "tabbyAPI")
     unit_lifecycle(state, "tabbyAPI", render.UNIT, unit, runnable, restart_on=restart_on)
-    if runnable:
-        logs = (
-            f"tail -n 30 {render.LOG_FILE} 2>/dev/null | {redact_keys_sed()}; "
-            f"journalctl -u {render.UNIT} -n 30 --no-pager 2>/dev/null | {redact_keys_sed()}"
-        )
-        wait_until_answering(
-            name="answers /health",
-            service="tabbyAPI",
-            url=f"http://{client_address(listen)}:{settings.port}/health",
-            timeout=settings.start_timeout,
-            logs_command=logs,
-        )
+    if not runnable:
+        return
+    logs = (
+        f"tail -n 30 {render.LOG_FILE} 2>/dev/null | {redact_keys_sed()}; "
+        f"journalctl -u {render.UNIT} -n 30 --no-pager 2>/dev/null | {redact_keys_sed()}"
+    )
+    wait_until_answering(
+        name="answers /health",
+        service="tabbyAPI",
+        url=f"http://{client_address(listen)}:{settings.port}/health",
+        timeout=settings.start_timeout,
+        logs_command=logs,
+    )
+    _lock(settings, install)

@@ -16,6 +16,8 @@ class TabbyapiState:
     ref: str = ""  # the wanted ref resolved in that checkout ("" if unknown there)
     origin: str = ""  # its remote.origin.url
     installed: str = ""  # the install stamp: what the last successful pip install was for
+    current: str = ""  # the release folder <install_dir>/current links ("" if none)
+    locked: bool = False  # the wanted release's pip freeze lock exists
     python: tuple[int, int] | None = None  # version of the virtualenv's base interpreter
     gpus: int = 0  # NVIDIA GPUs nvidia-smi lists (0 before the driver works)
     user_exists: bool = False
@@ -29,8 +31,10 @@ def parse_state(lines: list[str]) -> TabbyapiState:
     for line in lines:
         kind, _, value = line.partition(" ")
         value = value.strip()
-        if kind in ("head", "ref", "origin", "installed"):
+        if kind in ("head", "ref", "origin", "installed", "current"):
             setattr(state, kind, value)
+        elif kind == "locked":
+            state.locked = value == "yes"
         elif kind == "python" and value:
             major, _, minor = value.partition(".")
             state.python = (int(major), int(minor))
@@ -57,8 +61,11 @@ def probe(
     model_dir: str,
     folders: list[str],
     links: list[str],
+    current: str,
+    lock: str,
 ) -> str:
-    """Checkout, install stamp, interpreter, GPU count, the service user, which model folders
+    """The wanted release's checkout and install stamp, the release the service runs, whether
+    the wanted one's lock exists, interpreter, GPU count, the service user, which model folders
     are complete (a config.json and at least one *.safetensors: a failed download leaves
     neither), the role's links, and the guest's primary address."""
     q = shlex.quote
@@ -68,6 +75,8 @@ def probe(
         f"echo ref $({git} rev-parse -q --verify {q(ref + '^{commit}')} 2>/dev/null)",
         f"echo origin $({git} config --get remote.origin.url 2>/dev/null)",
         f"echo installed $(cat {q(venv + '/' + INSTALL_STAMP)} 2>/dev/null)",
+        f"echo current $(readlink {q(current)} 2>/dev/null)",
+        f"[ -f {q(lock)} ] && echo locked yes || echo locked no",
         f"echo python $({q(python)} -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
         " 2>/dev/null)",
         "echo gpus $(nvidia-smi -L 2>/dev/null | grep -c '^GPU')",

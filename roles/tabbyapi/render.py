@@ -76,6 +76,8 @@ def config(settings: TabbyapiSettings, listen: str) -> dict:
     }
     for section, values in settings.config_overrides.items():
         data.setdefault(section, {}).update(copy.deepcopy(values))
+    if settings.lab_unsafe_launch:  # lab only (refused where a GPU exists): no torch needed
+        data.setdefault("developer", {})["unsafe_launch"] = True
     # Written last and explicitly: no override or default can turn authentication off.
     data["network"]["disable_auth"] = False
     return data
@@ -95,8 +97,7 @@ def unit(settings: TabbyapiSettings) -> str:
     return render(
         "tabbyapi/tabbyapi.service.j2",
         user=settings.user,
-        src=settings.src,
-        venv=settings.venv,
+        current=settings.current,
         home=home(settings),
         hf_home=hf_home(settings),
         log_file=LOG_FILE,

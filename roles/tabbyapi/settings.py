@@ -52,6 +52,7 @@ OWNED_OPTIONS = {
     ("draft_model", "draft_model_name"): "draft_model_name",
     ("draft_model", "draft_cache_mode"): "draft_cache_mode",
     ("draft_model", "draft_gpu_split"): "draft_gpu_split",
+    ("developer", "unsafe_launch"): "lab_unsafe_launch",
 }
 # tabbyAPI's tool-call parsers at the pinned commit (endpoints/OAI/utils/tools.py,
 # ALL_TOOLCALL_FORMATS): config.yml model.tool_format names one, or tool calls are not parsed.
@@ -174,7 +175,9 @@ class TabbyapiSettings(RoleSettings):
     )
     install_dir: str = setting(
         "/opt/tabbyapi",
-        "code: the git checkout in <dir>/src and its virtualenv in <dir>/venv (root-owned)",
+        "code (root-owned): one release per ref and extras in <dir>/releases/<ref>+<extras> "
+        "(checkout in src, virtualenv in venv), <dir>/current links the one the service runs, "
+        "<dir>/locks keeps each release's pip freeze",
         checks.absolute_path,
     )
     git_url: str | None = setting(
@@ -192,8 +195,14 @@ class TabbyapiSettings(RoleSettings):
     pip_extras: list[str] = setting(
         ["cu12"],
         "tabbyAPI's dependency sets: cu12 (CUDA 12.8 wheels, Python 3.10-3.13) or cu13 (CUDA 13, "
-        "Python 3.12+, so not Debian 12's 3.11), optionally extras (embeddings)",
+        "Python 3.12+, so not Debian 12's 3.11), optionally extras (embeddings); empty (base "
+        "dependencies only, from PyPI) only with lab_unsafe_launch",
         checks.matches(r"cu12|cu13|extras", "a dependency set: cu12, cu13 or extras"),
+    )
+    lab_unsafe_launch: bool = setting(
+        False,
+        "LAB ONLY: start tabbyAPI without torch/exllamav3 (its developer.unsafe_launch), so a "
+        "machine without a GPU runs it with no model; refused on a guest that has a GPU",
     )
     python: str = setting(
         "/usr/bin/python3",
@@ -311,12 +320,34 @@ class TabbyapiSettings(RoleSettings):
     )
 
     @property
+    def release(self) -> str:
+        """Name of the release folder of this ref and these extras ('base': none)."""
+        return f"{self.git_ref.replace('/', '_')}+{'-'.join(sorted(self.pip_extras)) or 'base'}"
+
+    @property
+    def release_dir(self) -> str:
+        return f"{self.install_dir}/releases/{self.release}"
+
+    @property
     def src(self) -> str:
-        return f"{self.install_dir}/src"
+        """The wanted release's checkout."""
+        return f"{self.release_dir}/src"
 
     @property
     def venv(self) -> str:
-        return f"{self.install_dir}/venv"
+        """The wanted release's virtualenv."""
+        return f"{self.release_dir}/venv"
+
+    @property
+    def current(self) -> str:
+        """The link to the release the service runs (switched only once a new one answers)."""
+        return f"{self.install_dir}/current"
+
+    @property
+    def lock(self) -> str:
+        """pip freeze of the release's first install that answered /health, reused as pip
+        constraints when the release is installed again."""
+        return f"{self.install_dir}/locks/{self.release}.txt"
 
     @property
     def model(self) -> str:
@@ -365,7 +396,7 @@ class TabbyapiSettings(RoleSettings):
             )
         if "cu12" in self.pip_extras and "cu13" in self.pip_extras:
             problems.append((key("pip_extras"), "choose one of cu12 and cu13, not both"))
-        elif not {"cu12", "cu13"} & set(self.pip_extras):
+        elif not {"cu12", "cu13"} & set(self.pip_extras) and not self.lab_unsafe_launch:
             problems.append(
                 (
                     key("pip_extras"),

@@ -37,11 +37,11 @@ def listen(guest, tabby, host_data) -> str:
 @pytest.fixture
 def running(guest, tabby, listen):
     """The guest, once tabbyAPI is installed and active (else the test is skipped)."""
-    if not guest.file(f"{tabby.src}/main.py").exists:
+    if not guest.file(f"{tabby.current}/src/main.py").exists:
         reason = (
             "tabbyapi_git_url is None (no source reachable)"
             if tabby.git_url is None
-            else f"there is no checkout at {tabby.src}"
+            else f"there is no release at {tabby.current}"
         )
         pytest.skip(f"tabbyAPI's code is not installed: {reason}")
     if not guest.service(render.UNIT).is_running:
@@ -103,8 +103,19 @@ def test_key_files_are_the_service_users_only(guest, tabby):
 def test_unit_is_enabled_and_logs_to_the_private_file(guest, tabby):
     assert guest.service(render.UNIT).is_enabled
     unit = guest.file(render.UNIT_PATH).content_string
-    assert f"WorkingDirectory={tabby.src}" in unit and "Restart=on-failure" in unit
+    assert f"WorkingDirectory={tabby.current}/src" in unit and "Restart=on-failure" in unit
     assert f"StandardOutput=append:{render.LOG_FILE}" in unit
+
+
+def test_the_service_runs_the_wanted_release_from_a_clean_checkout(running, tabby):
+    assert running.file(tabby.current).linked_to == tabby.release_dir
+    src = f"{tabby.current}/src"
+    head = running.check_output(f"git -C {src} rev-parse HEAD")
+    assert head == running.check_output(f"git -C {src} rev-parse '{tabby.git_ref}^{{commit}}'")
+    assert running.check_output(f"git -C {src} status --porcelain --untracked-files=no") == ""
+    for name, target in (("config.yml", render.CONFIG_FILE), ("logs", render.LOG_DIR)):
+        assert running.file(f"{src}/{name}").linked_to == target
+    assert running.file(tabby.lock).exists  # its first install that answered is locked
 
 
 def test_keys_are_not_in_the_journal(guest):

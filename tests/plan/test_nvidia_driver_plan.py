@@ -133,10 +133,9 @@ def test_pending_reboot_not_allowed_starts_no_gpu_service_and_says_what_to_do(ca
 
 
 def test_a_cpu_only_tabbyapi_launch_is_not_held_back():
-    """tabbyAPI told to launch without its GPU check (developer.unsafe_launch, the lab's CPU-only
-    launch) does not need the driver: it starts while the reboot is pending."""
-    unsafe = {"developer": {"unsafe_launch": True}}
-    plan = plan_for(FRESH + GPU_VM, tabbyapi_config_overrides=unsafe)
+    """tabbyAPI told to launch without its GPU check (tabbyapi_lab_unsafe_launch, the lab's
+    CPU-only launch) does not need the driver: it starts while the reboot is pending."""
+    plan = plan_for(FRESH + GPU_VM, tabbyapi_lab_unsafe_launch=True, tabbyapi_pip_extras=[])
     assert plan.error is None, plan.error
     assert "tabbyAPI | running and enabled on boot" in plan.names()
     assert not [name for name in gpu_service_ops(plan) if name.startswith("Ollama")]

@@ -36,6 +36,11 @@ REF = TabbyapiSettings().git_ref
 MODEL = "Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3-4.0bpw_H6"
 HEALTH = re.compile(r"until curl -fsS -o /dev/null -m 5 \S*http://127\.0\.0\.1:5000/health")
 SOURCE = "ArtusDev/Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3@4.0bpw_H6"
+RELEASE = f"/opt/tabbyapi/releases/{REF}+cu12"
+RELEASE_RE = re.escape(RELEASE)
+NEW_REF = "0123456789abcdef0123456789abcdef01234567"
+NEW_RELEASE = f"/opt/tabbyapi/releases/{NEW_REF}+cu12"
+NEW_RELEASE_RE = re.escape(NEW_RELEASE)
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +58,7 @@ def install_lines(**changes) -> list[str]:
     return [f"{k} {v}".rstrip() for k, v in recorded.items() if v is not None]
 
 
-def converged_guest(data: dict | None = None, **install) -> dict:
+def converged_guest(data: dict | None = None, links: bool = True, **install) -> dict:
     """HostState answers of a guest where hf_tools and tabbyapi have run with ``data``."""
     settings, problems = TabbyapiSettings.problems_in(data or {})
     assert not problems, problems
@@ -67,12 +72,17 @@ def converged_guest(data: dict | None = None, **install) -> dict:
         (render.LOG_DIR, mine, "700"),
         (render.CONFIG_DIR, f"root:{user}", "750"),
     ]
+    # The recording predates releases: the service runs the wanted one, whose lock exists.
     probe = [
-        *install_lines(**install),
+        *install_lines(**{"current": settings.release_dir, "locked": "yes", **install}),
         *address_lines(),
-        f"link {settings.src}/config.yml {render.CONFIG_FILE}",
-        f"link {settings.src}/api_tokens.yml {render.TOKENS_FILE}",
     ]
+    if links:  # the wanted release's checkout links
+        probe += [
+            f"link {settings.src}/config.yml {render.CONFIG_FILE}",
+            f"link {settings.src}/api_tokens.yml {render.TOKENS_FILE}",
+            f"link {settings.src}/logs {render.LOG_DIR}",
+        ]
     tabby = [
         file_line(render.CONFIG_FILE, render.config_yml(settings, LISTEN), "640", f"root:{user}"),
         file_line(render.TOKENS_FILE, render.api_tokens_yml(API_KEY, ADMIN_KEY), "600", mine),
@@ -100,19 +110,42 @@ def test_fresh_guest_gets_user_checkout_venv_model_config_and_a_running_service(
     plan = guest_plan()
     assert plan.find(r"^useradd --system --user-group --home-dir /var/lib/tabbyapi .*tabbyapi$")
     assert plan.find(
-        r"^test -d /opt/tabbyapi/src/.git \|\| git clone --quiet --no-checkout "
-        r"https://github.com/theroyallab/tabbyAPI /opt/tabbyapi/src$"
+        rf"^test -d {RELEASE_RE}/src/.git \|\| {{ mkdir -p {RELEASE_RE} && git clone --quiet "
+        rf"--no-checkout https://github.com/theroyallab/tabbyAPI {RELEASE_RE}/src; }}$"
     )
     assert plan.find(r"checkout --quiet --force --detach \"\$commit\"$")
     assert plan.find(rf"rev-parse -q --verify '{REF}\^{{commit}}'")
-    assert plan.find(r"^/usr/bin/python3 -m venv /opt/tabbyapi/venv$|\|\| /usr/bin/python3 -m venv")
-    assert plan.find(r"/opt/tabbyapi/venv/bin/pip install .* '/opt/tabbyapi/src\[cu12\]'$")
-    assert plan.find(rf"^echo '{REF} cu12' > /opt/tabbyapi/venv/.aicoder-installed$")
+    assert plan.find(rf"\|\| /usr/bin/python3 -m venv {RELEASE_RE}/venv$")
+    # Installed from an export of the checkout, so pip's build/ and egg-info stay out of it.
+    assert plan.find(
+        rf"git -C {RELEASE_RE}/src archive HEAD \| tar -x -C \"\$tmp\" && "
+        rf"{RELEASE_RE}/venv/bin/pip "
+        r"install .* \"\$@\" \"\$tmp\"'\[cu12\]'; rc=\$\?; rm -rf \"\$tmp\"; exit \$rc$"
+    )
+    assert plan.find(rf"^echo '{REF} cu12' > {RELEASE_RE}/venv/.aicoder-installed$")
+    # The first release is linked without a trial (nothing runs yet) and locked once it answers.
+    assert plan.find(
+        rf"^ln -sfn {RELEASE_RE} /opt/tabbyapi/current.new && mv -T /opt/tabbyapi/current.new "
+        r"/opt/tabbyapi/current$"
+    )
+    assert not plan.find(r"setpriv")
+    assert plan.find(rf"pip freeze .*--exclude tabbyAPI > /opt/tabbyapi/locks/{REF}\+cu12.txt.tmp")
     assert plan.find(r"^/opt/hf-cli/bin/pip install .*huggingface_hub==2\.4\.0$")
     assert plan.find(r"^ln -s /opt/hf-cli/bin/hf /usr/local/bin/hf$")
     assert plan.find(r"^systemctl start tabbyapi.service$")
     assert plan.find(r"^systemctl enable tabbyapi.service$")
-    assert plan.find(r"^ln -s /etc/tabbyapi/api_tokens.yml /opt/tabbyapi/src/api_tokens.yml$")
+    assert plan.find(rf"^ln -s /etc/tabbyapi/api_tokens.yml {RELEASE_RE}/src/api_tokens.yml$")
+    assert plan.find(rf"^ln -s /var/log/tabbyapi {RELEASE_RE}/src/logs$")
+
+
+def test_keys_and_the_checkout_links_are_in_place_before_anything_can_start_tabbyapi():
+    """tabbyAPI writes api_tokens.yml (with new keys) and logs/ into its working directory
+    when they are missing: both are there before the first trial or start."""
+    names = [n for n, _ in guest_plan().changed if OWN_OPS.match(n)]
+    first_start = names.index("tabbyAPI | run release " + f"{REF}+cu12")
+    for before in ("api_tokens.yml (keys from the secrets)", "api_tokens.yml in the checkout",
+                   "logs in the checkout", "config.yml in the checkout"):  # fmt: skip
+        assert names.index(f"tabbyAPI | {before}") < first_start, before
 
 
 def test_model_is_downloaded_as_the_service_user_then_checked_then_stamped():
@@ -143,7 +176,7 @@ def test_config_and_keys_files_and_the_unit():
         "install -m 600 -o tabbyapi -g tabbyapi /dev/null /etc/tabbyapi/api_tokens.yml"
     )
     assert commands[created + 1] == f"upload {render.TOKENS_FILE}"
-    assert "WorkingDirectory=/opt/tabbyapi/src" in plan.files[render.UNIT_PATH]
+    assert "WorkingDirectory=/opt/tabbyapi/current/src" in plan.files[render.UNIT_PATH]
     assert plan.find(r"^chmod 600 /var/log/tabbyapi/tabbyapi.log$")
 
 
@@ -164,7 +197,10 @@ def test_keys_never_reach_commands_or_output_even_with_diff(monkeypatch, caplog)
 
 def test_a_local_mirror_and_a_tag():
     plan = guest_plan({"tabbyapi_git_url": "/srv/mirror/tabbyAPI.git", "tabbyapi_git_ref": "v1"})
-    assert plan.find(r"git clone --quiet --no-checkout /srv/mirror/tabbyAPI.git /opt/tabbyapi/src")
+    assert plan.find(
+        r"git clone --quiet --no-checkout /srv/mirror/tabbyAPI.git "
+        r"/opt/tabbyapi/releases/v1\+cu12/src"
+    )
     assert plan.find(r"rev-parse -q --verify 'origin/v1\^{commit}'")
 
 
@@ -224,18 +260,81 @@ def test_new_keys_are_written_without_a_restart():
     assert own(plan, OWN_OPS) == ["tabbyAPI | api_tokens.yml (keys from the secrets)"]
 
 
-def test_new_ref_checks_out_reinstalls_and_restarts():
-    plan = guest_plan(
-        {"tabbyapi_git_ref": "0123456789abcdef0123456789abcdef01234567"},
-        converged_guest(ref=""),
-    )
+def new_ref_plan(**install):
+    """A converged guest (running the default release) asked for NEW_REF; that release's
+    folder is as ``install`` says (absent by default)."""
+    new = {"head": "", "ref": "", "installed": "", "locked": "no", "current": RELEASE, **install}
+    data = {"tabbyapi_git_ref": NEW_REF}
+    return guest_plan(data, converged_guest(data, links=bool(new["head"]), **new))
+
+
+def test_new_ref_is_built_beside_the_running_release_tried_then_switched_to():
+    plan = new_ref_plan()
     names = own(plan, OWN_OPS)
-    assert "tabbyAPI | checkout of 0123456789abcdef0123456789abcdef01234567" in names
-    assert "tabbyAPI | Python dependencies (cu12)" in names
-    assert names[-1] == "tabbyAPI | restart for the change"
-    # The existing checkout is kept: the clone is guarded, the new ref is fetched into it.
-    assert plan.find(r"^test -d /opt/tabbyapi/src/.git \|\| git clone ")
-    assert plan.find(r"\|\| git -C /opt/tabbyapi/src fetch --quiet --tags origin")
+    release = f"{NEW_REF}+cu12"
+    assert names == [
+        f"tabbyAPI | checkout of {NEW_REF}",
+        "tabbyAPI | config.yml in the checkout",
+        "tabbyAPI | api_tokens.yml in the checkout",
+        "tabbyAPI | logs in the checkout",
+        "tabbyAPI | Python dependencies (cu12)",
+        f"tabbyAPI | run release {release}",
+        "tabbyAPI | restart for the change",
+        f"tabbyAPI | lock of release {release} (pip freeze)",
+    ], names
+    # The running release's folder is left alone: the new one gets its own clone and venv.
+    assert plan.find(rf"git clone --quiet --no-checkout \S+ {NEW_RELEASE_RE}/src; }}$")
+    assert not plan.find(rf"git -C {RELEASE_RE}/src |rm -rf -- {RELEASE_RE}")
+    [switch] = [c for n, c in plan.changed if n.endswith(f"run release {release}")]
+    trial, link, prune = switch
+    # The trial: the new release as the service user, on a free loopback port, no model.
+    assert trial.startswith(f"cd {NEW_RELEASE}/src && umask 077 && port=$(")
+    assert "setpriv --reuid=tabbyapi --regid=tabbyapi --init-groups" in trial
+    assert "TABBY_NETWORK_HOST=127.0.0.1" in trial and "TABBY_MODEL_MODEL_NAME= " in trial
+    assert f"{NEW_RELEASE}/venv/bin/python main.py > /var/log/tabbyapi/trial.log" in trial
+    assert 'curl -fsS -o /dev/null -m 5 "http://127.0.0.1:$port/health"' in trial
+    assert "did not answer /health on trial; the running release keeps serving" in trial
+    assert "s/(key is:).*/\\1 <redacted>/I" in trial and "exit 1" in trial
+    # ...and only then the switch, keeping the release it replaces (to go back by hand).
+    assert link == (
+        f"ln -sfn {NEW_RELEASE} /opt/tabbyapi/current.new && "
+        "mv -T /opt/tabbyapi/current.new /opt/tabbyapi/current"
+    )
+    assert f'case "$d" in {NEW_RELEASE}|{RELEASE}) ;;' in prune
+
+
+def test_a_failed_trial_stops_the_run_before_the_switch():
+    """pyinfra stops a host's run at its first failing command: the trial comes first in the
+    switch, so `current` and the running service are untouched when it fails."""
+    plan = new_ref_plan()
+    commands = plan.commands
+    trial = next(i for i, c in enumerate(commands) if "on trial" in c)
+    assert commands[trial + 1].startswith(f"ln -sfn {NEW_RELEASE} /opt/tabbyapi/current.new")
+    assert not [c for c in commands[:trial] if "systemctl restart tabbyapi" in c]
+
+
+def test_back_to_a_release_that_is_still_there_reuses_it_and_its_lock():
+    """Back to the previous ref: its folder is complete, so nothing is cloned or installed;
+    it is tried and switched to, and its lock is kept."""
+    plan = new_ref_plan(head=NEW_REF, ref=NEW_REF, installed=f"{NEW_REF} cu12", locked="yes")
+    names = own(plan, OWN_OPS)
+    assert names == [
+        f"tabbyAPI | run release {NEW_REF}+cu12",
+        "tabbyAPI | restart for the change",
+    ], names
+
+
+def test_a_reinstall_is_held_to_the_lock_of_the_first_good_install():
+    plan = new_ref_plan(head=NEW_REF, ref=NEW_REF, installed="", locked="yes")
+    lock = re.escape(f"/opt/tabbyapi/locks/{NEW_REF}+cu12.txt")
+    assert plan.find(rf"set --; \[ -f {lock} \] && set -- -c {lock}; ")
+    assert not plan.find(r"pip freeze")
+
+
+def test_a_converged_guest_on_the_old_layout_gets_a_release_and_keeps_its_old_folders():
+    plan = guest_plan(extra=converged_guest(current="", locked="no"))
+    assert plan.find(rf"^ln -sfn {RELEASE_RE} /opt/tabbyapi/current.new")
+    assert not plan.find(r"rm -rf -- |setpriv")
 
 
 def test_an_incomplete_model_folder_is_downloaded_again():

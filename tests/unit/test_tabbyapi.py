@@ -76,6 +76,8 @@ BAD = [
     ("tabbyapi_pip_extras", ["cu121"], "dependency set"),
     ("tabbyapi_pip_extras", ["cu12", "cu13"], "not both"),
     ("tabbyapi_pip_extras", ["extras"], "add cu12"),
+    ("tabbyapi_pip_extras", [], "add cu12"),
+    ("tabbyapi_config_overrides", {"developer": {"unsafe_launch": True}}, "lab_unsafe_launch"),
     ("tabbyapi_max_seq_len", 0, "0 is no context"),
     ("tabbyapi_cache_size", 1000, "not a multiple of 256"),
     ("tabbyapi_gpu_split", [0, 12], "more than 0 GB"),
@@ -248,18 +250,43 @@ def unit_fields(text: str) -> dict[str, list[str]]:
     return fields
 
 
-def test_unit_runs_main_py_in_the_checkout_and_keeps_the_keys_out_of_the_journal():
+def test_unit_runs_main_py_in_the_current_release_and_keeps_the_keys_out_of_the_journal():
     fields = unit_fields(render.unit(settings()))
-    assert fields["WorkingDirectory"] == ["/opt/tabbyapi/src"]
-    assert fields["ExecStart"] == ["/opt/tabbyapi/venv/bin/python main.py"]
+    assert fields["WorkingDirectory"] == ["/opt/tabbyapi/current/src"]
+    assert fields["ExecStart"] == ["/opt/tabbyapi/current/venv/bin/python main.py"]
     assert fields["User"] == ["tabbyapi"] and fields["Group"] == ["tabbyapi"]
     assert fields["Restart"] == ["on-failure"]
     assert fields["WantedBy"] == ["multi-user.target"]
     assert fields["StandardOutput"] == ["append:/var/log/tabbyapi/tabbyapi.log"]
     assert fields["StandardError"] == ["inherit"]
     assert fields["UMask"] == ["0077"]
-    assert fields["ConditionPathExists"] == ["/opt/tabbyapi/src/main.py"]
+    assert fields["ConditionPathExists"] == ["/opt/tabbyapi/current/src/main.py"]
     assert fields["ReadWritePaths"] == ["/var/lib/tabbyapi /var/log/tabbyapi"]
+
+
+def test_unit_loads_nvidia_uvm_as_root_and_lets_cuda_run_nvidia_modprobe():
+    """CUDA creates /dev/nvidia-uvm* with the setuid nvidia-modprobe after a cold boot:
+    NoNewPrivileges would block it. The module is loaded as root ("+") before the start, and a
+    guest without it ("-": no driver yet) still starts."""
+    fields = unit_fields(render.unit(settings()))
+    assert fields["ExecStartPre"] == ["-+/sbin/modprobe -q nvidia-uvm"]
+    assert "NoNewPrivileges" not in fields
+
+
+def test_release_folders_are_named_by_ref_and_extras():
+    s = settings(git_ref="feature/x", pip_extras=["extras", "cu12"])
+    assert s.release_dir == "/opt/tabbyapi/releases/feature_x+cu12-extras"
+    assert s.src == s.release_dir + "/src" and s.venv == s.release_dir + "/venv"
+    assert s.lock == "/opt/tabbyapi/locks/feature_x+cu12-extras.txt"
+    base = settings(pip_extras=[], lab_unsafe_launch=True)
+    assert base.release.endswith("+base") and not base.check()
+
+
+def test_the_lab_cpu_launch_is_off_by_default_and_written_only_when_set():
+    assert TabbyapiSettings().lab_unsafe_launch is False
+    assert "developer" not in render.config(settings(), "127.0.0.1")
+    lab = render.config(settings(pip_extras=[], lab_unsafe_launch=True), "127.0.0.1")
+    assert lab["developer"] == {"unsafe_launch": True}
 
 
 def test_unit_lets_the_service_write_a_model_dir_outside_its_home():
@@ -287,18 +314,23 @@ def test_install_fact_parses_a_converged_guest():
             "python 3.11",
             "gpus 2",
             "user yes",
+            "current /opt/tabbyapi/releases/abc+cu12",
+            "locked yes",
             "model M-exl3-4.0bpw o/M-exl3@4.0bpw",
             "model Mine ",
         ]
     )
     assert state.head == state.ref and state.installed.endswith(" cu12")
     assert state.python == (3, 11) and state.gpus == 2 and state.user_exists
+    assert state.current == "/opt/tabbyapi/releases/abc+cu12" and state.locked
     assert state.models == {"M-exl3-4.0bpw": "o/M-exl3@4.0bpw", "Mine": ""}
 
 
 def test_install_fact_parses_a_fresh_guest():
-    state = parse_state(["head", "ref", "origin", "installed", "python 3.11", "gpus 0", "user no"])
+    lines = ["head", "ref", "origin", "installed", "current", "locked no", "python 3.11", "gpus 0"]
+    state = parse_state([*lines, "user no"])
     assert not state.head and not state.installed and not state.user_exists and not state.models
+    assert not state.current and not state.locked
 
 
 def test_every_option_a_setting_writes_is_refused_as_an_override():

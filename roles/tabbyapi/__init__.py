@@ -39,8 +39,9 @@ def api_keys() -> tuple[str, str]:
 
 
 def install_stamp(settings: TabbyapiSettings) -> str:
-    """What a pip install was for: a change of ref or extras reinstalls."""
-    return f"{settings.git_ref} {','.join(sorted(settings.pip_extras))}"
+    """What a pip install was for: a change of ref or extras reinstalls. Never ends in blanks:
+    the probe reads it back through the shell's `$(cat ...)`, which drops them."""
+    return f"{settings.git_ref} {','.join(sorted(settings.pip_extras)) or 'base'}"
 
 
 def hf_token_path(settings: TabbyapiSettings) -> str:

@@ -23,6 +23,7 @@ import pytest
 from deploy_run import pyinfra_deploy
 
 from lab import mirrors
+from lab.overrides import OVERRIDES
 
 REPO = Path(__file__).resolve().parents[2]
 OWN = re.compile(r"^(Hugging Face tools|tabbyAPI|Ollama)\b")
@@ -129,7 +130,11 @@ def test_units_are_valid_for_systemd(deployed):
 
 def test_compose_file_is_valid_for_the_guests_docker_compose(deployed):
     out = guest(deployed, "docker-compose -p ollama -f /opt/ollama/compose.yaml config")
-    assert "pull_policy: never" in out and "driver: nvidia" in out
+    assert "pull_policy: never" in out
+    # The lab's driver (Debian's 535) is below Ollama's minimum, so the lab runs it on the CPU
+    # (lab/overrides.py); the GPU reservation follows the setting.
+    gpu = OVERRIDES["ai_guests"].get("ollama_gpu", True)
+    assert ("driver: nvidia" in out) == gpu, out
     assert re.search(r"- \d+\.\d+\.\d+\.\d+:11434:11434/tcp", out), out
 
 

@@ -358,3 +358,29 @@ def test_tool_format_follows_the_model_family_so_tool_calls_are_parsed():
     assert "tool_format" not in render.config(settings(tool_format=""), "::1")["model"]
     message = problems({"tabbyapi_tool_format": "hermes"})
     assert "tabbyapi_tool_format" in message and "'qwen3_coder'" in message
+
+
+@pytest.mark.parametrize("extras", [["cu12"], []])
+def test_install_stamp_survives_the_probes_shell_round_trip(extras):
+    """The probe reads the stamp back as `echo installed $(cat stamp)`, which drops trailing
+    blanks: with no extras (the lab's CPU-only launch) a stamp ending in a blank never matched,
+    and every run reinstalled tabbyAPI's dependencies and restarted it."""
+    import subprocess
+
+    from roles.tabbyapi import install_stamp
+
+    wanted = settings(pip_extras=extras, lab_unsafe_launch=not extras)
+    stamp = install_stamp(wanted)
+    read_back = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'f=$(mktemp); printf "%s\\n" "$1" > "$f"; echo installed $(cat "$f"); rm "$f"',
+            "-",
+            stamp,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert parse_state(read_back.splitlines()).installed == stamp

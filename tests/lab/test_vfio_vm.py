@@ -107,7 +107,8 @@ def test_preflight_refuses_and_nothing_changes(vfiohost, gpu, expected):
     before = vfiohost.snapshot()
     run = vfiohost.deploy(f"refused {gpu}", vfio_gpus=[gpu])
     assert run.returncode != 0
-    assert "Preflight refused host" in run.output and expected in run.output, run.tail()
+    # The preflight runs with every host's validation (roles/validate.py), before any host plans.
+    assert "Invalid settings for host" in run.output and expected in run.output, run.tail()
     assert "--> Starting operation" not in run.output  # refused before any operation ran
     assert vfiohost.snapshot() == before
 

@@ -50,7 +50,7 @@ class LibvirtSettings(RoleSettings):
         "",
         "an address on the LAN that must answer ping through the bridge once it is up (empty: "
         "the bridge's gateway, if any); if it does not, the change is rolled back",
-        checks.matches(r"|[0-9a-fA-F.:]+", "an IP address or empty"),
+        checks.optional(checks.ip_address),
     )
     bridge_rollback_seconds: int = setting(
         120,
@@ -61,7 +61,7 @@ class LibvirtSettings(RoleSettings):
     bridge_gateway: str = setting(
         "",
         "default gateway with a static bridge_address (empty: none)",
-        checks.matches(r"|[0-9a-fA-F.:]+", "an IP address or empty"),
+        checks.optional(checks.ip_address),
     )
     bridge_dns: list[str] = setting(
         [], "DNS servers with a static bridge_address (EL9: NetworkManager needs them)"
@@ -88,10 +88,6 @@ class LibvirtSettings(RoleSettings):
                     "DHCP provides it)",
                 )
             )
-        if self.bridge_check_address:
-            msg = checks.ip_address(self.bridge_check_address)
-            if msg:
-                problems.append((self.key("bridge_check_address"), msg))
         for server in self.bridge_dns:
             msg = checks.ip_address(server)
             if msg:

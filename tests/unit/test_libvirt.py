@@ -263,3 +263,15 @@ def test_the_guarded_scripts_are_valid_shell(tmp_path):
             path.write_text(text)
             result = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True)
             assert result.returncode == 0, result.stderr + text
+
+
+@pytest.mark.parametrize("value", ["....", "1.2.3", "::g"])
+def test_bridge_check_address_must_be_an_ip_address(value):
+    _, problems = LibvirtSettings.problems_in({"libvirt_bridge_check_address": value})
+    assert any("libvirt_bridge_check_address" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("value", ["", "192.168.1.1", "fe80::1"])
+def test_bridge_check_address_may_be_empty_or_an_ip_address(value):
+    _, problems = LibvirtSettings.problems_in({"libvirt_bridge_check_address": value})
+    assert not [p for p in problems if "libvirt_bridge_check_address" in p], problems

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from typing_extensions import override
 
 from roles.common import checks
-from roles.common.settings import RoleSettings, setting
+from roles.common.settings import Problem, RoleSettings, setting
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,30 @@ class BaseSettings(RoleSettings):
             r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*", "a time zone name like Europe/Berlin"
         ),
     )
+
+    @classmethod
+    @override
+    def problems_in(cls, data: dict[str, Any]):
+        """Also refuse taking password-less sudo away from the user this deploy connects as,
+        with no sudo password to give: the very next run would stop at sudo's prompt."""
+        settings, problems = super().problems_in(data)
+        if settings is not None and not problems:
+            problems += _sudo_lockout(settings, data)
+        return settings, problems
+
+
+def _sudo_lockout(settings: BaseSettings, data: dict[str, Any]) -> list[Problem]:
+    connects_as = data.get("ssh_user")
+    if settings.admin_passwordless_sudo or connects_as != settings.admin_user:
+        return []
+    if not data.get("_sudo") or data.get("_sudo_password"):
+        return []
+    return [
+        (
+            BaseSettings.key("admin_passwordless_sudo"),
+            f"is False, but this deploy connects as {connects_as!r} (base_admin_user) and uses "
+            "sudo with no _sudo_password: after this run sudo would ask for a password the "
+            "next run cannot give; set _sudo_password in the host's data (from an environment "
+            "variable, never in git) or keep base_admin_passwordless_sudo True",
+        )
+    ]

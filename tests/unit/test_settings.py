@@ -71,3 +71,26 @@ def test_keys_of_other_roles_and_pyinfra_are_not_flagged():
 def test_a_misspelt_prefix_is_caught_too():
     problems = unknown_keys({"bsae_timezone": "UTC"}, [BaseSettings])
     assert problems == [("bsae_timezone", "unknown setting; did you mean 'base_timezone'?")]
+
+
+SUDO_LOCKOUT = {"ssh_user": "aicoder", "_sudo": True, "base_admin_passwordless_sudo": False}
+
+
+def test_password_sudo_for_the_deploy_user_needs_a_sudo_password():
+    with pytest.raises(SettingsError) as caught:
+        validate_host(FakeHost(SUDO_LOCKOUT), [BaseSettings])
+    assert "- base_admin_passwordless_sudo: " in str(caught.value)
+    assert "_sudo_password" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"_sudo_password": "from-env"},  # sudo can be answered
+        {"ssh_user": "root"},  # the deploy does not connect as the admin user
+        {"base_admin_passwordless_sudo": True},
+    ],
+)
+def test_password_sudo_is_fine_when_the_next_run_can_still_sudo(change):
+    settings, problems = BaseSettings.problems_in({**SUDO_LOCKOUT, **change})
+    assert problems == [] and settings is not None

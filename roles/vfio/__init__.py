@@ -85,6 +85,7 @@ def configure():
     """
     settings = VfioSettings.from_host(host)
     if not settings.gpus:
+        release(os_family(host))
         return
     verdict = preflight.verdict(host)  # refuses the host if anything is wrong
     state = preflight.host_state(host)
@@ -120,6 +121,51 @@ def finish() -> None:
             pending=todo,
             groups_later=preflight.verdict(host).iommu_pending,
         )
+
+
+# The modprobe file goes last, renamed while the initramfs is rebuilt (modprobe.d takes only
+# *.conf): while either name exists, a release is unfinished and the next run completes it.
+RELEASING = f"{render.MODPROBE_CONF}.released"
+MANAGED_HEADER = "Managed by the ai-coding-server deploy (roles/vfio)"
+
+
+def release(family: str) -> None:
+    """With vfio_gpus emptied: the files binding GPUs to vfio-pci removed and the initramfs
+    rebuilt, so the GPUs go back to the host's drivers at the next boot (reported). The IOMMU
+    kernel arguments stay: harmless with iommu=pt, and other software may rely on them."""
+    begin = render.BLOCK_MARKER.format(mark="BEGIN")
+    bindings = (render.DRACUT_CONF, render.OVERRIDE_SCRIPT, render.INITRAMFS_HOOK)
+    conf = render.MODPROBE_CONF
+    # Only files with this role's header: a vfio.conf the admin wrote by hand stays.
+    probe = (
+        f"grep -l {shlex.quote(MANAGED_HEADER)} {' '.join([*bindings, conf])} | sed 's/^/ours /';"
+        f" grep -qxF {shlex.quote(begin)} {render.INITRAMFS_MODULES} && echo block"
+    )
+    state = host_state.read(paths=[RELEASING], probe=probe)
+    ours = {line.removeprefix("ours ") for line in state.probe if line.startswith("ours ")}
+    block = "block" in state.probe
+    if not (ours or block or state.files):
+        return
+    commands = [f"rm -f {path}" for path in bindings if path in ours]
+    if block:
+        begin, end = (render.BLOCK_MARKER.format(mark=m) for m in ("BEGIN", "END"))
+        commands.append(f"sed -i '/^{begin}$/,/^{end}$/d' {render.INITRAMFS_MODULES}")
+    if conf in ours:
+        commands.append(f"mv -f {conf} {RELEASING}")
+    server.shell(
+        name="vfio-pci claims no GPU: its files removed, the initramfs rebuilt without it",
+        commands=[
+            *commands,
+            "dracut -f --regenerate-all" if family == EL9 else "update-initramfs -u -k all",
+            f"rm -f {RELEASING}",
+        ],
+    )
+    python.call(
+        name=op_name("VFIO", "reboot to give the GPUs back to the host's drivers"),
+        function=logger.warning,
+        msg=f"{host.name}: vfio_gpus is empty: the GPUs return to the host's drivers at the "
+        "next boot (reboot when convenient)",
+    )
 
 
 def bind(state: VfioState, verdict: Verdict, family: str) -> None:

@@ -1,8 +1,10 @@
 """The vfio role through the real deploy.py on recorded EL9 hosts (and the lab VM's Debian 12):
 the exact commands, a converged host planning nothing, and reboots only when allowed."""
 
+import re
+
 import pytest
-from harness import fixture, os_release_response, run_plan
+from harness import file_line, fixture, os_release_response, run_plan
 from pyinfra.operations import server as pyinfra_server
 from vfio_facts import (
     GT710,
@@ -19,7 +21,7 @@ from vfio_facts import (
 
 from roles.common import host_state
 from roles.preflight import facts
-from roles.vfio import render
+from roles.vfio import MANAGED_HEADER, render
 
 HV = {"vfio_only": True, "firewall_allowed_networks": ["192.168.1.0/24"]}
 GT710_DATA = {**HV, "vfio_gpus": [GT710]}
@@ -271,5 +273,71 @@ def test_debian_lab_vm_after_deploy_and_reboot_plans_nothing():
     plan = run_plan(
         {"hypervisors": {**HV, "vfio_gpus": ["0000:00:05.0"], "vfio_reboot": True}}, found
     )
+    assert plan.error is None, plan.error
+    assert vfio_ops(plan) == []
+
+
+# vfio_gpus emptied on a host the role had configured: its bindings go, the initramfs follows.
+RELEASE_READ = re.compile(r"&& echo block")
+
+
+def released_host(
+    os_release: str, ours: list[str], block: bool = False, releasing: bool = False
+) -> dict:
+    """The release read's answer: ``ours`` are the files with the role's header."""
+    lines = [f"probe ours {path}" for path in ours] + (["probe block"] if block else [])
+    if releasing:
+        lines.append(file_line(f"{render.MODPROBE_CONF}.released", "vfio-pci ids\n"))
+    found = {RELEASE_READ: "\n".join(lines)}
+    found.update(os_release_response(fixture(os_release)))
+    return found
+
+
+def test_emptied_vfio_gpus_on_el9_removes_the_bindings_and_rebuilds_the_initramfs():
+    paths = [render.MODPROBE_CONF, render.DRACUT_CONF]
+    plan = run_plan({"hypervisors": HV}, released_host("os-release.rocky-9.4.txt", paths))
+    assert plan.error is None, plan.error
+    commands = vfio_commands(plan)
+    assert f"rm -f {render.DRACUT_CONF}" in commands
+    conf = render.MODPROBE_CONF
+    assert commands[-3:] == [
+        f"mv -f {conf} {conf}.released",
+        "dracut -f --regenerate-all",
+        f"rm -f {conf}.released",
+    ]
+    assert any("give the GPUs back" in name for name in vfio_names(plan))
+
+
+def test_emptied_vfio_gpus_on_debian_drops_the_initramfs_block_too():
+    found = released_host("os-release.debian-12.txt", [render.MODPROBE_CONF], block=True)
+    plan = run_plan({"hypervisors": HV}, found)
+    assert plan.error is None, plan.error
+    commands = vfio_commands(plan)
+    marks = "/^# BEGIN ai-coding-server vfio$/,/^# END ai-coding-server vfio$/d"
+    assert commands[0] == f"sed -i '{marks}' {render.INITRAMFS_MODULES}"
+    assert "update-initramfs -u -k all" in commands
+
+
+def test_an_interrupted_release_is_finished_by_the_next_run():
+    # Only the renamed modprobe file is left: the rebuild may not have completed.
+    found = released_host("os-release.debian-12.txt", [], releasing=True)
+    plan = run_plan({"hypervisors": HV}, found)
+    releasing = f"{render.MODPROBE_CONF}.released"
+    assert vfio_commands(plan) == ["update-initramfs -u -k all", f"rm -f {releasing}"]
+
+
+def test_the_release_finds_every_file_the_role_writes_by_its_header():
+    # Release removes only files carrying the header (an admin's own vfio.conf stays).
+    written = [
+        render.modprobe_conf([]),
+        render.dracut_conf(["0000:01:00.0"]),
+        render.override_script(["0000:01:00.0"]),
+        render.initramfs_hook(),
+    ]
+    assert all(MANAGED_HEADER in text for text in written)
+
+
+def test_a_host_the_role_never_configured_plans_no_release():
+    plan = run_plan({"hypervisors": HV}, released_host("os-release.debian-12.txt", []))
     assert plan.error is None, plan.error
     assert vfio_ops(plan) == []

@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+from roles.common import checks
+
 
 def ssh_port_clash(key: str, port: int, data: dict) -> list[tuple[str, str]]:
     """A service port that is sshd's too (firewall_ssh_port): the service could not bind it."""
-    # Imported here: the firewall role imports the services' settings to open their ports.
+    # Imported here: the firewall's package imports the registry, which loads the services.
     from roles.firewall.settings import FirewallSettings
 
     firewall, problems = FirewallSettings.checked(data)
     if firewall is None or problems or port != firewall.ssh_port:
         return []
     return [(key, f"{port} is the SSH port (firewall_ssh_port); give the service another one")]
+
+
+def service_port_problems(cls, settings, data: dict) -> list[tuple[str, str]]:
+    """Problems of the registered service whose settings class is ``cls`` (valid ``settings``
+    of the host data ``data``): its port is sshd's, or that of a service registered before it on
+    an address both may listen on (each pair is reported once, on the later service)."""
+    from roles.common import registry  # the registry loads the services, which import this
+
+    me = registry.service_of(cls)
+    if me is None or not me.enabled(settings):
+        return []
+    own = me.endpoint(settings)
+    problems = ssh_port_clash(own.port_key, own.port, data)
+    for other in registry.services():
+        if other is me:
+            break
+        found, bad = other.settings.checked(data)
+        if found is None or bad or not other.enabled(found):
+            continue
+        theirs = other.endpoint(found)
+        if theirs.port == own.port and may_overlap(theirs.listen, own.listen):
+            default = me.endpoint(cls()).port  # the role's default settings
+            problems.append(
+                (
+                    own.port_key,
+                    f"{own.port} is {theirs.label}'s port too ({theirs.port_key}) on the same "
+                    f"address; give {own.label} another one (its default is {default})",
+                )
+            )
+    return problems
+
+
+def may_overlap(a: str, b: str) -> bool:
+    """Whether two listen addresses can be the same socket address on one host."""
+    if a == b or a in checks.WILDCARD_ADDRESSES or b in checks.WILDCARD_ADDRESSES:
+        return True
+    # 'auto' is the LAN address: it may equal another explicit address, never a loopback one.
+    other = b if a == "auto" else a if b == "auto" else None
+    return other is not None and not ipaddress.ip_address(other).is_loopback

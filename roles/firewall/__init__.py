@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
 
-from roles.common import host_state
+from roles.common import host_state, registry
 from roles.common.platform import DEBIAN, os_family
 from roles.firewall.facts import FirewalldZoneFile, FirewallHostNetwork
 from roles.firewall.render import (
@@ -30,8 +30,6 @@ from roles.firewall.render import (
     nftables_service_dropin,
 )
 from roles.firewall.settings import FirewallSettings
-from roles.ollama.settings import OllamaSettings
-from roles.tabbyapi.settings import TabbyapiSettings
 
 __all__ = ["FirewallSettings", "configure"]
 
@@ -44,12 +42,10 @@ NFT_DROPIN = "/etc/systemd/system/nftables.service.d/aicoder.conf"
 
 
 def service_ports(settings: FirewallSettings) -> list[int]:
-    """TCP ports the allowed networks may reach on this host besides SSH."""
-    ports = list(settings.extra_tcp_ports)
-    if "ai_guests" in host.groups:
-        # The services' own settings: one place for each port.
-        ports += [TabbyapiSettings.from_host(host).port, OllamaSettings.from_host(host).port]
-    return ports
+    """TCP ports the allowed networks may reach on this host besides SSH: the extra ones and
+    the public ports of the enabled registered services it runs (each from its own settings)."""
+    endpoints = registry.endpoints(lambda cls: cls.from_host(host), host.groups)
+    return list(settings.extra_tcp_ports) + [e.port for e in endpoints]
 
 
 def host_policy(settings: FirewallSettings) -> Policy:

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing_extensions import override
 
 from roles.common import checks
-from roles.common.ports import ssh_port_clash
+from roles.common.ports import service_port_problems
 from roles.common.settings import RoleSettings, setting
 from roles.nvidia_driver.settings import NvidiaDriverSettings
-from roles.tabbyapi.settings import TabbyapiSettings
 
 # [host/][namespace/]model[:tag], each part as upstream's types/model/name.go allows it.
 MODEL_NAME = (
@@ -216,23 +215,13 @@ class OllamaSettings(RoleSettings):
     @classmethod
     @override
     def problems_in(cls, data):
-        """Also refuse a port tabbyAPI uses on the same address (both run on the guest)."""
+        """Also refuse sshd's port and other services' (all run on the guest), and a driver
+        too old for the GPU runner."""
         settings, problems = super().problems_in(data)
         if settings is None or problems or not settings.enabled:
             return settings, problems
-        problems += ssh_port_clash(cls.key("port"), settings.port, data)
+        problems += service_port_problems(cls, settings, data)
         problems += _driver_too_old(settings, data)
-        tabby, tabby_problems = TabbyapiSettings.checked(data)
-        if tabby is None or tabby_problems or not tabby.enabled:
-            return settings, problems
-        if tabby.port == settings.port and _may_overlap(tabby.host, settings.bind_address):
-            problems.append(
-                (
-                    cls.key("port"),
-                    f"{settings.port} is tabbyAPI's port too (tabbyapi_port) on the same address; "
-                    "give Ollama another one (its default is 11434)",
-                )
-            )
         return settings, problems
 
 
@@ -258,12 +247,3 @@ def _driver_too_old(settings: OllamaSettings, data) -> list[tuple[str, str]]:
             "570+ for compute 5.0-6.2 cards), or set ollama_gpu = False to run Ollama on the CPU",
         )
     ]
-
-
-def _may_overlap(a: str, b: str) -> bool:
-    """Whether two listen addresses can be the same socket address on one host."""
-    if a == b or a in checks.WILDCARD_ADDRESSES or b in checks.WILDCARD_ADDRESSES:
-        return True
-    # 'auto' is the LAN address: it may equal another explicit address, never a loopback one.
-    other = b if a == "auto" else a if b == "auto" else None
-    return other is not None and not ipaddress.ip_address(other).is_loopback

@@ -13,7 +13,7 @@ from typing import Any
 from typing_extensions import override
 
 from roles.common import checks, secrets
-from roles.common.ports import ssh_port_clash
+from roles.common.ports import service_port_problems
 from roles.common.settings import RoleSettings, setting
 
 # exllamav3 cache modes: the legacy names, or "k_bits,v_bits" with each from 2 to 8
@@ -496,8 +496,8 @@ class TabbyapiSettings(RoleSettings):
     @classmethod
     @override
     def problems_in(cls, data):
-        """Also refuse sshd's port (both run on the guest)."""
+        """Also refuse sshd's port and other services' (all run on the guest)."""
         settings, problems = super().problems_in(data)
-        if settings is not None and not problems and settings.enabled:
-            problems += ssh_port_clash(cls.key("port"), settings.port, data)
+        if settings is not None and not problems:
+            problems += service_port_problems(cls, settings, data)
         return settings, problems

@@ -79,6 +79,13 @@ def test_fresh_debian_guest_gets_a_checked_ruleset_for_its_lan_then_loads_it():
     assert not re.search(r"^\s*flush", plan.files["/etc/nftables.conf"], re.M)
 
 
+def test_a_disabled_service_gets_no_open_port():
+    guest = {**GUEST, "ollama_enabled": False, "tabbyapi_port": 5100}
+    plan = run_plan({"ai_guests": guest}, responses("os-release.debian-12.txt"))
+    assert plan.error is None, plan.error
+    assert "tcp dport { 5100 }" in plan.files[NFT_FILE]  # the registry's enabled services only
+
+
 def test_first_run_loads_before_any_service_role_and_right_after_base():
     plan = run_plan({"ai_guests": GUEST}, responses("os-release.debian-12.txt"))
     names = plan.names()

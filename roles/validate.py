@@ -16,7 +16,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host
 
 from roles import client, guest_vm, planner, preflight, vfio
-from roles.common import secrets
+from roles.common import registry, secrets
 from roles.common.memo import host_memo
 from roles.common.settings import (
     REGISTRY,
@@ -52,6 +52,7 @@ def validate_inventory(state) -> None:
 
 
 def _error(inventory) -> SettingsError | None:
+    registry.services()  # loads every service role, so its settings class is validated too
     by_host: dict[str, list[Problem]] = {}
     try:  # the secrets file and AICODER_* values, read now so a bad one refuses every host
         secrets.check_all()

@@ -12,11 +12,10 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Home
 
 from roles.client import operations
-from roles.client.deployed import choose_guest, deployment
-from roles.client.render import API_KEY_SECRET, config_yaml
+from roles.client.deployed import choose_guest, deployment, key_env, served_endpoints
+from roles.client.render import config_yaml
 from roles.client.settings import ClientSettings
 from roles.common import secrets
-from roles.tabbyapi.settings import API_KEY_SECRET as TABBYAPI_KEY_SECRET
 
 __all__ = ["ClientSettings", "configure"]
 
@@ -31,10 +30,11 @@ def config_paths(settings: ClientSettings, home: str) -> tuple[str, str]:
 
 @deploy("Client: Continue config")
 def configure():
-    """Ensures the Continue config.yaml lists the models the AI guest serves (tabbyAPI through
-    the openai provider, Ollama through the ollama provider) at the addresses this machine
-    reaches them, with the API key only as ``${{ secrets.TABBYAPI_API_KEY }}``; the key itself
-    is in .env beside it (mode 0600, other lines kept). A different config.yaml already there is
+    """Ensures the Continue config.yaml lists the models the AI guest's registered services
+    serve (tabbyAPI through the openai provider, Ollama through the ollama provider) at the
+    addresses this machine reaches them, with each API key only as a reference such as
+    ``${{ secrets.TABBYAPI_API_KEY }}``; the keys themselves are in .env beside it (mode 0600,
+    other lines kept). A different config.yaml already there is
     backed up first; an unchanged one is left alone.
 
     Example, in your own deploy file:
@@ -58,11 +58,16 @@ def configure():
         dest=config_path,
         content=text,
     )
-    key = secrets.get_or_create(TABBYAPI_KEY_SECRET)
+    keys = {
+        key_env(endpoint): (endpoint.label, secrets.get_or_create(endpoint.key_secret))
+        for _, _, endpoint in served_endpoints(guest)
+        if key_env(endpoint)
+    }
     secrets.keep_operation()
-    operations.secret_line(
-        name=f"tabbyAPI key in {env_path}", path=env_path, variable=API_KEY_SECRET, value=key
-    )
+    for variable, (label, key) in keys.items():
+        operations.secret_line(
+            name=f"{label} key in {env_path}", path=env_path, variable=variable, value=key
+        )
 
 
 def host_problems(host_) -> list[str]:

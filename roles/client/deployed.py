@@ -8,19 +8,14 @@ import ipaddress
 from pyinfra.api.exceptions import DeployError
 
 from roles import planner
-from roles.client.render import OLLAMA, TABBYAPI, Deployment, Served
+from roles.client.render import Api, Deployment, Served
 from roles.client.settings import ClientSettings
+from roles.common import registry
 from roles.common.checks import WILDCARD_ADDRESSES
+from roles.common.registry import Endpoint
 from roles.common.services import host_address
 from roles.common.settings import SettingsError
 from roles.firewall.settings import FirewallSettings
-from roles.ollama.settings import OllamaSettings
-from roles.planner.catalogue import CATALOGUE, EMBED
-from roles.tabbyapi.settings import TabbyapiSettings
-
-# What a model does in Continue when the planner did not say: tabbyAPI's one model does
-# everything but embeddings (the brief of this project); Ollama models by their catalogue entry.
-TABBYAPI_ROLES = ("chat", "edit", "apply", "autocomplete")
 
 
 def choose_guest(inventory, settings: ClientSettings):
@@ -54,62 +49,50 @@ def guest_settings(guest, cls):
 
 
 def deployment(guest, settings: ClientSettings) -> Deployment:
-    """The models ``guest`` serves and their URLs as the editor on this machine sees them."""
-    tabby = guest_settings(guest, TabbyapiSettings)
-    ollama = guest_settings(guest, OllamaSettings)
+    """The models ``guest`` serves (every enabled registered service's) and their URLs as the
+    editor on this machine sees them."""
     plan = planner.plan_for_host(guest)
     models = []
-    if tabby.enabled and tabby.model:
-        roles = plan.tabbyapi.roles if plan and plan.tabbyapi else TABBYAPI_ROLES
-        roles = tuple(settings.model_roles.get(tabby.model, roles))
-        context = tabby.max_seq_len if tabby.max_seq_len and tabby.max_seq_len > 0 else None
-        if roles:
-            tools = bool(tabby.tool_calls)
-            models.append(Served(TABBYAPI, tabby.model, tuple(roles), context, tools))
-    if ollama.enabled:
-        planned = {p.ollama_tag: p for p in plan.ollama} if plan else {}
-        for name in ollama.models:
-            placement = planned.get(name)
-            roles = placement.roles if placement else _catalogue_roles(name)
-            roles = tuple(settings.model_roles.get(name, roles))
+    for service, own, endpoint in served_endpoints(guest):
+        api = Api(
+            endpoint.label,
+            endpoint.provider,
+            endpoint.base_url(reach_address(guest, settings, endpoint)),
+            key_env(endpoint),
+        )
+        for model in service.models(own, plan):
+            roles = tuple(settings.model_roles.get(model.id, model.roles))
             if roles:
-                context = placement.context if placement and EMBED not in roles else None
-                tools = _ollama_tools(name)
-                models.append(Served(OLLAMA, name, tuple(roles), context, tools))
-    tabby_host = _address(guest, settings, tabby.host, TabbyapiSettings.key("host"))
-    ollama_host = _address(guest, settings, ollama.bind_address, OllamaSettings.key("bind_address"))
-    return Deployment(
-        guest=guest.name,
-        tabbyapi_base=f"http://{_url_host(tabby_host)}:{tabby.port}/v1",
-        ollama_base=f"http://{_url_host(ollama_host)}:{ollama.port}",
-        models=tuple(models),
-    )
+                models.append(Served(api, model.id, roles, model.context, model.tools))
+    return Deployment(guest=guest.name, models=tuple(models))
 
 
-def _catalogue_roles(name: str) -> tuple[str, ...]:
-    """Continue roles of an Ollama model the planner did not place: embeddings only, by the
-    catalogue; other models get theirs from the planner or client_model_roles."""
-    base = name.split(":")[0]
-    for model in CATALOGUE.values():
-        if model.ollama.split(":")[0] == base and EMBED in model.uses:
-            return (EMBED,)
-    return ()
+def served_endpoints(guest) -> list[tuple[registry.Service, object, Endpoint]]:
+    """(service, its settings, its public endpoint) of every enabled service of ``guest``, with
+    the model settings the planner fills."""
+
+    def settings_of(cls):
+        return guest_settings(guest, cls)
+
+    return [
+        (service, own, registry.public(service.endpoint(own), settings_of))
+        for service, own in registry.running(settings_of, guest.groups)
+    ]
 
 
-def _ollama_tools(name: str) -> bool:
-    """Ollama's library template of the model ``name`` handles tools (by its catalogue entry;
-    an unknown model: no)."""
-    return any(
-        name == m.ollama or name.startswith(f"{m.ollama}-")
-        for m in CATALOGUE.values()
-        if m.ollama_tools
-    )
+def key_env(endpoint: Endpoint) -> str:
+    """The .env variable holding the key the editor sends to ``endpoint`` ('' for none)."""
+    return endpoint.key_secret.upper() if endpoint.auth == "bearer" else ""
 
 
-def _address(guest, settings: ClientSettings, listen: str, key: str) -> str:
-    """Where this machine reaches a service of ``guest`` that listens on ``listen``."""
+def reach_address(guest, settings: ClientSettings, endpoint: Endpoint) -> str:
+    """Where this machine reaches ``endpoint`` of ``guest``: client_api_host, a front's public
+    host name, else by the address the endpoint listens on."""
     if settings.api_host:
         return settings.api_host
+    if endpoint.public_host:
+        return endpoint.public_host
+    listen, key = endpoint.listen, endpoint.listen_key
     fallback = guest.data.get("ssh_hostname") or guest.name
     if listen in WILDCARD_ADDRESSES:
         return fallback
@@ -125,7 +108,3 @@ def _address(guest, settings: ClientSettings, listen: str, key: str) -> str:
             "listen on the LAN ('auto') or set client_api_host to the address of a tunnel"
         )
     return listen
-
-
-def _url_host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address

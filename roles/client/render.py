@@ -7,15 +7,11 @@ from typing import Any
 
 import yaml
 
-TABBYAPI, OLLAMA = "tabbyapi", "ollama"
-# The name of the secret in ~/.continue/.env; config.yaml refers to it, never holds the key.
-API_KEY_SECRET = "TABBYAPI_API_KEY"
 HEADER = (
     "# Continue config written by the ai-coding-server deploy (roles/client) for the models\n"
     "# served on {guest}. Edits are replaced at the next deploy; the old file is kept beside it\n"
     "# as config.yaml.<time>.bak. The API key lives in .env beside this file.\n"
 )
-_LABEL = {TABBYAPI: "tabbyAPI", OLLAMA: "Ollama"}
 # Continue's context providers (@-mentions in chat). Without a `context` list Continue offers
 # none; folder and codebase search the index built with the embed model, so they are listed
 # only when one is served.
@@ -24,10 +20,20 @@ EMBEDDING_CONTEXT = ("folder", "codebase")
 
 
 @dataclass(frozen=True)
+class Api:
+    """One service's API as the editor reaches it."""
+
+    label: str  # the service, for people: "tabbyAPI"
+    provider: str  # Continue's provider: "openai", "ollama"
+    base: str  # apiBase: http://host:port/v1
+    key_env: str = ""  # the .env variable holding its key; "" for an API without one
+
+
+@dataclass(frozen=True)
 class Served:
     """One model as the editor reaches it."""
 
-    backend: str  # TABBYAPI or OLLAMA
+    api: Api
     model: str  # the id the API answers to (tabbyAPI: the model folder; Ollama: the tag)
     roles: tuple[str, ...]  # Continue roles: chat, edit, apply, autocomplete, embed
     context: int | None = None  # tokens the server keeps for a request, if known
@@ -39,25 +45,23 @@ class Deployment:
     """What a guest serves and where the editor reaches it."""
 
     guest: str  # inventory name of the guest, for the config's header
-    tabbyapi_base: str  # http://host:port/v1
-    ollama_base: str  # http://host:port
-    models: tuple[Served, ...]
+    models: tuple[Served, ...]  # in the registry's order of their services
 
 
 def continue_config(deployment: Deployment, name: str, autocomplete_options: dict) -> dict:
     """Continue's config.yaml as a dict: one entry per served model, chat models first."""
     models = []
     for served in sorted(deployment.models, key=lambda s: "chat" not in s.roles):
+        api = served.api
         entry: dict[str, Any] = {
-            "name": f"{served.model} ({_LABEL[served.backend]})",
-            "provider": "openai" if served.backend == TABBYAPI else "ollama",
+            "name": f"{served.model} ({api.label})",
+            "provider": api.provider,
             "model": served.model,
-            "apiBase": (
-                deployment.tabbyapi_base if served.backend == TABBYAPI else deployment.ollama_base
-            ),
+            "apiBase": api.base,
         }
-        if served.backend == TABBYAPI:
-            entry["apiKey"] = "${{ secrets.%s }}" % API_KEY_SECRET  # noqa: UP031 (literal braces)
+        if api.key_env:
+            # The key's name in .env beside the config: the file itself never holds it.
+            entry["apiKey"] = "${{ secrets.%s }}" % api.key_env  # noqa: UP031 (literal braces)
         entry["roles"] = list(served.roles)
         if served.tools and "chat" in served.roles:
             entry["capabilities"] = ["tool_use"]  # agent mode sends tools to this model

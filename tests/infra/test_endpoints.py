@@ -1,8 +1,10 @@
 """End-to-end checks from the control machine, where the editor runs: the APIs the Continue
 config points at answer as Continue needs them to.
 
-For each AI guest: tabbyAPI lists its model with the API key and refuses a request without
-it, and completes a short prompt; Ollama returns an embedding of the expected dimension. When
+For each AI guest: every registered service (roles/common/registry.py) that runs there answers
+its health path at the address the editor uses, and one that takes a key refuses a request
+without it and lists its models with it; tabbyAPI completes a short prompt; Ollama returns an
+embedding of the expected dimension. When
 a clients host (@local) is in the inventory, the config.yaml and .env the deploy wrote there are
 the current ones, and each model in that config answers at its apiBase with the key from .env.
 
@@ -22,14 +24,16 @@ import yaml
 from typing_extensions import override
 
 from roles.client import config_paths
-from roles.client.deployed import deployment, guest_settings
-from roles.client.render import API_KEY_SECRET, OLLAMA, TABBYAPI, Deployment, config_yaml
+from roles.client.deployed import (
+    deployment,
+    key_env,
+    reach_address,
+    served_endpoints,
+)
+from roles.client.render import Deployment, config_yaml
 from roles.client.settings import ClientSettings
-from roles.common import secrets
-from roles.ollama.settings import OllamaSettings
+from roles.common import registry, secrets
 from roles.planner.catalogue import EMBED_DIMENSIONS
-from roles.tabbyapi import render as tabbyapi_render
-from roles.tabbyapi.settings import TabbyapiSettings
 
 TIMEOUT = 10  # seconds for an API call; a completion gets longer
 COMPLETION_TIMEOUT = 300
@@ -42,6 +46,7 @@ class GuestView:
 
     def __init__(self, name: str, data: dict, testinfra_host):
         self.name = name
+        self.groups = ("ai_guests",)  # the guest fixture's group
         self.data = _Data(data)
         self._host = testinfra_host
         self.connected = True
@@ -115,34 +120,48 @@ def served(view, inventory_hosts) -> Deployment:
 
 
 @pytest.fixture
-def api_key() -> str:
-    key = secrets.get("tabbyapi_api_key")
+def apis(view, inventory_hosts) -> dict[str, tuple[registry.Endpoint, str]]:
+    """Registered service name -> (its public endpoint, its base URL as the editor reaches
+    it) for every service enabled on this guest."""
+    settings = client_settings(inventory_hosts)
+    return {
+        service.name: (endpoint, endpoint.base_url(reach_address(view, settings, endpoint), ""))
+        for service, _, endpoint in served_endpoints(view)
+    }
+
+
+def key_of(endpoint: registry.Endpoint) -> str:
+    """The key ``endpoint`` wants, from the secrets the deploy used; skip without it."""
+    key = secrets.get(endpoint.key_secret)
     if not key:
         pytest.skip(
-            f"no tabbyapi_api_key secret here ({secrets.secrets_file()}, or "
-            "AICODER_TABBYAPI_API_KEY): run the checks where the deploy ran, or set "
-            "AICODER_SECRETS_FILE"
+            f"no {endpoint.key_secret} secret here ({secrets.secrets_file()}, or "
+            f"AICODER_{endpoint.key_secret.upper()}): run the checks where the deploy ran, or "
+            "set AICODER_SECRETS_FILE"
         )
     return key
 
 
+def answering(apis, name: str, guest) -> str:
+    """The base URL of the service ``name``, once it is known to be running on the guest: one
+    that is off, or listens nowhere on the guest (not installed: its source or image was
+    unreachable, e.g. the lab offline), skips; one that listens there but does not answer
+    from here fails."""
+    if name not in apis:
+        pytest.skip(f"{name}_enabled is False: no {name} on this guest")
+    endpoint, base = apis[name]
+    own = endpoint.own
+    if guest.run(f"ss -Htln 'sport = :{own.port}' | grep -q .").rc != 0:
+        pytest.skip(f"nothing listens on {own.label}'s port {own.port} on the guest: not installed")
+    why = reachable(base + endpoint.health_path)
+    assert why is None, f"{endpoint.label} is running but {base} is unreachable: {why}"
+    return base
+
+
 @pytest.fixture
-def tabbyapi(view, guest, served) -> str:
-    """tabbyAPI's base URL, once it is known to be installed and running on the guest."""
-    settings = guest_settings(view, TabbyapiSettings)
-    if not settings.enabled:
-        pytest.skip("tabbyapi_enabled is False: no tabbyAPI on this guest")
-    if not settings.git_url:
-        pytest.skip(
-            "tabbyapi_git_url is None (no reachable source, e.g. the lab offline): tabbyAPI's "
-            "code and service were left out by the deploy"
-        )
-    unit = guest.service(tabbyapi_render.UNIT)
-    if not unit.is_enabled and not unit.is_running:
-        pytest.skip(f"{tabbyapi_render.UNIT} is not installed on the guest")
-    why = reachable(served.tabbyapi_base.rsplit("/v1", 1)[0] + "/health")
-    assert why is None, f"tabbyAPI is installed but {served.tabbyapi_base} is unreachable: {why}"
-    return served.tabbyapi_base
+def tabbyapi(apis, guest) -> str:
+    """tabbyAPI's OpenAI API base URL, once it is running on the guest."""
+    return answering(apis, "tabbyapi", guest) + apis["tabbyapi"][0].api_path
 
 
 def _gpu_reason(guest) -> str | None:
@@ -152,46 +171,51 @@ def _gpu_reason(guest) -> str | None:
 
 
 @pytest.fixture
-def ollama(view, guest, served) -> str:
-    """Ollama's base URL, once it is known to be installed and running on the guest."""
-    settings = guest_settings(view, OllamaSettings)
-    if not settings.enabled:
-        pytest.skip("ollama_enabled is False: no Ollama on this guest")
-    if guest.run("command -v docker").rc != 0:
-        pytest.skip("Docker is not installed on the guest: Ollama's stack cannot be there")
-    if guest.run(f"docker image inspect {settings.image}").rc != 0:
-        pytest.skip(
-            f"the image {settings.image} is not on the guest (no registry reachable, e.g. the "
-            "lab offline, and no ollama_image_archive): Ollama was not started"
-        )
-    why = reachable(f"{served.ollama_base}/api/version")
-    assert why is None, f"Ollama is installed but {served.ollama_base} is unreachable: {why}"
-    return served.ollama_base
+def ollama(apis, guest) -> str:
+    """Ollama's base URL, once it is running on the guest."""
+    return answering(apis, "ollama", guest)
+
+
+# --- every registered service --------------------------------------------------------------------
+
+
+def test_every_service_answers_its_health_path(apis, guest):
+    if not apis:
+        pytest.skip("no registered service is enabled on this guest")
+    for name in apis:
+        answering(apis, name, guest)
+
+
+def test_services_with_a_key_refuse_requests_without_it_and_list_models_with_it(apis, guest):
+    keyed = {name: endpoint for name, (endpoint, _) in apis.items() if endpoint.auth == "bearer"}
+    if not keyed:
+        pytest.skip("no service of this guest takes a key")
+    for name, endpoint in keyed.items():
+        url = answering(apis, name, guest) + endpoint.api_path + "/models"
+        for wrong in (None, "not-the-key"):
+            status, _ = call(url, key=wrong)
+            assert status in (401, 403), f"{endpoint.label} answered {status} without its key"
+        status, body = call(url, key=key_of(endpoint))
+        assert status == 200, body
 
 
 # --- tabbyAPI -----------------------------------------------------------------------------------
 
 
-def test_tabbyapi_lists_its_model_with_the_key(tabbyapi, api_key, served):
-    status, body = call(f"{tabbyapi}/models", key=api_key)
+def test_tabbyapi_lists_its_model_with_the_key(tabbyapi, apis, served):
+    status, body = call(f"{tabbyapi}/models", key=key_of(apis["tabbyapi"][0]))
     assert status == 200, body
     ids = {m["id"] for m in body["data"]}
-    wanted = {m.model for m in served.models if m.backend == TABBYAPI}
+    wanted = {m.model for m in served.models if m.api.label == "tabbyAPI"}
     assert wanted <= ids, f"the config names {wanted}; tabbyAPI lists {ids}"
 
 
-def test_tabbyapi_refuses_requests_without_the_key(tabbyapi):
-    status, _ = call(f"{tabbyapi}/models")
-    assert status in (401, 403)
-    status, _ = call(f"{tabbyapi}/models", key="not-the-key")
-    assert status in (401, 403)
-
-
-def test_tabbyapi_completes_a_short_prompt(tabbyapi, api_key, served, guest):
+def test_tabbyapi_completes_a_short_prompt(tabbyapi, apis, served, guest):
     reason = _gpu_reason(guest)
     if reason:
         pytest.skip(reason)
-    models = [m.model for m in served.models if m.backend == TABBYAPI]
+    api_key = key_of(apis["tabbyapi"][0])
+    models = [m.model for m in served.models if m.api.label == "tabbyAPI"]
     if not models:
         pytest.skip("tabbyAPI has no model configured (tabbyapi_model_repo/model_name unset)")
     (model,) = models
@@ -205,7 +229,7 @@ def test_tabbyapi_completes_a_short_prompt(tabbyapi, api_key, served, guest):
 
 
 def test_ollama_embeds_with_the_expected_dimension(ollama, served):
-    embedders = [m.model for m in served.models if m.backend == OLLAMA and "embed" in m.roles]
+    embedders = [m.model for m in served.models if m.api.label == "Ollama" and "embed" in m.roles]
     if not embedders:
         pytest.skip("no embedding model is configured for Continue on this guest")
     for model in embedders:
@@ -248,11 +272,15 @@ def test_continue_config_is_current_and_its_key_private(client, written, invento
     )
     assert client.file(env).mode == 0o600
     text = client.file(env).content_string
-    lines = [line for line in text.splitlines() if line.startswith(f"{API_KEY_SECRET}=")]
-    assert len(lines) == 1, f"{env} must hold one {API_KEY_SECRET}= line"
-    key = secrets.get("tabbyapi_api_key")
-    if key:  # compared, never printed
-        assert lines[0] == f"{API_KEY_SECRET}={key}", "the key in .env is not the guest's key"
+    for _, _, endpoint in served_endpoints(view):
+        variable = key_env(endpoint)
+        if not variable:
+            continue
+        lines = [line for line in text.splitlines() if line.startswith(f"{variable}=")]
+        assert len(lines) == 1, f"{env} must hold one {variable}= line"
+        key = secrets.get(endpoint.key_secret)
+        if key:  # compared, never printed
+            assert lines[0] == f"{variable}={key}", f"{variable} in .env is not the guest's key"
 
 
 def test_every_model_in_the_config_answers_at_its_api_base(request, client, written):
@@ -260,7 +288,7 @@ def test_every_model_in_the_config_answers_at_its_api_base(request, client, writ
         pytest.skip("the clients host is not this machine: its editor's view is not checked here")
     config, env, _ = written
     pairs = (line.split("=", 1) for line in client.file(env).content_string.splitlines())
-    key = dict(p for p in pairs if len(p) == 2).get(API_KEY_SECRET)
+    keys = dict(p for p in pairs if len(p) == 2)
     models = yaml.safe_load(client.file(config).content_string)["models"]
     assert models, f"{config} lists no model"
     for model in models:
@@ -269,5 +297,7 @@ def test_every_model_in_the_config_answers_at_its_api_base(request, client, writ
         why = reachable(url)
         if why:
             pytest.skip(f"{model['name']}: {url} does not answer ({why}); see the guest checks")
-        status, body = call(url, key=key if model["provider"] == "openai" else None)
+        # ${{ secrets.NAME }}: the key under NAME in .env
+        variable = model.get("apiKey", "").removeprefix("${{ secrets.").removesuffix(" }}")
+        status, body = call(url, key=keys.get(variable))
         assert status == 200, f"{model['name']}: {url} answered {status}"

@@ -9,6 +9,7 @@ import re
 import pytest
 from role_settings import enabled_settings, settings_of
 
+from roles.common import registry
 from roles.firewall.render import ADMIN_ZONE, TABLE
 from roles.firewall.settings import FirewallSettings
 
@@ -85,15 +86,12 @@ def test_input_policy_is_drop_with_ssh_from_the_allowed_networks(nft_host, firew
 def test_guest_services_only_from_the_allowed_networks(guest, host_data):
     if _family(guest) != "debian":
         pytest.skip("the AI guest is Debian 12")
-    from roles.ollama.settings import OllamaSettings
-    from roles.tabbyapi.settings import TabbyapiSettings
-
     table = _table(guest)
-    for cls in (TabbyapiSettings, OllamaSettings):
-        settings = settings_of(cls, host_data)
+    endpoints = registry.endpoints(lambda cls: settings_of(cls, host_data), ["ai_guests"])
+    for endpoint in endpoints:  # every enabled registered service's public port
         assert re.search(
-            rf"tcp dport \{{[^}}]*\b{settings.port}\b[^}}]*\}} ip saddr @allowed_v4", table
-        )
+            rf"tcp dport \{{[^}}]*\b{endpoint.port}\b[^}}]*\}} ip saddr @allowed_v4", table
+        ), f"{endpoint.label}'s port {endpoint.port} is not open to the allowed networks"
     # Docker-published ports bypass the input chain: the forward hook checks DNAT'ed traffic.
     assert "ct direction original ct status dnat jump published" in table
 

@@ -224,6 +224,12 @@ def test_disabled_tabbyapi_leaves_only_ollama_models():
     assert [m["provider"] for m in config_of(plan)["models"]] == ["ollama"]
 
 
+def test_only_a_served_api_with_a_key_gets_a_line_in_env():
+    plan = run_client(guests={"guest": {**GUEST_DATA, "tabbyapi_enabled": False}})
+    assert plan.error is None, plan.error
+    assert not plan.find(r"TABBYAPI_API_KEY")  # Ollama has no key; tabbyAPI is not served
+
+
 def test_planned_guest_gets_the_planned_models_and_roles():
     guest = {
         **GUEST_DATA,

@@ -8,38 +8,43 @@ import yaml
 from continue_validator import validate
 
 from roles.client import config_paths
-from roles.client.render import OLLAMA, TABBYAPI, Deployment, Served, config_yaml
+from roles.client.render import Api, Deployment, Served, config_yaml
 from roles.client.settings import ClientSettings
 
 DEFAULTS = ClientSettings.problems_in({})[0]
 CHAT_ROLES = ("chat", "edit", "apply")
 
+
+def tabbyapi(host: str) -> Api:
+    return Api("tabbyAPI", "openai", f"http://{host}:5000/v1", "TABBYAPI_API_KEY")
+
+
+def ollama(host: str) -> Api:
+    return Api("Ollama", "ollama", f"http://{host}:11434")
+
+
 # Deployments the client can meet: the roles' defaults, a planned split, Ollama only, IPv6.
 DEPLOYMENTS = {
     "defaults": Deployment(
         "ai-guest",
-        "http://192.168.1.50:5000/v1",
-        "http://192.168.1.50:11434",
         (
             Served(
-                TABBYAPI,
+                tabbyapi("192.168.1.50"),
                 "Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3-4.0bpw_H6",
                 (*CHAT_ROLES, "autocomplete"),
                 32768,
                 tools=True,
             ),
-            Served(OLLAMA, "nomic-embed-text", ("embed",)),
+            Served(ollama("192.168.1.50"), "nomic-embed-text", ("embed",)),
         ),
     ),
     "planned-split": Deployment(
         "gpu-guest",
-        "http://10.0.0.7:5000/v1",
-        "http://10.0.0.7:11434",
         (
-            Served(OLLAMA, "nomic-embed-text", ("embed",)),
-            Served(OLLAMA, "qwen2.5-coder:1.5b-base-q8_0", ("autocomplete",), 4096),
+            Served(ollama("10.0.0.7"), "nomic-embed-text", ("embed",)),
+            Served(ollama("10.0.0.7"), "qwen2.5-coder:1.5b-base-q8_0", ("autocomplete",), 4096),
             Served(
-                TABBYAPI,
+                tabbyapi("10.0.0.7"),
                 "Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3-5.0bpw_H6",
                 CHAT_ROLES,
                 16384,
@@ -49,24 +54,20 @@ DEPLOYMENTS = {
     ),
     "ollama-only": Deployment(
         "small",
-        "http://small:5000/v1",
-        "http://small:11434",
         (
             Served(
-                OLLAMA,
+                ollama("small"),
                 "qwen2.5-coder:32b-instruct-q4_K_M",
                 (*CHAT_ROLES, "autocomplete"),
                 16384,
                 tools=True,
             ),
-            Served(OLLAMA, "nomic-embed-text", ("embed",)),
+            Served(ollama("small"), "nomic-embed-text", ("embed",)),
         ),
     ),
     "ipv6": Deployment(
         "v6",
-        "http://[fd00::7]:5000/v1",
-        "http://[fd00::7]:11434",
-        (Served(TABBYAPI, "model", (*CHAT_ROLES, "autocomplete")),),
+        (Served(tabbyapi("[fd00::7]"), "model", (*CHAT_ROLES, "autocomplete")),),
     ),
 }
 OPTIONS = {

@@ -10,7 +10,7 @@ import pytest
 from typing_extensions import override
 
 from roles.common.settings import SettingsError
-from roles.planner import _tabbyapi_kv_bits, apply_plan, plan_for_host, planned_data
+from roles.planner import apply_plan, plan_for_host, planned_data
 from roles.planner.__main__ import main
 from roles.planner.catalogue import CATALOGUE, EXL3_BPW, SMALL_FIM, lookup
 from roles.planner.facts import GpuMemory, parse_nvidia_smi
@@ -25,6 +25,7 @@ from roles.planner.plan import (
     plan,
 )
 from roles.planner.settings import PlannerSettings
+from roles.tabbyapi.service import kv_bits
 
 # Recorded outputs kept with the tests (SOURCES.md there).
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "el9"
@@ -346,7 +347,7 @@ def test_the_roles_cache_settings_size_the_plan():
         }
     )
     assert plan_for_host(fp16).tabbyapi.kv_bits == 16
-    assert [_tabbyapi_kv_bits(m) for m in ("Q4", "Q6", "8,8", "4,6")] == [4, 6, 8, 6]
+    assert [kv_bits(m) for m in ("Q4", "Q6", "8,8", "4,6")] == [4, 6, 8, 6]
 
 
 @pytest.mark.parametrize(

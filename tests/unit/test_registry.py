@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +128,41 @@ def test_listen_addresses_overlap_as_sockets_do():
     assert not ports.may_overlap("auto", "127.0.0.1") and not ports.may_overlap(
         "10.0.0.1", "10.0.0.2"
     )
+
+
+# --- nobody names a service role -------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+CONSUMERS = ("roles/firewall", "roles/client", "roles/common", "roles/planner")
+SERVICE_ROLES = ("tabbyapi", "ollama", "vllm")
+
+
+def imported_modules(tree: ast.AST) -> set[str]:
+    """Every module an import statement of ``tree`` names (``from roles import x``: roles.x)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_no_consumer_imports_a_service_role():
+    """The firewall, client, common and planner code reach services through the registry only
+    (issue 15: a new service touches the registry's table and its own role)."""
+    offenders = []
+    for folder in CONSUMERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for module in imported_modules(ast.parse(path.read_text(), str(path))):
+                parts = module.split(".")
+                if parts[0] == "roles" and len(parts) > 1 and parts[1] in SERVICE_ROLES:
+                    offenders.append(f"{path.relative_to(ROOT)}: {module}")
+    assert not offenders, "import through roles.common.registry instead:\n" + "\n".join(offenders)
+
+
+def test_the_import_check_sees_every_form():
+    source = "import roles.ollama.settings\nfrom roles import tabbyapi\nfrom roles.vllm import x\n"
+    modules = imported_modules(ast.parse(source))
+    assert {"roles.ollama.settings", "roles.tabbyapi", "roles.vllm"} <= modules

@@ -152,7 +152,10 @@ def answering(apis, name: str, guest) -> str:
     endpoint, base = apis[name]
     own = endpoint.own
     if guest.run(f"ss -Htln 'sport = :{own.port}' | grep -q .").rc != 0:
-        pytest.skip(f"nothing listens on {own.label}'s port {own.port} on the guest: not installed")
+        pytest.skip(
+            f"nothing listens on {own.label}'s port {own.port} on the guest: not running there "
+            "(its source or image was unreachable, e.g. the lab offline)"
+        )
     why = reachable(base + endpoint.health_path)
     assert why is None, f"{endpoint.label} is running but {base} is unreachable: {why}"
     return base

@@ -19,6 +19,7 @@ from pyinfra.facts.server import Home
 from pyinfra_cli.util import load_deploy_file
 
 from roles.client.facts import SecretLine
+from roles.common import registry
 from roles.common.services import PrimaryAddress
 
 KEY = "0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -228,6 +229,23 @@ def test_only_a_served_api_with_a_key_gets_a_line_in_env():
     plan = run_client(guests={"guest": {**GUEST_DATA, "tabbyapi_enabled": False}})
     assert plan.error is None, plan.error
     assert not plan.find(r"TABBYAPI_API_KEY")  # Ollama has no key; tabbyAPI is not served
+
+
+def test_a_front_before_a_service_is_what_the_config_points_at(monkeypatch):
+    """A proxy registered as a front (TLS, say) publishes tabbyAPI under its own host name,
+    scheme and port: the config follows without an edit to the client."""
+
+    def front(endpoint, settings_of):
+        if endpoint.service != "tabbyapi":
+            return endpoint
+        return registry.fronted(endpoint, scheme="https", port=8443, public_host="ai.example.lan")
+
+    monkeypatch.setattr(registry, "_fronts", lambda: (front,))
+    urls = {m["provider"]: m["apiBase"] for m in config_of(run_client())["models"]}
+    assert urls == {
+        "openai": "https://ai.example.lan:8443/v1",
+        "ollama": "http://192.168.1.50:11434",
+    }
 
 
 def test_planned_guest_gets_the_planned_models_and_roles():

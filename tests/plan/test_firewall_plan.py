@@ -8,6 +8,7 @@ import pytest
 from guest_services_facts import unit_line
 from harness import file_line, fixture, os_release_response, package_lines, run_plan
 
+from roles.common import registry
 from roles.firewall import FIREWALLD_CANDIDATE, NFT_CANDIDATE, NFT_DROPIN
 from roles.firewall.facts import FirewallHostNetwork
 from roles.firewall.render import NFT_FILE
@@ -84,6 +85,18 @@ def test_a_disabled_service_gets_no_open_port():
     plan = run_plan({"ai_guests": guest}, responses("os-release.debian-12.txt"))
     assert plan.error is None, plan.error
     assert "tcp dport { 5100 }" in plan.files[NFT_FILE]  # the registry's enabled services only
+
+
+def test_a_front_before_a_service_opens_its_public_port_instead(monkeypatch):
+    def front(endpoint, settings_of):
+        if endpoint.service != "tabbyapi":
+            return endpoint
+        return registry.fronted(endpoint, scheme="https", port=8443, listen="auto")
+
+    monkeypatch.setattr(registry, "_fronts", lambda: (front,))
+    plan = run_plan({"ai_guests": GUEST}, responses("os-release.debian-12.txt"))
+    assert plan.error is None, plan.error
+    assert "tcp dport { 8443, 11434 }" in plan.files[NFT_FILE]  # not tabbyAPI's own 5000
 
 
 def test_first_run_loads_before_any_service_role_and_right_after_base():

@@ -12,11 +12,11 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import systemd
+from pyinfra.operations import files, server, systemd
 from typing_extensions import override
 
 from roles.common import checks, host_state
-from roles.common.host_state import UNCHANGED, State
+from roles.common.host_state import UNCHANGED, FileState, State
 from roles.common.memo import host_memo
 from roles.common.opname import op_name
 
@@ -174,6 +174,47 @@ def secret_file(path: str, content: str, user: str, group: str, mode: str = "600
         yield StringCommand(f"chown {user}:{group} {q}")
     if state is None or state["mode"] != mode.lstrip("0"):
         yield StringCommand(f"chmod {mode} {q}")
+
+
+def kept_secret(state: State, name: str, path: str, content: str, user: str):
+    """A 0600 file of ``user`` (owner and group) holding a secret, written only when it
+    differs from what the role's HostState read."""
+    if state.files.get(path) == FileState("600", f"{user}:{user}", host_state.sha1(content)):
+        return UNCHANGED
+    return secret_file(name=name, path=path, content=content, user=user, group=user)
+
+
+def user_probe(user: str) -> str:
+    """A probe line 'user yes' or 'user no': whether the service user exists."""
+    return f"getent passwd {shlex.quote(user)} >/dev/null && echo user yes || echo user no"
+
+
+def system_user(user: str, home: str, exists: bool) -> None:
+    """A system user and its own group for a service, with ``home`` and no login shell."""
+    if exists:
+        return
+    q = shlex.quote
+    server.shell(
+        name=f"system user {user}",
+        commands=[
+            f"useradd --system --user-group --home-dir {q(home)} "
+            f"--shell /usr/sbin/nologin {q(user)}"
+        ],
+    )
+
+
+def private_log(state: State, path: str, user: str) -> None:
+    """A log file only ``user`` (and root) can read: a service's output may hold what the
+    journal's readers (adm, systemd-journal) must not see."""
+    log = state.files.get(path)
+    if log is None or (log.mode, log.owner) != ("600", f"{user}:{user}"):
+        files.file(
+            name="its log file, readable by the service user only",
+            path=path,
+            user=user,
+            group=user,
+            mode="600",
+        )
 
 
 class HttpAnswers(FactBase):

@@ -11,18 +11,20 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
 from roles.common import gpu, host_state, secrets
-from roles.common.host_state import UNCHANGED, FileState, State
+from roles.common.host_state import UNCHANGED, State
 from roles.common.platform import DEBIAN, os_family
 from roles.common.services import (
     client_address,
+    kept_secret,
     listen_address,
+    private_log,
     redact_keys_sed,
-    secret_file,
+    system_user,
     unit_lifecycle,
     wait_until_answering,
 )
 from roles.firewall.settings import FirewallSettings
-from roles.hf_tools import hf_command
+from roles.hf_tools import models
 from roles.tabbyapi import facts, render
 from roles.tabbyapi.facts import TabbyapiState
 from roles.tabbyapi.settings import API_KEY_SECRET, TabbyapiSettings
@@ -137,34 +139,10 @@ def _check_host(settings: TabbyapiSettings, install: TabbyapiState) -> None:
 
 
 def _user_and_folders(settings: TabbyapiSettings, state: State, install: TabbyapiState) -> None:
-    user = settings.user
-    if not install.user_exists:
-        q = shlex.quote
-        server.shell(
-            name=f"system user {user}",
-            commands=[
-                f"useradd --system --user-group --home-dir {q(render.home(settings))} "
-                f"--shell /usr/sbin/nologin {q(user)}"
-            ],
-        )
+    system_user(settings.user, render.home(settings), install.user_exists)
     for path, owner, mode in _folders(settings):
         host_state.directory(state, path, path, mode, owner)
-    log = state.files.get(render.LOG_FILE)
-    if log is None or (log.mode, log.owner) != ("600", f"{user}:{user}"):
-        files.file(
-            name="its log file, readable by the service user only",
-            path=render.LOG_FILE,
-            user=user,
-            group=user,
-            mode="600",
-        )
-
-
-def _secret(state: State, name: str, path: str, content: str, user: str):
-    """A 0600 file of the service user holding a secret, written only when it differs."""
-    if state.files.get(path) == FileState("600", f"{user}:{user}", host_state.sha1(content)):
-        return UNCHANGED
-    return secret_file(name=name, path=path, content=content, user=user, group=user)
+    private_log(state, render.LOG_FILE, settings.user)
 
 
 def _checkout(settings: TabbyapiSettings, install: TabbyapiState):
@@ -312,46 +290,18 @@ def _config_files(settings: TabbyapiSettings, state: State, install, listen: str
     tokens = render.api_tokens_yml(*api_keys())
     secrets.keep_operation()  # generated keys reach secrets.yml before any host uses them
     # Not a restart trigger: tabbyAPI re-reads api_tokens.yml when it changes (common/auth.py).
-    _secret(state, "api_tokens.yml (keys from the secrets)", render.TOKENS_FILE, tokens, user)
-    token = secrets.get("hf_token")
-    if token:
-        _secret(state, "Hugging Face token", hf_token_path(settings), token + "\n", user)
-    else:
-        host_state.absent(state, "no Hugging Face token", hf_token_path(settings))
+    kept_secret(state, "api_tokens.yml (keys from the secrets)", render.TOKENS_FILE, tokens, user)
+    models.token_file(state, hf_token_path(settings), user, secrets.get("hf_token"))
     return [config]
 
 
 def _models(settings: TabbyapiSettings, install: TabbyapiState) -> list:
-    """Each wanted model downloaded with `hf` as the service user, then checked: a download that
-    left no config.json or *.safetensors fails here instead of at the first request. (tabbyAPI's
-    own `main.py download` is not used: it logs the error and exits 0, common/actions.py.)"""
-    q = shlex.quote
+    """Each wanted model downloaded and checked (roles/hf_tools/models.py). (tabbyAPI's own
+    `main.py download` is not used: it logs the error and exits 0, common/actions.py.)"""
     hf_home = render.hf_home(settings)
-    ops = []
-    for repo, revision, folder in settings.downloads():
-        source = f"{repo}@{revision}"
-        if install.models.get(folder) == source:
-            continue
-        path = f"{settings.model_dir}/{folder}"
-        as_user = f"runuser -u {q(settings.user)} --"
-        missing = (
-            f"{path}: no config.json or *.safetensors after downloading {source} (check the repo, "
-            "the revision, and the secret hf_token for gated repos)"
-        )
-        ops.append(
-            server.shell(
-                name=f"model {folder} from {source}",
-                commands=[
-                    f"{as_user} env HF_HOME={q(hf_home)} HF_HUB_DISABLE_TELEMETRY=1 "
-                    f"{q(hf_command())} download {q(repo)} --revision {q(revision)} "
-                    f"--local-dir {q(path)} --quiet",
-                    f"test -f {q(path)}/config.json && ls {q(path)}/*.safetensors >/dev/null 2>&1"
-                    f" || {{ echo {q(missing)} >&2; exit 1; }}",
-                    f"{as_user} sh -c {q(f'echo {q(source)} > {q(path)}/{render.MODEL_STAMP}')}",
-                ],
-            )
-        )
-    return ops
+    return models.download(
+        settings.user, hf_home, settings.model_dir, settings.downloads(), install.models
+    )
 
 
 @deploy("tabbyAPI")

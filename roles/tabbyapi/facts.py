@@ -6,8 +6,9 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from roles.common.services import ADDRESS_PROBE, HostAddress, parse_host_address
-from roles.tabbyapi.render import INSTALL_STAMP, MODEL_STAMP
+from roles.common.services import ADDRESS_PROBE, HostAddress, parse_host_address, user_probe
+from roles.hf_tools import models
+from roles.tabbyapi.render import INSTALL_STAMP
 
 
 @dataclass
@@ -42,12 +43,10 @@ def parse_state(lines: list[str]) -> TabbyapiState:
             state.gpus = int(value)
         elif kind == "user":
             state.user_exists = value == "yes"
-        elif kind == "model" and value:
-            folder, _, stamp = value.partition(" ")
-            state.models[folder] = stamp.strip()
         elif kind == "link":
             path, _, target = value.partition(" ")
             state.links[path] = target
+    state.models = models.parse(lines)
     state.address = parse_host_address(lines)
     return state
 
@@ -80,15 +79,10 @@ def probe(
         f"echo python $({q(python)} -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
         " 2>/dev/null)",
         "echo gpus $(nvidia-smi -L 2>/dev/null | grep -c '^GPU')",
-        f"getent passwd {q(user)} >/dev/null && echo user yes || echo user no",
+        user_probe(user),
         ADDRESS_PROBE,
+        *models.probe(model_dir, folders),
     ]
-    for folder in folders:
-        path = q(f"{model_dir}/{folder}")
-        lines.append(
-            f"if [ -f {path}/config.json ] && ls {path}/*.safetensors >/dev/null 2>&1; then "
-            f"echo model {q(folder)} $(cat {path}/{MODEL_STAMP} 2>/dev/null); fi"
-        )
     if links:
         paths = " ".join(q(link) for link in links)
         lines.append(f'for l in {paths}; do [ -L "$l" ] && echo "link $l $(readlink "$l")"; done')

@@ -21,7 +21,6 @@ UNIT = "tabbyapi.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"
 LOGROTATE_PATH = "/etc/logrotate.d/tabbyapi"
 INSTALL_STAMP = ".aicoder-installed"  # in the venv: what the last successful pip install was for
-MODEL_STAMP = ".aicoder-source"  # in a model folder: repo@revision it was downloaded from
 
 
 def hf_home(settings: TabbyapiSettings) -> str:
@@ -111,4 +110,4 @@ def unit(settings: TabbyapiSettings) -> str:
 
 
 def logrotate(settings: TabbyapiSettings) -> str:
-    return render("tabbyapi/logrotate.j2", log_file=LOG_FILE, user=settings.user)
+    return render("common/logrotate.j2", role="tabbyapi", log_file=LOG_FILE, user=settings.user)

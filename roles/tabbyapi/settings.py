@@ -15,6 +15,7 @@ from typing_extensions import override
 from roles.common import checks, secrets
 from roles.common.ports import service_port_problems
 from roles.common.settings import RoleSettings, setting
+from roles.hf_tools.models import FOLDER, HF_REPO, model_folder
 
 # exllamav3 cache modes: the legacy names, or "k_bits,v_bits" with each from 2 to 8
 # (upstream CACHE_TYPE); the draft model accepts only the legacy names (CACHE_SIZES).
@@ -106,8 +107,6 @@ OPTION_TYPES: dict[tuple[str, str], tuple[str, Any]] = {
     },
 }  # fmt: skip
 API_KEY_SECRET = "tabbyapi_api_key"  # the key clients send; the client role reads it too
-HF_REPO = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
-FOLDER = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}"
 
 
 def cache_mode(value: str) -> str | None:
@@ -154,12 +153,6 @@ def option_value(section: str, option: str, value: Any) -> str | None:
 def optional(check):
     """``check`` for a setting whose None means "not wanted"."""
     return lambda value: None if value is None else check(value)
-
-
-def model_folder(repo: str, revision: str) -> str:
-    """The folder a Hugging Face repo lands in: its name, plus the revision unless 'main'."""
-    name = repo.rsplit("/", 1)[-1]
-    return name if revision in ("", "main") else f"{name}-{revision.replace('/', '-')}"
 
 
 @dataclass(frozen=True)

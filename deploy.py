@@ -20,6 +20,7 @@ from roles import (
     preflight,
     tabbyapi,
     vfio,
+    vllm,
 )
 from roles.validate import validate_inventory
 
@@ -48,6 +49,7 @@ if "ai_guests" in host.groups:
     container_toolkit.install()
     hf_tools.install()
     tabbyapi.install()
+    vllm.install()  # off by default (vllm_enabled)
     ollama.install()
 
 if "clients" in host.groups:

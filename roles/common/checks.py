@@ -123,6 +123,11 @@ def ip_address(value: str) -> str | None:
     return None
 
 
+def auto_or_ip(value: str) -> str | None:
+    """A service's listen address: 'auto' (see roles/common/services.listen_address) or one IP."""
+    return None if value == "auto" else ip_address(value)
+
+
 def cidrs(value: list[str]) -> str | None:
     for item in value:
         try:

@@ -27,7 +27,7 @@ from roles.common.checks import CONTROL
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"[a-z][a-z0-9_]*")
-KNOWN = ("tabbyapi_api_key", "tabbyapi_admin_key", "hf_token")
+KNOWN = ("tabbyapi_api_key", "tabbyapi_admin_key", "vllm_api_key", "hf_token")
 """The secrets the roles read (AICODER_<NAME> in the environment)."""
 _GENERATED: dict[tuple[str, str], str] = {}  # (file, name) -> value not yet in the file
 

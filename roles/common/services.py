@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import StringIO
 
 from pyinfra import host
@@ -87,6 +87,21 @@ def listen_address(value: str, key: str, filtered: bool, known: HostAddress | No
     if known and known.address:
         host_memo(host, "services")["address"] = known
     return fixed_address(host_address(host), host.name, key)
+
+
+def service_listen(value: str, key: str, known: HostAddress | None = None) -> str:
+    """:func:`listen_address` of a service on the current host, filtered when the firewall role
+    is on there."""
+    # Imported here: the firewall role imports the services' settings to open their ports.
+    from roles.firewall.settings import FirewallSettings
+
+    return listen_address(value, key, FirewallSettings.from_host(host).enabled, known)
+
+
+def outside(home: str, *paths: str) -> list[str]:
+    """Those of ``paths`` not under ``home``: a unit's extra ReadWritePaths (models may live on
+    a bigger disk)."""
+    return [path for path in paths if not path.startswith(home + "/")]
 
 
 def fixed_address(found: HostAddress, name: str, key: str) -> str:
@@ -184,9 +199,42 @@ def kept_secret(state: State, name: str, path: str, content: str, user: str):
     return secret_file(name=name, path=path, content=content, user=user, group=user)
 
 
-def user_probe(user: str) -> str:
-    """A probe line 'user yes' or 'user no': whether the service user exists."""
-    return f"getent passwd {shlex.quote(user)} >/dev/null && echo user yes || echo user no"
+@dataclass
+class ServiceHost:
+    """What a serving role's probe reads about the guest besides its own install."""
+
+    python: tuple[int, int] | None = None  # version of the interpreter its venv is made with
+    gpus: int = 0  # NVIDIA GPUs nvidia-smi lists (0 before the driver works)
+    user_exists: bool = False
+    models: dict[str, str] = field(default_factory=dict)  # complete model folder -> its stamp
+    address: HostAddress | None = None  # the guest's primary IPv4 address
+
+    def read(self, lines: list[str]) -> None:
+        """Fill the fields from the lines of :func:`service_host_probe`."""
+        for line in lines:
+            kind, _, value = line.partition(" ")
+            value = value.strip()
+            if kind == "python" and value:
+                major, _, minor = value.partition(".")
+                self.python = (int(major), int(minor))
+            elif kind == "gpus" and value.isdigit():
+                self.gpus = int(value)
+            elif kind == "user":
+                self.user_exists = value == "yes"
+        self.address = parse_host_address(lines)
+
+
+def service_host_probe(python: str, user: str) -> list[str]:
+    """Probe lines for :class:`ServiceHost`: the interpreter's version, the GPU count, whether
+    the service user exists, and the guest's primary address."""
+    q = shlex.quote
+    return [
+        f"echo python $({q(python)} -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
+        " 2>/dev/null)",
+        "echo gpus $(nvidia-smi -L 2>/dev/null | grep -c '^GPU')",
+        f"getent passwd {q(user)} >/dev/null && echo user yes || echo user no",
+        ADDRESS_PROBE,
+    ]
 
 
 def system_user(user: str, home: str, exists: bool) -> None:

@@ -16,14 +16,13 @@ from roles.common.platform import DEBIAN, os_family
 from roles.common.services import (
     client_address,
     kept_secret,
-    listen_address,
     private_log,
     redact_keys_sed,
+    service_listen,
     system_user,
     unit_lifecycle,
     wait_until_answering,
 )
-from roles.firewall.settings import FirewallSettings
 from roles.hf_tools import models
 from roles.tabbyapi import facts, render
 from roles.tabbyapi.facts import TabbyapiState
@@ -325,8 +324,7 @@ def install():
         return
     os_family(host, allowed=(DEBIAN,))
     state, install_state = _read_state(settings)
-    filtered = FirewallSettings.from_host(host).enabled
-    listen = listen_address(settings.host, settings.key("host"), filtered, install_state.address)
+    listen = service_listen(settings.host, settings.key("host"), install_state.address)
     _check_host(settings, install_state)
 
     host_state.packages(state, "curl and logrotate", PACKAGES)

@@ -6,29 +6,26 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from roles.common.services import ADDRESS_PROBE, HostAddress, parse_host_address, user_probe
+from roles.common.services import ServiceHost, service_host_probe
 from roles.hf_tools import models
 from roles.tabbyapi.render import INSTALL_STAMP
 
 
 @dataclass
-class TabbyapiState:
+class TabbyapiState(ServiceHost):
     head: str = ""  # commit checked out in <install_dir>/src ("" without a checkout)
     ref: str = ""  # the wanted ref resolved in that checkout ("" if unknown there)
     origin: str = ""  # its remote.origin.url
     installed: str = ""  # the install stamp: what the last successful pip install was for
     current: str = ""  # the release folder <install_dir>/current links ("" if none)
     locked: bool = False  # the wanted release's pip freeze lock exists
-    python: tuple[int, int] | None = None  # version of the virtualenv's base interpreter
-    gpus: int = 0  # NVIDIA GPUs nvidia-smi lists (0 before the driver works)
-    user_exists: bool = False
-    models: dict[str, str] = field(default_factory=dict)  # complete folder -> its stamp
     links: dict[str, str] = field(default_factory=dict)  # symlink -> its target
-    address: HostAddress | None = None  # the guest's primary IPv4 address
 
 
 def parse_state(lines: list[str]) -> TabbyapiState:
     state = TabbyapiState()
+    state.read(lines)
+    state.models = models.parse(lines)
     for line in lines:
         kind, _, value = line.partition(" ")
         value = value.strip()
@@ -36,18 +33,9 @@ def parse_state(lines: list[str]) -> TabbyapiState:
             setattr(state, kind, value)
         elif kind == "locked":
             state.locked = value == "yes"
-        elif kind == "python" and value:
-            major, _, minor = value.partition(".")
-            state.python = (int(major), int(minor))
-        elif kind == "gpus" and value.isdigit():
-            state.gpus = int(value)
-        elif kind == "user":
-            state.user_exists = value == "yes"
         elif kind == "link":
             path, _, target = value.partition(" ")
             state.links[path] = target
-    state.models = models.parse(lines)
-    state.address = parse_host_address(lines)
     return state
 
 
@@ -76,11 +64,7 @@ def probe(
         f"echo installed $(cat {q(venv + '/' + INSTALL_STAMP)} 2>/dev/null)",
         f"echo current $(readlink {q(current)} 2>/dev/null)",
         f"[ -f {q(lock)} ] && echo locked yes || echo locked no",
-        f"echo python $({q(python)} -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
-        " 2>/dev/null)",
-        "echo gpus $(nvidia-smi -L 2>/dev/null | grep -c '^GPU')",
-        user_probe(user),
-        ADDRESS_PROBE,
+        *service_host_probe(python, user),
         *models.probe(model_dir, folders),
     ]
     if links:

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from roles.common.services import outside
 from roles.common.templates import render
 from roles.tabbyapi.settings import TabbyapiSettings
 
@@ -101,11 +102,8 @@ def unit(settings: TabbyapiSettings) -> str:
         hf_home=hf_home(settings),
         log_file=LOG_FILE,
         log_dir=LOG_DIR,
-        # The models may live outside the home (a bigger disk); downloads from the admin API
-        # write there too.
-        writable=[]
-        if settings.model_dir.startswith(home(settings) + "/")
-        else [settings.model_dir],
+        # Downloads from the admin API write to the models too.
+        writable=outside(home(settings), settings.model_dir),
     )
 
 

@@ -118,11 +118,6 @@ def cache_mode(value: str) -> str | None:
     )
 
 
-def bind_address(value: str) -> str | None:
-    """'auto' (the guest's primary address), or one IP address."""
-    return None if value == "auto" else checks.ip_address(value)
-
-
 def git_source(value: str | None) -> str | None:
     """A git URL, an scp-like ``user@host:path``, a local mirror path, or None (no source)."""
     if value is None or value.startswith("/"):
@@ -207,7 +202,7 @@ class TabbyapiSettings(RoleSettings):
         "address tabbyAPI listens on: 'auto' (every IPv4 address, reachable only from "
         "firewall_allowed_networks, so a new DHCP lease changes nothing; with the firewall off: "
         "the guest's static address), one IP, or 0.0.0.0 (authentication always stays on)",
-        bind_address,
+        checks.auto_or_ip,
     )
     port: int = setting(5000, "TCP port of tabbyAPI's OpenAI-compatible API", checks.port)
     model_dir: str = setting(

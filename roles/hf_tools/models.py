@@ -18,6 +18,23 @@ FOLDER = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}"
 MODEL_STAMP = ".aicoder-source"  # in a model folder: repo@revision it was downloaded from
 
 
+def hf_home(home: str) -> str:
+    """HF_HOME of a service user with ``home``: its Hugging Face token and download cache."""
+    return f"{home}/.cache/huggingface"
+
+
+def service_folders(user: str, home: str, model_dir: str) -> list[tuple[str, str, str]]:
+    """(path, owner:group, mode) of a model server's home, its caches (0700: the token is
+    there) and its model folder."""
+    mine = f"{user}:{user}"
+    return [
+        (home, mine, "750"),
+        (f"{home}/.cache", mine, "700"),
+        (hf_home(home), mine, "700"),
+        (model_dir, mine, "750"),
+    ]
+
+
 def model_folder(repo: str, revision: str) -> str:
     """The folder a Hugging Face repo lands in: its name, plus the revision unless 'main'."""
     name = repo.rsplit("/", 1)[-1]

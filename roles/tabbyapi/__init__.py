@@ -51,14 +51,10 @@ def hf_token_path(settings: TabbyapiSettings) -> str:
 
 def _folders(settings: TabbyapiSettings) -> list[tuple[str, str, str]]:
     """(path, owner:group, mode) of every folder the role keeps."""
-    user, home = settings.user, render.home(settings)
-    mine = f"{user}:{user}"
+    user = settings.user
     return [
-        (home, mine, "750"),
-        (f"{home}/.cache", mine, "700"),
-        (render.hf_home(settings), mine, "700"),
-        (settings.model_dir, mine, "750"),
-        (render.LOG_DIR, mine, "700"),
+        *models.service_folders(user, render.home(settings), settings.model_dir),
+        (render.LOG_DIR, f"{user}:{user}", "700"),
         (render.CONFIG_DIR, f"root:{user}", "750"),
     ]
 

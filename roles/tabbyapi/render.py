@@ -11,6 +11,7 @@ import yaml
 
 from roles.common.services import outside
 from roles.common.templates import render
+from roles.hf_tools import models
 from roles.tabbyapi.settings import TabbyapiSettings
 
 CONFIG_DIR = "/etc/tabbyapi"
@@ -26,7 +27,7 @@ INSTALL_STAMP = ".aicoder-installed"  # in the venv: what the last successful pi
 
 def hf_home(settings: TabbyapiSettings) -> str:
     """HF_HOME of the service user: its Hugging Face token and download cache."""
-    return f"{home(settings)}/.cache/huggingface"
+    return models.hf_home(home(settings))
 
 
 def home(settings: TabbyapiSettings) -> str:

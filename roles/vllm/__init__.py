@@ -40,15 +40,11 @@ def api_key() -> str:
 
 
 def _folders(settings: VllmSettings) -> list[tuple[str, str, str]]:
-    """(path, owner:group, mode) of every folder the role keeps: models, caches, logs."""
-    user, home = settings.user, render.home(settings)
-    mine = f"{user}:{user}"
-    return [
-        (home, mine, "750"),
-        (f"{home}/.cache", mine, "700"),
-        (render.hf_home(settings), mine, "700"),
+    """(path, owner:group, mode) of every folder the role keeps: models, caches, logs, config,
+    code."""
+    mine = f"{settings.user}:{settings.user}"
+    return models.service_folders(settings.user, render.home(settings), settings.model_dir) + [
         (render.cache_dir(settings), mine, "700"),
-        (settings.model_dir, mine, "750"),
         (render.LOG_DIR, mine, "700"),
         (render.CONFIG_DIR, "root:root", "755"),
         (settings.install_dir, "root:root", "755"),
@@ -57,26 +53,14 @@ def _folders(settings: VllmSettings) -> list[tuple[str, str, str]]:
 
 def _read_state(settings: VllmSettings) -> tuple[State, VllmState]:
     """Everything the role looks at on the guest, in one round trip."""
+    token = f"{render.hf_home(settings)}/token"
+    files = [render.CONFIG_FILE, render.ENV_FILE, render.UNIT_PATH, render.LOGROTATE_PATH]
+    folders = [folder for _, _, folder in settings.downloads()]
+    probe = facts.probe(settings.venv, settings.python, settings.user, settings.model_dir, folders)
     state = host_state.read(
-        paths=[
-            render.CONFIG_FILE,
-            render.ENV_FILE,
-            render.UNIT_PATH,
-            render.LOGROTATE_PATH,
-            render.LOG_FILE,
-            f"{render.hf_home(settings)}/token",
-        ],
-        packages=PACKAGES,
-        units=[render.UNIT],
-        probe=facts.probe(
-            venv=settings.venv,
-            python=settings.python,
-            user=settings.user,
-            model_dir=settings.model_dir,
-            folders=[folder for _, _, folder in settings.downloads()],
-        ),
-        dirs=[path for path, _, _ in _folders(settings)],
-    )
+        paths=[*files, render.LOG_FILE, token], packages=PACKAGES, units=[render.UNIT],
+        probe=probe, dirs=[path for path, _, _ in _folders(settings)],
+    )  # fmt: skip
     return state, facts.parse_state(state.probe)
 
 
@@ -152,16 +136,18 @@ def install():
 
         from roles import vllm
 
-        vllm.install()  # settings: vllm_* in group_data/ai_guests.py
+        vllm.install()  # does nothing unless vllm_enabled = True (group_data/ai_guests.py)
     """
     settings = VllmSettings.from_host(host)
-    if not settings.enabled:
-        return
-    os_family(host, allowed=(DEBIAN,))
-    state, found = _read_state(settings)
-    listen = service_listen(settings.host, settings.key("host"), found.address)
-    _check_host(settings, found)
+    if settings.enabled:
+        os_family(host, allowed=(DEBIAN,))
+        _install(settings)
 
+
+def _install(settings: VllmSettings) -> None:
+    state, found = _read_state(settings)
+    _check_host(settings, found)
+    listen = service_listen(settings.host, settings.key("host"), found.address)
     host_state.packages(state, "curl, logrotate and python3-venv", PACKAGES)
     system_user(settings.user, render.home(settings), found.user_exists)
     for path, owner, mode in _folders(settings):
@@ -192,13 +178,9 @@ def _start_and_wait(settings: VllmSettings, state: State, listen: str, unit, res
     unit_lifecycle(state, "vLLM", render.UNIT, unit, runnable, restart_on=restart_on)
     if not runnable:
         return
+    logs = f"tail -n 30 {render.LOG_FILE}; journalctl -u {render.UNIT} -n 30 --no-pager"
+    url = f"http://{client_address(listen)}:{settings.port}/health"
     wait_until_answering(
-        name="answers /health",
-        service="vLLM",
-        url=f"http://{client_address(listen)}:{settings.port}/health",
-        timeout=settings.start_timeout,
-        logs_command=(
-            f"tail -n 30 {render.LOG_FILE} 2>/dev/null; "
-            f"journalctl -u {render.UNIT} -n 30 --no-pager 2>/dev/null"
-        ),
-    )
+        name="answers /health", service="vLLM", url=url, timeout=settings.start_timeout,
+        logs_command=f"{{ {logs}; }} 2>/dev/null",
+    )  # fmt: skip

@@ -17,13 +17,10 @@ class VllmState(ServiceHost):
 
 
 def parse_state(lines: list[str]) -> VllmState:
-    state = VllmState()
+    stamps = [line.partition(" ")[2].strip() for line in lines if line.startswith("installed ")]
+    state = VllmState(installed=stamps[0] if stamps else "")
     state.read(lines)
     state.models = models.parse(lines)
-    for line in lines:
-        kind, _, value = line.partition(" ")
-        if kind == "installed":
-            state.installed = value.strip()
     return state
 
 

@@ -10,16 +10,14 @@ import yaml
 
 from roles.common.services import outside
 from roles.common.templates import render
+from roles.hf_tools import models
 from roles.vllm.settings import VllmSettings
 
-CONFIG_DIR = "/etc/vllm"
-CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"
-ENV_FILE = f"{CONFIG_DIR}/vllm.env"
-LOG_DIR = "/var/log/vllm"
-LOG_FILE = f"{LOG_DIR}/vllm.log"
+CONFIG_DIR, LOG_DIR = "/etc/vllm", "/var/log/vllm"
+CONFIG_FILE, ENV_FILE = f"{CONFIG_DIR}/config.yaml", f"{CONFIG_DIR}/vllm.env"
+LOG_FILE, LOGROTATE_PATH = f"{LOG_DIR}/vllm.log", "/etc/logrotate.d/vllm"
 UNIT = "vllm.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"
-LOGROTATE_PATH = "/etc/logrotate.d/vllm"
 INSTALL_STAMP = ".aicoder-installed"  # in the venv: what the last successful pip install was for
 # The NVIDIA driver lists each GPU it drives here: the unit starts only where one exists.
 GPU_CONDITION = "/proc/driver/nvidia/gpus"
@@ -31,8 +29,7 @@ def home(settings: VllmSettings) -> str:
 
 
 def hf_home(settings: VllmSettings) -> str:
-    """HF_HOME of the service user: its Hugging Face token and download cache."""
-    return f"{home(settings)}/.cache/huggingface"
+    return models.hf_home(home(settings))
 
 
 def cache_dir(settings: VllmSettings) -> str:
@@ -78,20 +75,18 @@ def environment(api_key: str) -> str:
 
 
 def unit(settings: VllmSettings) -> str:
+    paths = {
+        "venv": settings.venv,
+        "home": home(settings),
+        "hf_home": hf_home(settings),
+        "cache_dir": cache_dir(settings),
+        "writable": outside(home(settings), settings.model_dir),
+    }
+    files = {"config_file": CONFIG_FILE, "env_file": ENV_FILE, "log_file": LOG_FILE}
     return render(
-        "vllm/vllm.service.j2",
-        user=settings.user,
-        venv=settings.venv,
-        config_file=CONFIG_FILE,
-        env_file=ENV_FILE,
-        gpu_condition=GPU_CONDITION,
-        home=home(settings),
-        hf_home=hf_home(settings),
-        cache_dir=cache_dir(settings),
-        log_file=LOG_FILE,
-        log_dir=LOG_DIR,
-        writable=outside(home(settings), settings.model_dir),
-    )
+        "vllm/vllm.service.j2", user=settings.user, gpu_condition=GPU_CONDITION, log_dir=LOG_DIR,
+        **paths, **files,
+    )  # fmt: skip
 
 
 def logrotate(settings: VllmSettings) -> str:

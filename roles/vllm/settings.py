@@ -81,25 +81,15 @@ class VllmSettings(RoleSettings):
         "LAB ONLY: leave out the pip install of vllm (several GB of CUDA wheels) and the model; "
         "user, folders, config, key and unit are still written; refused on a guest with a GPU",
     )
-    python: str = setting(
-        "/usr/bin/python3",
-        "interpreter the virtualenv is made with (vLLM supports 3.11 to 3.14)",
-        checks.absolute_path,
-    )
-    install_dir: str = setting(
-        "/opt/vllm",
-        "code (root-owned): the virtualenv in <dir>/venv",
-        checks.absolute_path,
-    )
+    python: str = setting("/usr/bin/python3", "the venv's Python (3.11-3.14)", checks.safe_path)
+    install_dir: str = setting("/opt/vllm", "its virtualenv: <dir>/venv (root's)", checks.safe_path)
     user: str = setting(
         "vllm",
         "system user the service runs as (owns its models, caches and log); never root",
         checks.service_user,
     )
     model_dir: str = setting(
-        "/var/lib/vllm/models",
-        "where models are downloaded and served from (kept across re-deploys)",
-        checks.absolute_path,
+        "/var/lib/vllm/models", "the downloaded models (kept across re-deploys)", checks.safe_path
     )
     host: str = setting(
         "auto",

@@ -48,6 +48,18 @@ def service_port_problems(cls, settings, data: dict) -> list[tuple[str, str]]:
     return problems
 
 
+class ServicePorts:
+    """Mixin for a registered service's RoleSettings (listed before it): ``problems_in`` also
+    refuses sshd's port and another service's (see :func:`service_port_problems`)."""
+
+    @classmethod
+    def problems_in(cls, data):
+        settings, problems = super().problems_in(data)  # type: ignore[misc]
+        if settings is not None and not problems:
+            problems += service_port_problems(cls, settings, data)
+        return settings, problems
+
+
 def may_overlap(a: str, b: str) -> bool:
     """Whether two listen addresses can be the same socket address on one host."""
     if a == b or a in checks.WILDCARD_ADDRESSES or b in checks.WILDCARD_ADDRESSES:

@@ -22,7 +22,11 @@ from typing import Any
 
 from roles.common.settings import RoleSettings
 
-SERVICE_MODULES: tuple[str, ...] = ("roles.tabbyapi.service", "roles.ollama.service")
+SERVICE_MODULES: tuple[str, ...] = (
+    "roles.tabbyapi.service",
+    "roles.ollama.service",
+    "roles.vllm.service",
+)
 """Modules defining ``SERVICE``, in the order clients list them (Continue: the earlier first)."""
 
 FRONT_MODULES: tuple[str, ...] = ()

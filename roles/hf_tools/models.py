@@ -8,13 +8,15 @@ import shlex
 
 from pyinfra.operations import server
 
-from roles.common import host_state
+from roles.common import checks, host_state
 from roles.common.host_state import State
 from roles.common.services import kept_secret
 from roles.hf_tools import hf_command
 
 HF_REPO = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
 FOLDER = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}"
+hf_repo = checks.matches(HF_REPO, "a Hugging Face repo id like 'owner/name'")
+"""Check of a setting naming a Hugging Face repo."""
 MODEL_STAMP = ".aicoder-source"  # in a model folder: repo@revision it was downloaded from
 
 

@@ -13,9 +13,9 @@ from typing import Any
 from typing_extensions import override
 
 from roles.common import checks, secrets
-from roles.common.ports import service_port_problems
+from roles.common.ports import ServicePorts
 from roles.common.settings import RoleSettings, setting
-from roles.hf_tools.models import FOLDER, HF_REPO, model_folder
+from roles.hf_tools.models import FOLDER, hf_repo, model_folder
 
 # exllamav3 cache modes: the legacy names, or "k_bits,v_bits" with each from 2 to 8
 # (upstream CACHE_TYPE); the draft model accepts only the legacy names (CACHE_SIZES).
@@ -151,7 +151,7 @@ def optional(check):
 
 
 @dataclass(frozen=True)
-class TabbyapiSettings(RoleSettings):
+class TabbyapiSettings(ServicePorts, RoleSettings):
     PREFIX = "tabbyapi"
     GROUPS = ("ai_guests",)
 
@@ -213,7 +213,7 @@ class TabbyapiSettings(RoleSettings):
     model_repo: str | None = setting(
         "ArtusDev/Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3",
         "Hugging Face repo of the EXL3 model to download; None: place the model yourself",
-        optional(checks.matches(HF_REPO, "a Hugging Face repo id like 'owner/name'")),
+        optional(hf_repo),
     )
     model_revision: str = setting(
         "4.0bpw_H6",
@@ -256,7 +256,7 @@ class TabbyapiSettings(RoleSettings):
     draft_model_repo: str | None = setting(
         None,
         "Hugging Face repo of a small EXL3 draft model (same tokenizer); None: no draft model",
-        optional(checks.matches(HF_REPO, "a Hugging Face repo id like 'owner/name'")),
+        optional(hf_repo),
     )
     draft_model_revision: str = setting(
         "main",
@@ -480,12 +480,3 @@ class TabbyapiSettings(RoleSettings):
                         )
                     )
         return problems
-
-    @classmethod
-    @override
-    def problems_in(cls, data):
-        """Also refuse sshd's port and other services' (all run on the guest)."""
-        settings, problems = super().problems_in(data)
-        if settings is not None and not problems:
-            problems += service_port_problems(cls, settings, data)
-        return settings, problems

@@ -11,9 +11,9 @@ from typing import Any
 from typing_extensions import override
 
 from roles.common import checks
-from roles.common.ports import ssh_port_clash
+from roles.common.ports import ServicePorts
 from roles.common.settings import RoleSettings, setting
-from roles.hf_tools.models import FOLDER, HF_REPO, model_folder
+from roles.hf_tools.models import FOLDER, hf_repo, model_folder
 
 API_KEY_SECRET = "vllm_api_key"  # the key clients send; the client role reads it too
 # vLLM's --quantization methods people publish coding models in; 'auto': from the model's
@@ -57,7 +57,7 @@ OPTION = r"[a-z][a-z0-9-]*"
 
 
 @dataclass(frozen=True)
-class VllmSettings(RoleSettings):
+class VllmSettings(ServicePorts, RoleSettings):
     PREFIX = "vllm"
     GROUPS = ("ai_guests",)
 
@@ -101,7 +101,7 @@ class VllmSettings(RoleSettings):
     model_repo: str = setting(
         "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ",
         "Hugging Face repo of the model vLLM serves (AWQ, GPTQ, FP8 or unquantised safetensors)",
-        checks.matches(HF_REPO, "a Hugging Face repo id like 'owner/name'"),
+        hf_repo,
     )
     model_revision: str = setting(
         "8e8ed243bbe6f9a5aff549a0924562fc719b2b8a",
@@ -190,12 +190,3 @@ class VllmSettings(RoleSettings):
             elif not isinstance(value, str | int | float | bool):
                 problems.append((key, f"{option}: {value!r} is not a string, number or bool"))
         return problems
-
-    @classmethod
-    @override
-    def problems_in(cls, data):
-        """Also refuse sshd's port (both run on the guest)."""
-        settings, problems = super().problems_in(data)
-        if settings is not None and not problems and settings.enabled:
-            problems += ssh_port_clash(cls.key("port"), settings.port, data)
-        return settings, problems

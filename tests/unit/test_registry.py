@@ -27,9 +27,9 @@ def settings_of(data: dict):
 
 
 def test_tabbyapi_and_ollama_are_registered_in_the_tables_order():
-    assert [s.name for s in registry.services()] == ["tabbyapi", "ollama"]
+    assert [s.name for s in registry.services()] == ["tabbyapi", "ollama", "vllm"]
     assert registry.service("ollama").settings.PREFIX == "ollama"
-    with pytest.raises(KeyError, match="tabbyapi, ollama"):
+    with pytest.raises(KeyError, match="tabbyapi, ollama, vllm"):
         registry.service("nope")
 
 

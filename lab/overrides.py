@@ -22,6 +22,12 @@ OVERRIDES: dict[str, dict] = {
         "tabbyapi_git_url": None,
         "tabbyapi_model_repo": None,
         "ollama_pull_image": False,
+        # vLLM on, so its user, folders, config, key file, unit and firewall port are deployed
+        # and the client lists it; its pip install (vllm with CUDA torch: several GB) and its
+        # model (Hugging Face) are left out by the lab-only setting, refused where a GPU is.
+        # Its unit would not start anyway: it needs an NVIDIA GPU (roles/vllm).
+        "vllm_enabled": True,
+        "vllm_lab_skip_install": True,
     },
     "hypervisors": {
         # No usable KVM here (LAB-FACTS.md): emulated VMs. The image is the lab's own Debian 12

@@ -60,7 +60,7 @@ def test_bad_values_name_the_key_and_the_fix(name, value, message):
 
 
 def test_port_clashes_with_sshd_and_tabbyapi_are_refused_only_when_enabled():
-    data = {"vllm_enabled": True, "vllm_port": 22}
+    data: dict[str, object] = {"vllm_enabled": True, "vllm_port": 22}
     assert "is the SSH port" in VllmSettings.problems_in(data)[1][0][1]
     data = {"vllm_enabled": True, "vllm_port": 11434}
     assert "Ollama's port too (ollama_port)" in VllmSettings.problems_in(data)[1][0][1]

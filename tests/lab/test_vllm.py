@@ -49,7 +49,8 @@ def test_deploys_write_it_once_and_never_print_the_key(vllm, deploys):
     ):
         assert wanted in changed, changed
     assert not [n for n in changed if n.startswith(("vLLM | vllm ", "vLLM | model "))], changed
-    assert second is not None and [n for n in second.changed_operations() if "vLLM" in n] == []
+    assert second is not None and second.ok, second.tail() if second else first.tail()
+    assert [n for n in second.changed_operations() if "vLLM" in n] == []
     key = secrets.get("vllm_api_key")
     assert key, f"the deploy left no vllm_api_key in {secrets.secrets_file()}"
     assert key not in first.output + second.output
@@ -84,10 +85,17 @@ def test_the_unit_is_valid_enabled_and_skipped_without_a_gpu(vllm):
     problems = [line for line in out.splitlines() if "/opt/vllm/venv/bin/vllm" not in line]
     assert not [p for p in problems if p.strip()], out
     assert guest(vllm, "systemctl is-enabled vllm.service") == "enabled"
-    guest(vllm, "systemctl start vllm.service")  # a start is skipped, not failed
-    shown = guest(vllm, "systemctl show -p ConditionResult -p ActiveState vllm.service")
+    # With vllm in place (a stand-in here: the lab skips its install), only the GPU is missing.
+    stub = "/opt/vllm/venv/bin/vllm"
+    guest(vllm, f"mkdir -p /opt/vllm/venv/bin && printf '#!/bin/sh\\nexit 0\\n' > {stub}")
+    guest(vllm, f"chmod 755 {stub}")
+    try:
+        guest(vllm, "systemctl start vllm.service")  # a start is skipped, not failed
+        shown = guest(vllm, "systemctl show -p ConditionResult -p ActiveState vllm.service")
+        status = guest(vllm, "systemctl status --no-pager vllm.service", check=False)
+    finally:
+        guest(vllm, "rm -rf /opt/vllm/venv")
     assert sorted(shown.splitlines()) == ["ActiveState=inactive", "ConditionResult=no"], shown
-    status = guest(vllm, "systemctl status --no-pager vllm.service", check=False)
     assert "ConditionDirectoryNotEmpty=/proc/driver/nvidia/gpus was not met" in status, status
 
 

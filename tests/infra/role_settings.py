@@ -18,3 +18,13 @@ def enabled_settings(cls, host_data: dict, why: str = ""):
     if not settings.enabled:
         pytest.skip(f"{cls.key('enabled')} is False on this host{why}")
     return settings
+
+
+def listen_on(guest, value: str, host_data: dict) -> str | None:
+    """Where a service whose listen setting is ``value`` listens on ``guest``, resolved as the
+    deploy resolved it (roles/common/services.resolve_on)."""
+    from roles.common.services import resolve_on
+    from roles.firewall.settings import FirewallSettings
+
+    filtered = settings_of(FirewallSettings, host_data).enabled
+    return resolve_on(value, guest.check_output, filtered)

@@ -11,10 +11,9 @@ import shlex
 
 import pytest
 import yaml
-from role_settings import enabled_settings, settings_of
+from role_settings import enabled_settings, listen_on, settings_of
 
-from roles.common.services import client_address, resolve_on
-from roles.firewall.settings import FirewallSettings
+from roles.common.services import client_address
 from roles.hf_tools.settings import HfToolsSettings
 from roles.tabbyapi import render
 from roles.tabbyapi.settings import TabbyapiSettings
@@ -30,8 +29,7 @@ def tabby(host_data: dict) -> TabbyapiSettings:
 
 @pytest.fixture
 def listen(guest, tabby, host_data) -> str:
-    filtered = settings_of(FirewallSettings, host_data).enabled
-    return resolve_on(tabby.host, guest.check_output, filtered)
+    return listen_on(guest, tabby.host, host_data)
 
 
 @pytest.fixture

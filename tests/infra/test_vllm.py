@@ -9,10 +9,9 @@ import shlex
 
 import pytest
 import yaml
-from role_settings import enabled_settings, settings_of
+from role_settings import enabled_settings, listen_on
 
-from roles.common.services import client_address, resolve_on
-from roles.firewall.settings import FirewallSettings
+from roles.common.services import client_address
 from roles.vllm import render
 from roles.vllm.settings import VllmSettings
 
@@ -27,8 +26,7 @@ def vllm(host_data: dict) -> VllmSettings:
 
 @pytest.fixture
 def listen(guest, vllm, host_data) -> str:
-    filtered = settings_of(FirewallSettings, host_data).enabled
-    return resolve_on(vllm.host, guest.check_output, filtered)
+    return listen_on(guest, vllm.host, host_data)
 
 
 @pytest.fixture

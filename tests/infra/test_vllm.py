@@ -15,18 +15,10 @@ from roles.common.services import client_address
 from roles.vllm import render
 from roles.vllm.settings import VllmSettings
 
-# The key is read on the guest by the command itself: it never appears in a test's output.
-API_KEY = f"$(sed -n 's/^VLLM_API_KEY=//p' {render.ENV_FILE})"
-
 
 @pytest.fixture
 def vllm(host_data: dict) -> VllmSettings:
     return enabled_settings(VllmSettings, host_data)
-
-
-@pytest.fixture
-def listen(guest, vllm, host_data) -> str:
-    return listen_on(guest, vllm.host, host_data)
 
 
 @pytest.fixture
@@ -39,6 +31,15 @@ def running(guest, vllm):
     if not guest.service(render.UNIT).is_running:
         pytest.fail(f"{render.UNIT} is installed, a GPU is there, but it is not running")
     return guest
+
+
+@pytest.fixture
+def listen(guest, vllm, host_data) -> str | None:
+    return listen_on(guest, vllm.host, host_data)
+
+
+# The key is read on the guest by the command itself: it never appears in a test's output.
+API_KEY = f"$(sed -n 's/^VLLM_API_KEY=//p' {render.ENV_FILE})"
 
 
 def curl(guest, url: str, *args: str) -> int:

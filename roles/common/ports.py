@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from roles.common import checks
+from roles.common.settings import setting
 
 
 def ssh_port_clash(key: str, port: int, data: dict) -> list[tuple[str, str]]:
@@ -46,6 +48,21 @@ def service_port_problems(cls, settings, data: dict) -> list[tuple[str, str]]:
                 )
             )
     return problems
+
+
+def listen_setting(label: str) -> Any:
+    """The listen address setting of a service that always authenticates: 'auto' or one IP."""
+    return setting(
+        "auto",
+        f"address {label} listens on: 'auto' (every IPv4 address, reachable only from "
+        "firewall_allowed_networks, so a new DHCP lease changes nothing; with the firewall off: "
+        "the guest's static address), one IP, or 0.0.0.0 (authentication always stays on)",
+        checks.auto_or_ip,
+    )
+
+
+def port_setting(default: int, label: str) -> Any:
+    return setting(default, f"TCP port of {label}'s OpenAI-compatible API", checks.port)
 
 
 class ServicePorts:

@@ -13,7 +13,7 @@ from typing import Any
 from typing_extensions import override
 
 from roles.common import checks, secrets
-from roles.common.ports import ServicePorts
+from roles.common.ports import ServicePorts, listen_setting, port_setting
 from roles.common.settings import RoleSettings, setting
 from roles.hf_tools.models import FOLDER, hf_repo, model_folder
 
@@ -197,14 +197,8 @@ class TabbyapiSettings(ServicePorts, RoleSettings):
         "interpreter the virtualenv is made with (3.10 to 3.13 for cu12)",
         checks.absolute_path,
     )
-    host: str = setting(
-        "auto",
-        "address tabbyAPI listens on: 'auto' (every IPv4 address, reachable only from "
-        "firewall_allowed_networks, so a new DHCP lease changes nothing; with the firewall off: "
-        "the guest's static address), one IP, or 0.0.0.0 (authentication always stays on)",
-        checks.auto_or_ip,
-    )
-    port: int = setting(5000, "TCP port of tabbyAPI's OpenAI-compatible API", checks.port)
+    host: str = listen_setting("tabbyAPI")
+    port: int = port_setting(5000, "tabbyAPI")
     model_dir: str = setting(
         "/var/lib/tabbyapi/models",
         "where models are downloaded and loaded from (kept across re-deploys)",

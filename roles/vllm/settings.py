@@ -11,7 +11,7 @@ from typing import Any
 from typing_extensions import override
 
 from roles.common import checks
-from roles.common.ports import ServicePorts
+from roles.common.ports import ServicePorts, listen_setting, port_setting
 from roles.common.settings import RoleSettings, setting
 from roles.hf_tools.models import FOLDER, hf_repo, model_folder
 
@@ -91,13 +91,8 @@ class VllmSettings(ServicePorts, RoleSettings):
     model_dir: str = setting(
         "/var/lib/vllm/models", "the downloaded models (kept across re-deploys)", checks.safe_path
     )
-    host: str = setting(
-        "auto",
-        "address vLLM listens on: 'auto' (every IPv4 address behind the firewall role, else "
-        "the guest's static address), or one IP (the API key is always required)",
-        checks.auto_or_ip,
-    )
-    port: int = setting(8000, "TCP port of vLLM's OpenAI-compatible API", checks.port)
+    host: str = listen_setting("vLLM")
+    port: int = port_setting(8000, "vLLM")
     model_repo: str = setting(
         "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ",
         "Hugging Face repo of the model vLLM serves (AWQ, GPTQ, FP8 or unquantised safetensors)",

@@ -16,6 +16,7 @@ import yaml
 from continue_validator import validate
 from deploy_run import ANSI, pyinfra_deploy
 
+from lab.overrides import OVERRIDES
 from roles.common import secrets
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +75,11 @@ def test_deploy_writes_the_config_and_a_rerun_changes_nothing(client_inventory, 
     assert "TABBYAPI_API_KEY=" in env.read_text()
     key = secrets.get("tabbyapi_api_key")
     assert key and key not in first + again
+    # Every enabled registered service is listed: the lab enables vLLM (lab/overrides.py).
+    if OVERRIDES["ai_guests"].get("vllm_enabled"):
+        vllm = [m for m in written["models"] if m["apiBase"] == f"http://{guest_ip}:8000/v1"]
+        assert [m["apiKey"] for m in vllm] == ["${{ secrets.VLLM_API_KEY }}"], written["models"]
+        assert "VLLM_API_KEY=" in env.read_text()
     # The embeddings the guest serves are used: Continue's codebase index and search.
     assert "codebase" in [c["provider"] for c in written["context"]]
     code, messages = validate(config)

@@ -241,3 +241,24 @@ def test_lab_skip_install_without_a_gpu_writes_everything_but_installs_and_start
     assert "systemctl enable vllm.service" in commands
     assert "systemctl start vllm.service" not in commands
     assert render.CONFIG_FILE in fresh.files and render.ENV_FILE in fresh.files
+
+
+# --- the editor's config -----------------------------------------------------------------------
+
+
+def test_the_continue_config_lists_vllms_model_with_its_key_from_env(monkeypatch):
+    from test_client_plan import CONFIG, GUEST_DATA, config_of, run_client
+
+    monkeypatch.setenv("AICODER_TABBYAPI_API_KEY", "0123456789abcdef0123456789abcdef")
+    plan = run_client(guests={"guest": {**GUEST_DATA, **ON}})
+    assert plan.error is None, plan.error
+    (model,) = [m for m in config_of(plan)["models"] if m["apiBase"].endswith(":8000/v1")]
+    assert model["provider"] == "openai" and model["apiBase"] == "http://192.168.1.50:8000/v1"
+    assert model["model"] == "Qwen2.5-Coder-7B-Instruct-AWQ"
+    assert model["roles"] == ["chat", "edit", "apply"]
+    assert model["apiKey"] == "${{ secrets.VLLM_API_KEY }}"
+    assert model["defaultCompletionOptions"]["contextLength"] == 32768
+    assert API_KEY not in plan.files[CONFIG] and not [c for c in plan.commands if API_KEY in c]
+    assert plan.find(r"VLLM_API_KEY=")  # the .env line, written masked
+    off = run_client(guests={"guest": GUEST_DATA})
+    assert not [m for m in config_of(off)["models"] if ":8000" in m["apiBase"]]

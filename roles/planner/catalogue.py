@@ -44,6 +44,9 @@ class Model:
     tool_format: str | None = None
     # Ollama's library template of this model handles tools (the library's "tools" tag).
     ollama_tools: bool = False
+    # Quants vLLM serves (AWQ, GPTQ, FP8 safetensors) as (quant, Hugging Face repo, commit),
+    # where a repo and its commit are known here; vLLM is no option for the others.
+    vllm_quants: tuple[tuple[str, str, str], ...] = ()
     source: str = ""
 
     def exl3_branch(self, bpw: float) -> str:
@@ -54,7 +57,9 @@ class Model:
         return f"{self.ollama}-{quant[0].lower()}{quant[1:]}" if quant else self.ollama
 
 
-def _qwen25_coder(size, params_b, layers, kv_heads, head_dim, variant="instruct", uses=None):
+def _qwen25_coder(
+    size, params_b, layers, kv_heads, head_dim, variant="instruct", uses=None, vllm=()
+):
     """Qwen2.5-Coder: config.json at huggingface.co/Qwen/Qwen2.5-Coder-<size>[-Instruct]. Its
     instruct models call tools in the Hermes JSON style, which Ollama's template handles and
     tabbyAPI has no parser for (none of its tool formats is that style)."""
@@ -69,6 +74,7 @@ def _qwen25_coder(size, params_b, layers, kv_heads, head_dim, variant="instruct"
         uses=uses or ((CHAT, AUTOCOMPLETE) if variant == "instruct" else (AUTOCOMPLETE,)),
         ollama=f"qwen2.5-coder:{size}-{variant}",
         ollama_tools=variant == "instruct",
+        vllm_quants=vllm,
         source=f"https://huggingface.co/Qwen/{name}/blob/main/config.json",
     )
 
@@ -81,7 +87,21 @@ CATALOGUE: dict[str, Model] = {
         # 16/2, hidden 2048; 1.5B 28 layers, 12/2, hidden 1536. Head dim 128 for all five.
         _qwen25_coder("32b", 32.5, 64, 8, 128),
         _qwen25_coder("14b", 14.7, 48, 8, 128),
-        _qwen25_coder("7b", 7.61, 28, 4, 128),
+        # Qwen's own AWQ quant of the 7B instruct model, at the commit public code pins.
+        _qwen25_coder(
+            "7b",
+            7.61,
+            28,
+            4,
+            128,
+            vllm=(
+                (
+                    "AWQ",
+                    "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ",
+                    "8e8ed243bbe6f9a5aff549a0924562fc719b2b8a",
+                ),
+            ),
+        ),  # fmt: skip
         _qwen25_coder("3b", 3.09, 36, 2, 128),
         _qwen25_coder("1.5b", 1.54, 28, 2, 128),
         # The base models are the ones trained for fill-in-the-middle: autocomplete only.

@@ -33,7 +33,7 @@ from roles.planner.catalogue import (
 )
 
 GIB = 2**30
-TABBYAPI, OLLAMA = "tabbyapi", "ollama"
+TABBYAPI, OLLAMA, VLLM = "tabbyapi", "ollama", "vllm"
 
 # Average bits per weight of llama.cpp's GGUF types, from Ollama's published file sizes of
 # qwen2.5-coder:32b (Q8_0 35 GB, Q6_K 27 GB, Q5_K_M 23 GB, Q4_K_M 20 GB for 32.5B weights).
@@ -41,7 +41,10 @@ GGUF_BITS = {"Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q4_K_M": 4.85, None: 16
 # VRAM a process takes before any weights: the CUDA context plus the backend's scratch and
 # compute buffers. tabbyAPI's process (torch + exllamav3) takes about 1-1.5 GiB; each Ollama
 # runner (one per loaded model) about 0.5 GiB. Estimates, on the safe side.
-PROCESS_OVERHEAD_GIB = {"tabbyapi": 1.5, "ollama": 0.5}
+PROCESS_OVERHEAD_GIB = {"tabbyapi": 1.5, "ollama": 0.5, "vllm": 2.0}
+# vLLM: weight bits of its quants, the group scales included (AWQ/GPTQ: 4 bits and a 16-bit
+# scale and zero point per group of 128); its process (torch, CUDA graphs) takes about 2 GiB.
+VLLM_BITS = {"AWQ": 4.25, "GPTQ": 4.25, "FP8": 8.0}
 # VRAM kept free by default: a 24 GiB card with two CUDA processes needs about 1 GiB of room
 # (allocator fragmentation, the driver's own use, a desktop or nvidia-persistenced).
 RESERVE_GIB = 1.0
@@ -79,6 +82,8 @@ class Placement:
 
     @property
     def bits(self) -> float:
+        if self.backend == VLLM:
+            return VLLM_BITS[self.quant or "FP8"]
         return float(self.quant or 16) if self.backend == TABBYAPI else GGUF_BITS[self.quant]
 
     @property
@@ -86,6 +91,13 @@ class Placement:
         if self.backend == TABBYAPI:
             return f"EXL3 {self.bits:.1f}bpw"
         return self.quant or "F16"
+
+    @property
+    def vllm_source(self) -> tuple[str, str] | None:
+        """(Hugging Face repo, commit) of the quant vLLM serves."""
+        if self.backend != VLLM:
+            return None
+        return next((repo, rev) for q, repo, rev in self.model.vllm_quants if q == self.quant)
 
     @property
     def weights_gib(self) -> float:
@@ -146,6 +158,10 @@ class Plan:
         return next((p for p in self.placements if p.backend == TABBYAPI), None)
 
     @property
+    def vllm(self) -> Placement | None:
+        return next((p for p in self.placements if p.backend == VLLM), None)
+
+    @property
     def ollama(self) -> list[Placement]:
         return [p for p in self.placements if p.backend == OLLAMA]
 
@@ -175,10 +191,11 @@ class Plan:
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        vllm = f", {PROCESS_OVERHEAD_GIB[VLLM]} vLLM" if self.vllm else ""
         lines.append(
             "VRAM in GiB (weights + KV cache + per process "
             f"{PROCESS_OVERHEAD_GIB[TABBYAPI]} tabbyAPI, {PROCESS_OVERHEAD_GIB[OLLAMA]} each "
-            f"Ollama model): {self.used_vram_gib:.1f} of {self.vram_gib:.1f} "
+            f"Ollama model{vllm}): {self.used_vram_gib:.1f} of {self.vram_gib:.1f} "
             f"({self.reserve_gib:.1f} kept free)"
         )
         return "\n".join(line.rstrip() for line in lines)
@@ -194,6 +211,7 @@ def plan(
     tabbyapi_kv_bits: float = 16,
     ollama_kv_bits: float = 16,
     ollama_parallel: int = 1,
+    vllm_kv_bits: float = 16,
     ram_offload_gib: float = 16.0,
     reserve_gib: float = RESERVE_GIB,
     backends: tuple[str, ...] = (TABBYAPI, OLLAMA),
@@ -207,7 +225,9 @@ def plan(
     autocomplete. Ollama keeps ``ollama_parallel`` caches per model, and one context length for
     all its models (OLLAMA_CONTEXT_LENGTH): its chat and autocomplete models are planned with the
     larger one. ``backends`` are the ones the guest runs (the user may turn one off).
-    ``draft`` is the draft model tabbyAPI loads beside its model, if any.
+    ``draft`` is the draft model tabbyAPI loads beside its model, if any. vLLM (when in
+    ``backends``) serves one model, in a quant the catalogue knows a repo of, after tabbyAPI's
+    EXL3 and before Ollama's GGUF in order of preference.
     """
     args: dict = dict(
         vram_gib=vram_gib,
@@ -215,8 +235,8 @@ def plan(
         embed=embed,
         chat_context=chat_context,
         autocomplete_context=autocomplete_context,
-        kv={TABBYAPI: tabbyapi_kv_bits, OLLAMA: ollama_kv_bits},
-        slots={TABBYAPI: 1, OLLAMA: ollama_parallel},
+        kv={TABBYAPI: tabbyapi_kv_bits, OLLAMA: ollama_kv_bits, VLLM: vllm_kv_bits},
+        slots={TABBYAPI: 1, OLLAMA: ollama_parallel, VLLM: 1},
         ram_offload_gib=ram_offload_gib,
         reserve_gib=reserve_gib,
         backends=backends,
@@ -323,6 +343,7 @@ def _options(model, roles, context, kv, slots, draft, may_spill, tabby=True):
         )
 
     options = [(on(TABBYAPI, str(bpw)), False) for bpw in EXL3_BPW] if tabby else []
+    options += [(on(VLLM, quant), False) for quant, _, _ in model.vllm_quants]
     quants = model.ollama_quants or (None,)
     options += [(on(OLLAMA, quant), False) for quant in quants]
     if may_spill:
@@ -347,8 +368,8 @@ def _share_ollama_context(combo):
 def _fit(combo, free_gib, ram_offload_gib) -> tuple[Placement, ...] | None:
     """The placements with any spill assigned, if this combination fits; else None."""
     placements = [p for p, _ in combo]
-    if sum(p.backend == TABBYAPI for p in placements) > 1:
-        return None
+    if any(sum(p.backend == one for p in placements) > 1 for one in (TABBYAPI, VLLM)):
+        return None  # each serves one model
     over = sum(p.total_gib for p in placements) - free_gib
     if over <= 0:
         return None if any(spill for _, spill in combo) else tuple(placements)

@@ -1,14 +1,19 @@
-"""vLLM's entry in the service registry (roles/common/registry.py): its endpoint and the model it
-serves to Continue. The firewall, the client config, the port checks and the infra checks pick
-it up from here."""
+"""vLLM's entry in the service registry (roles/common/registry.py): its endpoint, the model it
+serves to Continue, and what it tells the planner. The firewall, the client config, the port
+checks, the planner and the infra checks pick it up from here."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from roles.common.registry import Endpoint, Model, Service
-from roles.planner.plan import Plan
+from roles.common.settings import SettingsError
+from roles.planner.plan import VLLM, Plan
+from roles.planner.settings import PlannerSettings
 from roles.vllm.settings import API_KEY_SECRET, VllmSettings
 
-# What its model does in Continue when nothing else says: vLLM is the second chat backend.
+# What its model does in Continue when the planner did not say: vLLM is the second chat backend.
 ROLES = ("chat", "edit", "apply")
 
 
@@ -22,8 +27,56 @@ def endpoint(settings: VllmSettings) -> Endpoint:
 
 def models(settings: VllmSettings, plan: Plan | None) -> list[Model]:
     """The one model it serves, under its served name, with tools when a parser is set."""
+    roles = plan.vllm.roles if plan and plan.vllm else ROLES
     tools = bool(settings.tool_parser)
-    return [Model(settings.served_name, ROLES, settings.max_model_len, tools)]
+    return [Model(settings.served_name, tuple(roles), settings.max_model_len, tools)]
 
 
-SERVICE = Service(name="vllm", settings=VllmSettings, endpoint=endpoint, models=models)
+def usable_gpus(settings: VllmSettings, gpus: list[float]) -> list[float]:
+    """vLLM spreads its model over vllm_tensor_parallel_size GPUs (when it runs)."""
+    return gpus[: settings.tensor_parallel_size] if settings.enabled else gpus
+
+
+def plan_inputs(settings: VllmSettings, planner: PlannerSettings, name: str) -> dict:
+    """Its K/V cache is in the model's precision unless kv-cache-dtype says fp8."""
+    fp8 = str(settings.extra_options.get("kv-cache-dtype", "")).startswith("fp8")
+    return {"vllm_kv_bits": 8 if fp8 else 16}
+
+
+def planned_data(plan: Plan, given: dict, name: str) -> dict[str, Any]:
+    """The vllm_ settings of the plan's vLLM placement: its repo at the known commit, context
+    and the share of the card it takes. An enabled vLLM the plan gives no model is refused:
+    it would load its default model into memory the plan gave the others."""
+    placement = plan.vllm
+    if placement is None:
+        if given.get("vllm_enabled"):
+            what = (
+                "vllm_enabled is True but the plan serves no model on vLLM (the models it can "
+                "serve there fit better elsewhere, or it knows no AWQ/GPTQ/FP8 repo of them): "
+                "set vllm_enabled False, or tabbyapi_enabled False to let vLLM serve the chat "
+                "model, or set the vllm_model_* settings and plan without it"
+            )
+            raise SettingsError(name, [(PlannerSettings.key("chat_model"), what)])
+        return {}  # off, as by default
+    assert placement.vllm_source, "a vLLM placement names its repo"
+    repo, revision = placement.vllm_source
+    share = math.ceil(placement.vram_gib / plan.vram_gib * 100) / 100
+    return {
+        "vllm_enabled": True,
+        "vllm_model_repo": repo,
+        "vllm_model_revision": revision,
+        "vllm_max_model_len": placement.context,
+        "vllm_gpu_memory_utilization": min(share, 0.95),
+    }
+
+
+SERVICE = Service(
+    name="vllm",
+    settings=VllmSettings,
+    endpoint=endpoint,
+    models=models,
+    backend=VLLM,
+    plan_inputs=plan_inputs,
+    planned_data=planned_data,
+    usable_gpus=usable_gpus,
+)

@@ -262,3 +262,17 @@ def test_the_continue_config_lists_vllms_model_with_its_key_from_env(monkeypatch
     assert plan.find(r"VLLM_API_KEY=")  # the .env line, written masked
     off = run_client(guests={"guest": GUEST_DATA})
     assert not [m for m in config_of(off)["models"] if ":8000" in m["apiBase"]]
+
+
+def test_the_planner_sizes_vllm_on_a_guest_without_tabbyapi():
+    data = {
+        "planner_chat_model": "qwen2.5-coder-7b",
+        "planner_vram_gib": 12,
+        "tabbyapi_enabled": False,
+    }
+    plan = plan_for(data)
+    assert plan.error is None, plan.error
+    config = plan.files[render.CONFIG_FILE]
+    assert f"model: /var/lib/vllm/models/{FOLDER}\n" in config
+    assert "max-model-len: 16384\ngpu-memory-utilization: 0.56\n" in config
+    assert not [name for name, _ in plan.changed if name.startswith("tabbyAPI")]

@@ -167,3 +167,50 @@ def test_only_an_enabled_vllm_is_running_on_a_guest():
         s.name for s, _ in registry.running(settings_of({"vllm_enabled": True}), ["ai_guests"])
     ]
     assert names[-1] == "vllm"
+
+
+# --- the planner -------------------------------------------------------------------------------
+
+
+def test_the_planner_puts_an_awq_chat_model_on_vllm_when_it_runs_and_tabbyapi_does_not():
+    from roles.planner.plan import OLLAMA, TABBYAPI, VLLM, plan
+
+    on_vllm = plan(12, "qwen2.5-coder-7b", backends=(VLLM, OLLAMA))
+    assert on_vllm.vllm and on_vllm.vllm.model.key == "qwen2.5-coder-7b"
+    assert (on_vllm.vllm.quant, on_vllm.vllm.roles) == ("AWQ", ("chat", "edit", "apply"))
+    assert "2.0 vLLM" in on_vllm.table()
+    # EXL3 on tabbyAPI stays the first choice; without vLLM nothing changes.
+    both = plan(12, "qwen2.5-coder-7b", backends=(TABBYAPI, VLLM, OLLAMA))
+    assert both.tabbyapi and not both.vllm
+    assert not plan(12, "qwen2.5-coder-7b").vllm
+    # A model without a known AWQ/GPTQ/FP8 repo is never placed on vLLM.
+    assert not plan(48, "qwen2.5-coder-32b", backends=(VLLM, OLLAMA)).vllm
+
+
+def test_the_plan_fills_vllms_model_context_and_memory_share():
+    from roles.planner.plan import OLLAMA, VLLM, plan
+    from roles.vllm.service import planned_data
+
+    data = planned_data(plan(12, "qwen2.5-coder-7b", backends=(VLLM, OLLAMA)), {}, "guest")
+    assert data == {
+        "vllm_enabled": True,
+        "vllm_model_repo": "Qwen/Qwen2.5-Coder-7B-Instruct-AWQ",
+        "vllm_model_revision": "8e8ed243bbe6f9a5aff549a0924562fc719b2b8a",
+        "vllm_max_model_len": 16384,
+        "vllm_gpu_memory_utilization": 0.56,  # 6.6 GiB of 12
+    }
+    assert VllmSettings.problems_in(data)[1] == []
+
+
+def test_an_enabled_vllm_the_plan_gives_no_model_is_refused():
+    from roles.common.settings import SettingsError
+    from roles.planner.plan import OLLAMA, TABBYAPI, VLLM, plan
+    from roles.vllm.service import planned_data, usable_gpus
+
+    tabby = plan(24, "qwen2.5-coder-7b", backends=(TABBYAPI, VLLM, OLLAMA))
+    assert planned_data(tabby, {}, "guest") == {}
+    with pytest.raises(SettingsError, match="vllm_enabled is True but the plan serves no model"):
+        planned_data(tabby, {"vllm_enabled": True}, "guest")
+    assert usable_gpus(settings(enabled=True), [24, 24]) == [24]
+    assert usable_gpus(settings(enabled=True, tensor_parallel_size=2), [24, 24]) == [24, 24]
+    assert usable_gpus(settings(), [24, 24]) == [24, 24]  # off: it takes none

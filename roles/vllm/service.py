@@ -70,13 +70,6 @@ def planned_data(plan: Plan, given: dict, name: str) -> dict[str, Any]:
     }
 
 
-SERVICE = Service(
-    name="vllm",
-    settings=VllmSettings,
-    endpoint=endpoint,
-    models=models,
-    backend=VLLM,
-    plan_inputs=plan_inputs,
-    planned_data=planned_data,
-    usable_gpus=usable_gpus,
-)
+# In the order of Service's fields: name, settings, endpoint, models, then the planner's hooks.
+SERVICE = Service("vllm", VllmSettings, endpoint, models,
+                  VLLM, plan_inputs, planned_data, usable_gpus)  # fmt: skip

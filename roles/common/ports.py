@@ -1,4 +1,5 @@
-"""Port checks across roles: the services on one host must not take each other's ports."""
+"""Port checks across roles (the services on one host must not take each other's ports), and the
+settings every serving role declares alike: listen address, port, start timeout."""
 
 from __future__ import annotations
 
@@ -63,6 +64,14 @@ def listen_setting(label: str) -> Any:
 
 def port_setting(default: int, label: str) -> Any:
     return setting(default, f"TCP port of {label}'s OpenAI-compatible API", checks.port)
+
+
+def start_timeout_setting(default: int, why: str) -> Any:
+    return setting(
+        default,
+        f"seconds the deploy waits for /health after a (re)start: {why}",
+        checks.in_range(10, 7200),
+    )
 
 
 class ServicePorts:

@@ -17,6 +17,8 @@ HF_REPO = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}"
 FOLDER = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}"
 hf_repo = checks.matches(HF_REPO, "a Hugging Face repo id like 'owner/name'")
 """Check of a setting naming a Hugging Face repo."""
+folder_name = checks.optional(checks.matches(FOLDER, "a folder name (letters, digits, . _ + -)"))
+"""Check of a setting naming a model's folder (or its served name); empty: derived."""
 MODEL_STAMP = ".aicoder-source"  # in a model folder: repo@revision it was downloaded from
 
 

@@ -13,9 +13,9 @@ from typing import Any
 from typing_extensions import override
 
 from roles.common import checks, secrets
-from roles.common.ports import ServicePorts, listen_setting, port_setting
+from roles.common.ports import ServicePorts, listen_setting, port_setting, start_timeout_setting
 from roles.common.settings import RoleSettings, setting
-from roles.hf_tools.models import FOLDER, hf_repo, model_folder
+from roles.hf_tools.models import FOLDER, folder_name, hf_repo, model_folder
 
 # exllamav3 cache modes: the legacy names, or "k_bits,v_bits" with each from 2 to 8
 # (upstream CACHE_TYPE); the draft model accepts only the legacy names (CACHE_SIZES).
@@ -218,7 +218,7 @@ class TabbyapiSettings(ServicePorts, RoleSettings):
         "",
         "folder under model_dir loaded at start; empty: derived from model_repo and its "
         "revision ('' with no repo: start without a model)",
-        checks.optional(checks.matches(FOLDER, "a folder name (letters, digits, . _ + -)")),
+        folder_name,
     )
     max_seq_len: int | None = setting(
         32768,
@@ -260,7 +260,7 @@ class TabbyapiSettings(ServicePorts, RoleSettings):
     draft_model_name: str = setting(
         "",
         "folder under model_dir of the draft model; empty: derived from draft_model_repo",
-        checks.optional(checks.matches(FOLDER, "a folder name (letters, digits, . _ + -)")),
+        folder_name,
     )
     draft_cache_mode: str = setting(
         "FP16",
@@ -291,11 +291,7 @@ class TabbyapiSettings(ServicePorts, RoleSettings):
         "further config.yml options by section, e.g. {'model': {'chunk_size': 1024}} (see "
         "upstream's config_sample.yml); network.disable_auth is refused",
     )
-    start_timeout: int = setting(
-        900,
-        "seconds the deploy waits for /health after a (re)start: loading a large model takes time",
-        checks.in_range(10, 7200),
-    )
+    start_timeout: int = start_timeout_setting(900, "loading a large model takes time")
     hf_token_required: bool = setting(
         False,
         "the model repos are gated or private: fail early unless the secret hf_token is set",

@@ -11,9 +11,9 @@ from typing import Any
 from typing_extensions import override
 
 from roles.common import checks
-from roles.common.ports import ServicePorts, listen_setting, port_setting
+from roles.common.ports import ServicePorts, listen_setting, port_setting, start_timeout_setting
 from roles.common.settings import RoleSettings, setting
-from roles.hf_tools.models import FOLDER, hf_repo, model_folder
+from roles.hf_tools.models import folder_name, hf_repo, model_folder
 
 API_KEY_SECRET = "vllm_api_key"  # the key clients send; the client role reads it too
 # vLLM's --quantization methods people publish coding models in; 'auto': from the model's
@@ -103,23 +103,15 @@ class VllmSettings(ServicePorts, RoleSettings):
         "commit of model_repo (40 hex digits: a branch or tag can move)",
         checks.matches(r"[0-9a-f]{40}", "a commit id of 40 hex digits (a branch can move)"),
     )
-    served_model_name: str = setting(
-        "",
-        "the model's name in the API and the editor's config; empty: the repo's name",
-        checks.optional(checks.matches(FOLDER, "a name (letters, digits, . _ + -)")),
-    )
-    max_model_len: int = setting(
-        32768, "context length in tokens (--max-model-len)", checks.in_range(256, 4_194_304)
-    )
+    served_model_name: str = setting("", "its name in the API; empty: the repo's", folder_name)
+    max_model_len: int = setting(32768, "context length in tokens", checks.in_range(256, 2**22))
     gpu_memory_utilization: float = setting(
         0.9,
         "share of each GPU's memory vLLM takes for weights and KV cache (lower it when another "
         "backend shares the card)",
         checks.in_range(0.05, 1.0),
     )
-    tensor_parallel_size: int = setting(
-        1, "GPUs the model is split over (tensor parallelism)", checks.in_range(1, 64)
-    )
+    tensor_parallel_size: int = setting(1, "GPUs the model is split over", checks.in_range(1, 64))
     quantization: str = setting(
         "auto",
         "quantization method (--quantization); 'auto': what the model's config.json says",
@@ -136,11 +128,7 @@ class VllmSettings(ServicePorts, RoleSettings):
         "further `vllm serve` options by their long name, e.g. {'enable-prefix-caching': True, "
         "'kv-cache-dtype': 'fp8'}; api-key and the options that have a setting are refused",
     )
-    start_timeout: int = setting(
-        1200,
-        "seconds the deploy waits for /health after a (re)start (loading and compiling take long)",
-        checks.in_range(10, 7200),
-    )
+    start_timeout: int = start_timeout_setting(1200, "loading and compiling take long")
 
     @property
     def venv(self) -> str:

@@ -33,26 +33,30 @@ def test_defaults_are_off_pinned_documented_and_point_at_upstream():
     assert "LAB ONLY" in dict((k, d) for k, _, d in VllmSettings.docs())["vllm_lab_skip_install"]
 
 
-BAD = [
-    ("model_revision", "main", "a commit id of 40 hex digits"),
-    ("version", "latest", "a version like 0.34.0"),
-    ("pip_index_url", "pypi.org/simple", "is not a URL"),
-    ("quantization", "AWQ", "is not one of"),
-    ("tool_call_parser", "qwen3coder", "is not one of"),
-    ("gpu_memory_utilization", 1.5, "out of range"),
-    ("tensor_parallel_size", 0, "out of range"),
-    ("max_model_len", 10, "out of range"),
-    ("host", "localhost", "is not an IP address"),
-    ("model_repo", "just-a-name", "a Hugging Face repo id"),
-    ("user", "root", "never runs as root"),
-    ("extra_options", {"api-key": "x"}, "the key is the secret vllm_api_key"),
-    ("extra_options", {"max-model-len": 8192}, "set vllm_max_model_len instead"),
-    ("extra_options", {"--enable-prefix-caching": True}, "is not a long option name"),
-    ("extra_options", {"speculative-config": {"n": 1}}, "is not a string, number or bool"),
+# name: (value, what the message says), a bad value of each kind of check.
+BAD = {
+    "model_revision": ("main", "a commit id of 40 hex digits"),
+    "version": ("latest", "a version like 0.34.0"),
+    "pip_index_url": ("pypi.org/simple", "is not a URL"),
+    "quantization": ("AWQ", "is not one of"),
+    "tool_call_parser": ("qwen3coder", "is not one of"),
+    "gpu_memory_utilization": (1.5, "out of range"),
+    "tensor_parallel_size": (0, "out of range"),
+    "max_model_len": (10, "out of range"),
+    "host": ("localhost", "is not an IP address"),
+    "model_repo": ("just-a-name", "a Hugging Face repo id"),
+    "user": ("root", "never runs as root"),
+}
+BAD_OPTIONS = [
+    ({"api-key": "x"}, "the key is the secret vllm_api_key"),
+    ({"max-model-len": 8192}, "set vllm_max_model_len instead"),
+    ({"--enable-prefix-caching": True}, "is not a long option name"),
+    ({"speculative-config": {"n": 1}}, "is not a string, number or bool"),
 ]
+CASES = [(n, v, m) for n, (v, m) in BAD.items()] + [("extra_options", *c) for c in BAD_OPTIONS]
 
 
-@pytest.mark.parametrize(("name", "value", "message"), BAD)
+@pytest.mark.parametrize(("name", "value", "message"), CASES)
 def test_bad_values_name_the_key_and_the_fix(name, value, message):
     found = problems(enabled=True, **{name: value})
     assert [key for key, _ in found] == [f"vllm_{name}"], found

@@ -24,7 +24,7 @@ IFNAMSIZ = 15  # longest Linux interface name
 
 @dataclass(frozen=True)
 class MachineKind:
-    group: str  # inventory group
+    group: str | None  # inventory group; None: not in the lab's inventory (not deployed by it)
     octet: int  # last octet of its address in the lab subnet
     # Its own copy of the root filesystem instead of a volatile overlay, kept across
     # `python -m lab restart`: for state that must survive a reboot (hv: libvirt's VMs).
@@ -34,12 +34,17 @@ class MachineKind:
     # A second link, lan0, as its "LAN uplink" (not the one SSH uses): a veth whose other end
     # sits in a network namespace of its own standing in for the LAN (lab/network.py).
     lan: bool = False
+    # Runs Vagrant (tests/lab/test_vagrant.py): sees the lab's Vagrant box (lab/vagrant_box.py)
+    # and this repository, with its .venv, read-only at the repository's own path.
+    vagrant: bool = False
 
 
 # The machines a lab can boot, by name.
 MACHINES = {
     "guest": MachineKind("ai_guests", 10),
     "hv": MachineKind("hypervisors", 11, persistent=True, guest_images=True, lan=True),
+    # Persistent: libvirt's volumes (the box, the VM's disk) go to disk, not to memory.
+    "vagrant": MachineKind(None, 12, persistent=True, vagrant=True),
 }
 DEFAULT_MACHINES = ["guest"]
 

@@ -6,7 +6,18 @@ import json
 import os
 import time
 
-from lab import admin, cgroups, cloud_image, inventory, mirrors, network, nspawn, rootfs, ssh
+from lab import (
+    admin,
+    cgroups,
+    cloud_image,
+    inventory,
+    mirrors,
+    network,
+    nspawn,
+    rootfs,
+    ssh,
+    vagrant_box,
+)
 from lab.config import MACHINES, Lab
 from lab.overrides import SEED_COMMANDS
 
@@ -43,7 +54,11 @@ def up(lab: Lab, machines: list[str], log=print) -> dict[str, str]:
     wanted = sorted(set(machines) | {m for m in machines_with_state(lab) if nspawn.running(lab, m)})
     if any(MACHINES[m].guest_images for m in wanted):
         cloud_image.ensure(log)
-    if any(MACHINES[m].group == "ai_guests" for m in wanted) and mirrors.ensure(lab):
+    if any(MACHINES[m].vagrant for m in wanted):
+        vagrant_box.ensure(log)
+    if any(MACHINES[m].group == "ai_guests" or MACHINES[m].vagrant for m in wanted) and (
+        mirrors.ensure(lab)
+    ):
         log(f"tabbyAPI: served from {mirrors.tabbyapi_bundle()}")
     ips = {}
     for machine in wanted:

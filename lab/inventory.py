@@ -34,7 +34,7 @@ def connection(lab: Lab, hostname: str, port: int = 22) -> dict:
 
 def host_data(lab: Lab, machine: str, ip: str) -> dict:
     data = connection(lab, ip)
-    data.update(OVERRIDES.get(MACHINES[machine].group, {}))
+    data.update(OVERRIDES.get(MACHINES[machine].group or "", {}))
     data.update(MACHINE_OVERRIDES.get(machine, {}))
     url = mirrors.tabbyapi_url(lab) if MACHINES[machine].group == "ai_guests" else None
     if url:
@@ -46,14 +46,16 @@ def write(lab: Lab, ips: dict[str, str]) -> None:
     """Write the inventory for the machines in `ips` (machine name -> address)."""
     groups: dict[str, list] = {}
     for machine, ip in sorted(ips.items()):
-        host = (lab.machine_id(machine), host_data(lab, machine, ip))
-        groups.setdefault(MACHINES[machine].group, []).append(host)
+        group = MACHINES[machine].group
+        if group:  # a machine without a group (vagrant) is not deployed by the lab's inventory
+            host = (lab.machine_id(machine), host_data(lab, machine, ip))
+            groups.setdefault(group, []).append(host)
     from lab import vm  # the lab's qemu VMs (lab/vm.py), when running, are listed too
 
     for group, hosts in vm.inventory_hosts(lab).items():
         groups.setdefault(group, []).extend(hosts)
     text = HEADER.format(name=lab.name, path=lab.inventory)
-    for group in sorted({k.group for k in MACHINES.values()}):
+    for group in sorted({k.group for k in MACHINES.values() if k.group}):
         text += f"\n{group} = {pprint.pformat(groups.get(group, []), width=96)}\n"
     tmp = lab.inventory.with_suffix(".tmp")
     tmp.write_text(text)

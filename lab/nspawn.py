@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import TypedDict
 
-from lab import cgroups, cloud_image, hostfs, mirrors, network, proc, ssh
-from lab.config import MACHINES, Lab
+from lab import cgroups, cloud_image, hostfs, mirrors, network, proc, ssh, vagrant_box
+from lab.config import MACHINES, REPO, Lab
 
 BOOT_TIMEOUT = 120  # seconds to SSH-ready; a boot takes 1-3 s here
 STOP_TIMEOUT = 60
@@ -114,10 +114,14 @@ def _nspawn_command(lab: Lab, machine: str, root: Path, mdir: Path) -> list[str]
     ]
     kind = MACHINES[machine]
     cmd.append("--volatile=no" if kind.persistent else "--volatile=overlay")
-    if kind.group == "ai_guests" and mirrors.folder(lab).is_dir():
+    # The AI guest clones from it; the vagrant machine serves it to its VM (git daemon).
+    if (kind.group == "ai_guests" or kind.vagrant) and mirrors.folder(lab).is_dir():
         cmd.append(f"--bind-ro={mirrors.folder(lab)}:{mirrors.MOUNT}")
     if kind.guest_images:
         cmd.append(f"--bind-ro={cloud_image.images_dir()}:{cloud_image.MOUNT}")
+    if kind.vagrant:
+        cmd.append(f"--bind-ro={vagrant_box.ensure()}:{vagrant_box.MOUNT}")
+        cmd.append(f"--bind-ro={REPO}")
     if kind.lan:
         cmd.append(f"--network-veth-extra={lab.lan_link(machine)}:lan0")
     if Path("/dev/net/tun").exists():  # libvirt's and Docker's networks want it

@@ -3,8 +3,33 @@ trigger: ``pyinfra vagrant/inventory.py deploy.py`` from the repository root.
 
 pyinfra's @vagrant connector turns ``@vagrant/<machine>`` into that running machine's SSH
 details (``vagrant status`` and ``vagrant ssh-config``, run where the Vagrantfile is); the groups
-and settings come from here and group_data/, as for real hosts.
+and settings come from here and group_data/, as for real hosts. Only the machines Vagrant
+reports running are listed (`vagrant up guest` brings up the guest alone; the connector refuses a
+machine that is not running).
 """
+
+import json
+import os
+
+from pyinfra import local
+
+
+def _running() -> set[str]:
+    """Machines `vagrant status` reports running (what the @vagrant connector can reach)."""
+    lines = local.shell("vagrant status --machine-readable", splitlines=True)
+    fields = [line.strip().split(",", 3) for line in lines]
+    return {f[1] for f in fields if len(f) == 4 and f[2:] == ["state", "running"]}
+
+
+def _lab_data() -> dict:
+    """LAB ONLY (tests/lab/test_vagrant.py): host data for the guest from the JSON file named by
+    AICODER_LAB_VAGRANT_DATA (the lab's offline/mirror settings); unset for every real use."""
+    path = os.environ.get("AICODER_LAB_VAGRANT_DATA")
+    if not path:
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
 
 # The host-only addresses set in the Vagrantfile: the host reaches the guest's APIs there.
 HYPERVISOR_IP = "192.168.56.10"
@@ -17,6 +42,8 @@ _VAGRANT = {
     "_sudo": True,
     "firewall_allowed_networks": ["192.168.121.0/24", "10.0.2.0/24", "192.168.56.0/24"],
 }
+
+_RUNNING = _running()
 
 hypervisors = [("@vagrant/hypervisor", dict(_VAGRANT))]
 
@@ -32,9 +59,12 @@ ai_guests = [
             # not load), and Ollama serves the embeddings on the CPU.
             tabbyapi_model_repo=None,
             ollama_gpu=False,
-        ),
+        )
+        | _lab_data(),
     )
 ]
+hypervisors = [h for h in hypervisors if h[0].split("/")[1] in _RUNNING]
+ai_guests = [h for h in ai_guests if h[0].split("/")[1] in _RUNNING]
 
 # This machine: the deploy writes the editor's Continue config here.
 clients = [("@local", {"client_api_host": GUEST_IP})]

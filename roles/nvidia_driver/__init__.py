@@ -229,6 +229,8 @@ def install():
         nvidia_driver.install()  # settings: nvidia_driver_* in group_data/ai_guests.py
     """
     settings = NvidiaDriverSettings.from_host(host)
+    if settings.lab_skip:  # LAB ONLY (see the setting): nothing of the driver's is touched
+        return
     os_family(host, allowed=(DEBIAN,))
     state, driver = _read_state(settings)
     _refuse_secure_boot(settings, driver)

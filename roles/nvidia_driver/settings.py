@@ -72,6 +72,11 @@ class NvidiaDriverSettings(RoleSettings):
         "run starts no GPU service and ends with REBOOT PENDING (the VMs this project creates "
         "set it True: inventory.py)",
     )
+    lab_skip: bool = setting(
+        False,
+        "LAB ONLY: leave the driver out of the run (the Vagrant lab test: its DKMS build under "
+        "emulation takes longer than CI allows; the nspawn lab installs it); never on a real guest",
+    )
     secure_boot_mok: bool = setting(
         False,
         "install the driver although Secure Boot is on: only once DKMS's signing key is enrolled "

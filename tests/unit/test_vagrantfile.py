@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,10 +117,16 @@ def test_inventory_addresses_match_the_vagrantfile():
         assert f'{name} = "{in_vagrantfile}"' in inventory
 
 
+RUNNING = {"hypervisor", "guest"}  # what the fake `vagrant status` reports running
+
+
 def _fake_vagrant(command: str, splitlines: bool = False):
     """`vagrant status --machine-readable` and `vagrant ssh-config` as Vagrant prints them."""
     if command.startswith("vagrant status"):
-        out = "1700000000,hypervisor,state,running\n1700000000,guest,state,running\n"
+        out = "".join(
+            f"1700000000,{m},state,{'running' if m in RUNNING else 'not_created'}\n"
+            for m in ("hypervisor", "guest")
+        )
     else:
         machine = command.split()[-1]
         port = {"hypervisor": 2222, "guest": 2200}[machine]
@@ -144,13 +151,20 @@ class _InlineThread:
         pass
 
 
-def test_the_vagrant_connector_gives_each_machine_its_group_and_settings(monkeypatch):
+def _load_inventory(monkeypatch, running=("hypervisor", "guest")) -> dict:
+    """vagrant/inventory.py's hosts by name, with the fake Vagrant reporting ``running``."""
     monkeypatch.setattr(vagrant_connector.local, "shell", _fake_vagrant)
     monkeypatch.setattr(vagrant_connector, "Thread", _InlineThread)
     monkeypatch.setattr(vagrant_connector.get_vagrant_config, "cache", {})
+    monkeypatch.setattr(sys.modules[__name__], "RUNNING", set(running))
     with ctx_state.use(State()):
         inventory = make_inventory_from_files(str(INVENTORY), cwd=str(ROOT))
-    hosts = {host.name: host for host in inventory}
+    return {host.name: host for host in inventory}
+
+
+def test_the_vagrant_connector_gives_each_machine_its_group_and_settings(monkeypatch):
+    monkeypatch.delenv("AICODER_LAB_VAGRANT_DATA", raising=False)
+    hosts = _load_inventory(monkeypatch)
     assert set(hosts) == {"@vagrant/hypervisor", "@vagrant/guest", "@local"}
     guest, hypervisor = hosts["@vagrant/guest"], hosts["@vagrant/hypervisor"]
     assert {"ai_guests", "@vagrant"} <= set(guest.groups)
@@ -163,3 +177,24 @@ def test_the_vagrant_connector_gives_each_machine_its_group_and_settings(monkeyp
     for host in hosts.values():
         validate_host(host, classes_for_groups(host.groups))
     assert ClientSettings.from_host(hosts["@local"]).api_host == "192.168.56.11"
+
+
+def test_vagrant_up_guest_alone_deploys_the_guest_without_the_hypervisor(monkeypatch):
+    """`vagrant up guest` runs the trigger with only the guest up: the connector refuses a
+    machine that is not running, so the inventory lists only running ones (this failed the
+    whole run before)."""
+    monkeypatch.delenv("AICODER_LAB_VAGRANT_DATA", raising=False)
+    hosts = _load_inventory(monkeypatch, running=["guest"])
+    assert set(hosts) == {"@vagrant/guest", "@local"}
+    assert "ai_guests" in hosts["@vagrant/guest"].groups
+
+
+def test_lab_only_data_reaches_the_guest_only_when_the_lab_names_it(monkeypatch, tmp_path):
+    data = tmp_path / "lab-data.json"
+    data.write_text('{"nvidia_driver_lab_skip": true, "tabbyapi_model_repo": null}')
+    monkeypatch.setenv("AICODER_LAB_VAGRANT_DATA", str(data))
+    guest = _load_inventory(monkeypatch)["@vagrant/guest"]
+    assert guest.data.nvidia_driver_lab_skip is True
+    monkeypatch.delenv("AICODER_LAB_VAGRANT_DATA")
+    guest = _load_inventory(monkeypatch)["@vagrant/guest"]
+    assert "nvidia_driver_lab_skip" not in guest.data.dict()  # the role default (False) applies

@@ -122,11 +122,25 @@ def _nspawn_command(lab: Lab, machine: str, root: Path, mdir: Path) -> list[str]
     if kind.vagrant:
         cmd.append(f"--bind-ro={vagrant_box.ensure()}:{vagrant_box.MOUNT}")
         cmd.append(f"--bind-ro={REPO}")
+        prefix = venv_base_prefix()
+        if prefix:
+            cmd.append(f"--bind-ro={prefix}")
     if kind.lan:
         cmd.append(f"--network-veth-extra={lab.lan_link(machine)}:lan0")
     if Path("/dev/net/tun").exists():  # libvirt's and Docker's networks want it
         cmd.append("--bind=/dev/net/tun")
     return cmd
+
+
+def venv_base_prefix() -> Path | None:
+    """Where the interpreter of the checkout's .venv lives when it is not the system's (pyenv's,
+    say): the vagrant machine runs the venv's pyinfra and pytest, so it needs that one too."""
+    with contextlib.suppress(OSError):
+        for line in (REPO / ".venv" / "pyvenv.cfg").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home" and not value.strip().startswith("/usr/"):
+                return Path(value.strip()).parent
+    return None
 
 
 def start(

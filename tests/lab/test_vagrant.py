@@ -167,7 +167,9 @@ def vagrant_lab(lab_factory, lab_timings):
 def up(vagrant_lab) -> DeployRun:
     run = vagrant_lab.runs["up"]
     if run.returncode != 0:
-        pytest.fail(f"vagrant up failed (exit {run.returncode}):\n{run.output[-8000:]}")
+        # Vagrant's own errors end in a Ruby backtrace: its first lines say what failed.
+        lines = [line for line in run.output.splitlines() if not line.lstrip().startswith("from /")]
+        pytest.fail(f"vagrant up failed (exit {run.returncode}):\n" + "\n".join(lines[-80:]))
     return run.deploy()
 
 

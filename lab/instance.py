@@ -56,9 +56,7 @@ def up(lab: Lab, machines: list[str], log=print) -> dict[str, str]:
         cloud_image.ensure(log)
     if any(MACHINES[m].vagrant for m in wanted):
         vagrant_box.ensure(log)
-    if any(MACHINES[m].group == "ai_guests" or MACHINES[m].vagrant for m in wanted) and (
-        mirrors.ensure(lab)
-    ):
+    if any(MACHINES[m].group == "ai_guests" for m in wanted) and mirrors.ensure(lab):
         log(f"tabbyAPI: served from {mirrors.tabbyapi_bundle()}")
     ips = {}
     for machine in wanted:

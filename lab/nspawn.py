@@ -114,8 +114,7 @@ def _nspawn_command(lab: Lab, machine: str, root: Path, mdir: Path) -> list[str]
     ]
     kind = MACHINES[machine]
     cmd.append("--volatile=no" if kind.persistent else "--volatile=overlay")
-    # The AI guest clones from it; the vagrant machine serves it to its VM (git daemon).
-    if (kind.group == "ai_guests" or kind.vagrant) and mirrors.folder(lab).is_dir():
+    if kind.group == "ai_guests" and mirrors.folder(lab).is_dir():
         cmd.append(f"--bind-ro={mirrors.folder(lab)}:{mirrors.MOUNT}")
     if kind.guest_images:
         cmd.append(f"--bind-ro={cloud_image.images_dir()}:{cloud_image.MOUNT}")

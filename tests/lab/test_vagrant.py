@@ -15,9 +15,9 @@ The box: Vagrant Cloud is unreachable, so the box is built from the lab's Debian
 users keep `debian/bookworm64`).
 
 What differs from a user's run, lab-only and passed to vagrant/inventory.py through
-AICODER_LAB_VAGRANT_DATA: the offline/mirror settings of the nspawn lab (lab/overrides.py:
-Debian's docker.io, no toolkit, no image or model download, tabbyAPI from the lab's mirror over
-`git daemon` when the mirror exists) and LEFT_OUT below.
+AICODER_LAB_VAGRANT_DATA: the offline settings of the nspawn lab (lab/overrides.py: Debian's
+docker.io, no toolkit, no image or model download) and VAGRANT_LEFT_OUT (lab/overrides.py: the
+NVIDIA driver and tabbyAPI's code, too slow under emulation; the test names them and why).
 
 The `hypervisor` machine stays validate-only (tests/unit/test_vagrantfile.py): its box is Rocky
 Linux (generic/rocky9), which cannot be downloaded or built here (no EL9 image or repository is
@@ -38,19 +38,15 @@ from typing import Any
 import pytest
 from deploy_run import ANSI, DeployRun
 
-from lab import mirrors, vagrant_box
-from lab.overrides import OVERRIDES, TABBYAPI_RUNNABLE, VAGRANT_LEFT_OUT
+from lab import vagrant_box
+from lab.overrides import OVERRIDES, VAGRANT_LEFT_OUT
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_NAME = "test-vagrant"
 STATE = "/var/lib/aicoder-lab-vagrant"  # in the machine: Vagrant's dotfile path, the lab data
 LAB_DATA = f"{STATE}/lab-data.json"
-MGMT_GATEWAY = "192.168.121.1"  # vagrant-libvirt's management network, seen from the VM
-# The guest's host-only address (vagrant/inventory.py, the Vagrantfile).
-GUEST_IP = re.search(r'^GUEST_IP = "(.+)"', (REPO / "vagrant/inventory.py").read_text(), re.M)[1]
-TABBYAPI_PORT = 5000  # tabbyapi_port's default
 PACKAGES = "vagrant vagrant-libvirt libvirt-daemon-system qemu-system-x86 qemu-utils ovmf "
-PACKAGES += "dnsmasq-base iptables git"
+PACKAGES += "dnsmasq-base iptables"
 UP_TIMEOUT = 3600
 ENV = {
     "VAGRANT_DOTFILE_PATH": f"{STATE}/dot",
@@ -81,7 +77,6 @@ class VagrantLab:
     lab: Any  # LabInstance of tests/lab/conftest.py
     runs: dict[str, Run] = field(default_factory=dict)
     after_destroy: dict[str, str] = field(default_factory=dict)
-    probes: dict[str, str] = field(default_factory=dict)  # address -> HTTP status, from the machine
 
     def sh(self, command: str, check: bool = True, timeout: float = 900):
         return self.lab.ssh("vagrant", command, check=check, timeout=timeout)
@@ -96,42 +91,25 @@ class VagrantLab:
         return run
 
 
-def lab_data(serves_tabbyapi: bool) -> dict:
-    """The guest's lab-only host data: the nspawn lab's offline settings and LEFT_OUT."""
-    data = {**OVERRIDES["ai_guests"], **{k: True for k in VAGRANT_LEFT_OUT.values()}}
-    if serves_tabbyapi:
-        data |= TABBYAPI_RUNNABLE | {"tabbyapi_git_url": f"git://{MGMT_GATEWAY}/{mirrors.TABBYAPI}"}
+def lab_data() -> dict:
+    """The guest's lab-only host data: the nspawn lab's offline settings and VAGRANT_LEFT_OUT."""
+    data = dict(OVERRIDES["ai_guests"])
+    for left_out, _why, _skip in VAGRANT_LEFT_OUT.values():
+        data |= left_out
     return data
 
 
 def prepare(vl: VagrantLab, lab_timings: dict) -> None:
-    """Vagrant, libvirt and the box in the machine; the tabbyAPI mirror served to the VM."""
+    """Vagrant, libvirt and the box in the machine, and the lab-only data for the inventory."""
     started = time.monotonic()
     vl.sh(f"apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
           f"--no-install-recommends {PACKAGES} >/dev/null")  # fmt: skip
     vl.sh("systemctl start libvirtd.service")
-    serves = vl.sh(f"test -d {mirrors.MOUNT}/{mirrors.TABBYAPI}", check=False).returncode == 0
-    if serves:
-        vl.sh(f"systemd-run --unit=aicoder-lab-git-daemon git daemon --reuseaddr --export-all "
-              f"--base-path={mirrors.MOUNT} {mirrors.MOUNT}")  # fmt: skip
-    data = json.dumps(lab_data(serves))
+    data = json.dumps(lab_data())
     vl.sh(f"mkdir -p {STATE} && printf '%s\\n' {shlex.quote(data)} > {LAB_DATA}")
     box = f"{vagrant_box.MOUNT}/{vagrant_box.BOX_FILE}"
     vl.sh(f"vagrant box add --no-color --name {vagrant_box.BOX_NAME} {box}")
     lab_timings["vagrant machine setup"] = time.monotonic() - started
-
-
-def probe_tabbyapi(vl: VagrantLab) -> dict[str, str]:
-    """tabbyAPI's /health from the machine (the user's host), on the host-only address and on
-    the guest's management address ('000': no answer)."""
-    config = vl.run("ssh-config", "vagrant ssh-config guest", timeout=120).output
-    mgmt = re.search(r"^\s*HostName (\S+)", config, re.M)
-    found = {}
-    for address in (GUEST_IP, mgmt.group(1) if mgmt else "no-address"):
-        url = f"http://{address}:{TABBYAPI_PORT}/health"
-        status = vl.sh(f"curl -s -m 10 -o /dev/null -w '%{{http_code}}' {url}", check=False)
-        found[address] = status.stdout.strip()
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +127,6 @@ def vagrant_lab(lab_factory, lab_timings):
                     timeout=1200,
                 )
                 lab_timings["infra checks"] = infra.seconds
-                vl.probes = probe_tabbyapi(vl)
                 again = vl.run("provision", "vagrant provision --no-color guest")
                 lab_timings["vagrant provision"] = again.seconds
         finally:
@@ -184,38 +161,28 @@ def test_vagrant_up_boots_the_box_and_the_trigger_deploys_with_the_vagrant_inven
     assert up.changed_operations(), up.tail()
 
 
-def test_roles_left_out_of_the_vagrant_run_say_why(vagrant_lab, up):
-    """The infra checks of a left-out role skip with its lab-only setting as the reason."""
+def test_what_the_vagrant_run_leaves_out_is_named_with_its_reason(vagrant_lab, up):
+    """The infra checks of what is left out skip, saying so; this test then skips to name it
+    in the run's summary."""
     report = vagrant_lab.runs["infra"].output
-    for key in VAGRANT_LEFT_OUT.values():
-        assert re.search(rf"^SKIPPED .*{key} \(LAB ONLY\)", report, re.M), report
+    for _data, _why, skip in VAGRANT_LEFT_OUT.values():
+        assert re.search(rf"^SKIPPED .*{re.escape(skip)}", report, re.M), report[-6000:]
     pytest.skip(
-        "left out of the Vagrant run (LAB ONLY, AICODER_LAB_VAGRANT_DATA): "
-        + ", ".join(f"{role} ({key})" for role, key in VAGRANT_LEFT_OUT.items())
-        + ": the NVIDIA driver's DKMS build takes far too long under emulation (TCG); "
-        "tests/lab/test_guest_gpu_stack.py covers it on the nspawn lab"
+        "left out of the Vagrant run (LAB ONLY, through AICODER_LAB_VAGRANT_DATA): "
+        + "; ".join(f"{what} ({why})" for what, (_d, why, _s) in VAGRANT_LEFT_OUT.items())
     )
 
 
 def test_infra_checks_pass_against_the_vagrant_inventory(vagrant_lab, up):
     """`AICODER_INVENTORY=vagrant/inventory.py pytest tests/infra`, from the checkout: the
-    firewall, Docker, tabbyAPI and Ollama on the host-only address, the client config; GPU-only
+    firewall letting in the management network, Docker, tabbyAPI's and Ollama's configuration
+    on the host-only address, the client config pointing there; GPU-only
     and upstream-only checks skip, saying why."""
     run = vagrant_lab.runs["infra"]
     report = run.output
     assert run.returncode == 0, report[-12000:]
     summary = report.strip().splitlines()[-1]
     assert int(re.search(r"(\d+) passed", summary).group(1)) >= 20, report[-6000:]
-
-
-def test_tabbyapi_answers_on_the_host_only_address_only(vagrant_lab, up):
-    """From the user's side (the machine): tabbyAPI, bound to the host-only address by
-    vagrant/inventory.py, answers there and not on the management network's address."""
-    if not json.loads(vagrant_lab.sh(f"cat {LAB_DATA}").stdout)["tabbyapi_git_url"]:
-        pytest.skip("no tabbyAPI mirror in this lab (lab/mirrors.py): tabbyAPI's code is left out")
-    probes = vagrant_lab.probes
-    assert probes.pop(GUEST_IP) == "200", vagrant_lab.probes
-    assert list(probes.values()) == ["000"], probes
 
 
 def test_a_second_vagrant_provision_changes_nothing(vagrant_lab, up):

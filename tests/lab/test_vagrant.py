@@ -23,11 +23,16 @@ The `hypervisor` machine stays validate-only (tests/unit/test_vagrantfile.py): i
 Linux (generic/rocky9), which cannot be downloaded or built here (no EL9 image or repository is
 reachable), and it needs nested virtualization, which TCG under a paravirtual /dev/kvm cannot
 give; the hypervisor roles are covered by tests/lab/test_hypervisor_vm.py.
+
+Opt-in (AICODER_LAB_VAGRANT=1): measured on this 2-core host, the guest's deploy under TCG
+alone (base, firewall, Docker, hf CLI; driver and tabbyAPI's code left out) took about 12 min,
+so the whole test is about 30 min, three times CI's budget for it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import time
@@ -43,6 +48,7 @@ from lab.overrides import OVERRIDES, VAGRANT_LEFT_OUT
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_NAME = "test-vagrant"
+RUN_ENV = "AICODER_LAB_VAGRANT"  # opt-in: see the fixture's skip reason
 STATE = "/var/lib/aicoder-lab-vagrant"  # in the machine: Vagrant's dotfile path, the lab data
 LAB_DATA = f"{STATE}/lab-data.json"
 PACKAGES = "vagrant vagrant-libvirt libvirt-daemon-system qemu-system-x86 qemu-utils ovmf "
@@ -114,6 +120,9 @@ def prepare(vl: VagrantLab, lab_timings: dict) -> None:
 
 @pytest.fixture(scope="module")
 def vagrant_lab(lab_factory, lab_timings):
+    if os.environ.get(RUN_ENV) != "1":
+        pytest.skip(f"the Vagrant run takes about 30 min under emulation, over CI's lab budget: "
+                    f"set {RUN_ENV}=1 to run it (docs/vagrant.md)")  # fmt: skip
     with lab_factory(LAB_NAME, "vagrant") as lab:
         vl = VagrantLab(lab)
         prepare(vl, lab_timings)

@@ -16,7 +16,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host
 
 from roles import client, guest_vm, planner, preflight, vfio
-from roles.common import registry, secrets
+from roles.common import prefetch, registry, secrets
 from roles.common.memo import host_memo
 from roles.common.settings import (
     REGISTRY,
@@ -61,9 +61,20 @@ def _error(inventory) -> SettingsError | None:
     inventory_problems = shape_problems(inventory)
     if inventory_problems:
         by_host["(inventory)"] = inventory_problems
-    for host in inventory.get_active_hosts():
+    hosts = list(inventory.get_active_hosts())
+    for host in hosts:
         with ctx_host.use(host):
-            found = host_problems(host)
+            found = settings_problems(host)
+        if found:
+            by_host[host.name] = found
+    # Every fact the deploy will read on each valid host, in one command per host, all hosts at
+    # once; the checks below and the roles are then served from it (roles/common/prefetch.py).
+    prefetch.load_all([h for h in hosts if h.name not in by_host])
+    for host in hosts:
+        if host.name in by_host:
+            continue
+        with ctx_host.use(host):
+            found = fact_problems(host)
         if found:
             by_host[host.name] = found
     return SettingsError.for_hosts(by_host) if by_host else None
@@ -71,6 +82,11 @@ def _error(inventory) -> SettingsError | None:
 
 def host_problems(host) -> list[Problem]:
     """Every problem of one host: its settings, then (when they are valid) its facts."""
+    return settings_problems(host) or fact_problems(host)
+
+
+def settings_problems(host) -> list[Problem]:
+    """The host's settings' problems (the planner's model settings filled in first)."""
     try:
         if "ai_guests" in host.groups:
             planner.apply_plan(host)  # fills the model settings the user left to the planner
@@ -79,6 +95,11 @@ def host_problems(host) -> list[Problem]:
         return error.problems
     except PyinfraError as error:  # a secrets file that cannot be read, say
         return [("secrets", str(error))]
+    return []
+
+
+def fact_problems(host) -> list[Problem]:
+    """What the host's facts rule out for its (valid) settings."""
     problems: list[Problem] = []
     for group in sorted(set(host.groups) & set(FACT_CHECKS)):
         for check in FACT_CHECKS[group]:

@@ -12,7 +12,7 @@ from pyinfra.operations import files, server
 from roles.base import facts
 from roles.base.facts import BROKEN_PACKAGES, STAMP
 from roles.base.settings import BaseSettings
-from roles.common import host_state
+from roles.common import host_state, prefetch
 from roles.common.host_state import FileState, State
 from roles.common.platform import DEBIAN, EL9, os_family
 
@@ -52,6 +52,25 @@ def debian_files(settings: BaseSettings) -> dict[str, str]:
         # A one-line sources.list keeps images that ship entries there from listing them twice.
         LEGACY_SOURCES: "# Moved to /etc/apt/sources.list.d/debian.sources\n",
     }
+
+
+def _read_spec(settings: BaseSettings) -> dict:
+    """What the role reads: the same for every OS family (each family's packages), so the
+    deploy's one read per host can ask it before the family is known."""
+    user = settings.admin_user
+    home = f"/home/{user}"
+    family_packages = [p for names in _FAMILY_PACKAGES.values() for p in names]
+    return dict(
+        paths=[*debian_files(settings), sudoers_path(user), "/etc/timezone", keys_path(home)],
+        packages=settings.packages + family_packages,
+        probe=facts.probe(settings.timezone, user, home),
+    )
+
+
+@prefetch.reader("hypervisors", "ai_guests")
+def reads(host) -> list[prefetch.Request]:
+    """What :func:`configure` reads on ``host``."""
+    return [host_state.request(**_read_spec(BaseSettings.from_host(host)))]
 
 
 @deploy("Base: Debian package sources")
@@ -105,11 +124,7 @@ def configure():
     user = settings.admin_user
     home = f"/home/{user}"
     packages = settings.packages + _FAMILY_PACKAGES[family]
-    state = host_state.read(
-        paths=[*debian_files(settings), sudoers_path(user), "/etc/timezone", keys_path(home)],
-        packages=packages,
-        probe=facts.probe(settings.timezone, user, home),
-    )
+    state = host_state.read(**_read_spec(settings))
     probe = facts.parse(state.probe)
     if probe["timezone_exists"] is False:
         raise DeployError(

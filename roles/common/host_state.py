@@ -20,7 +20,9 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, dnf, files, systemd
 from typing_extensions import override
 
+from roles.common import prefetch
 from roles.common.platform import DEBIAN, os_family
+from roles.common.prefetch import Request
 
 
 @dataclass(frozen=True)
@@ -116,17 +118,26 @@ class HostState(FactBase[State]):
         return State()
 
 
-def read(paths=(), packages=(), units=(), probe: str = "", dirs=()) -> State:
-    """The state of what a role manages on the current host (one round trip)."""
+def _kwargs(paths=(), packages=(), units=(), probe: str = "", dirs=()) -> dict:
     names = sorted({spec.partition("=")[0] for spec in packages})
-    return host.get_fact(
-        HostState,
+    return dict(
         paths=tuple(paths),
         packages=tuple(names),
         units=tuple(units),
         probe=probe,
         dirs=tuple(dirs),
     )
+
+
+def request(**spec) -> Request:
+    """What :func:`read` with the same arguments asks, for a role's prefetch reader."""
+    return Request.of(HostState, **_kwargs(**spec))
+
+
+def read(paths=(), packages=(), units=(), probe: str = "", dirs=()) -> State:
+    """The state of what a role manages on the current host: the deploy's one prefetched
+    read per host when the role declared it (:mod:`roles.common.prefetch`), else a round trip."""
+    return prefetch.fact(host, HostState, **_kwargs(paths, packages, units, probe, dirs))
 
 
 class _Unchanged:

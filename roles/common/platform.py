@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution
 
+from roles.common import prefetch
 from roles.common.memo import host_memo
 
 DEBIAN = "debian"
@@ -25,11 +26,17 @@ def family_of(distro: dict) -> str | None:
     return None
 
 
+@prefetch.reader("hypervisors", "ai_guests")
+def reads(host) -> list[prefetch.Request]:
+    """The release files :func:`os_family` reads."""
+    return [prefetch.Request.of(LinuxDistribution)]
+
+
 def os_family(host, allowed: tuple[str, ...] = (DEBIAN, EL9)) -> str:
     """The host's OS family, or a DeployError naming what is supported."""
     memo = host_memo(host, "platform")
     if "distro" not in memo:  # pyinfra 3 does not cache facts: read the release files once
-        memo["distro"] = host.get_fact(LinuxDistribution)
+        memo["distro"] = prefetch.fact(host, LinuxDistribution)
     distro = memo["distro"]
     family = family_of(distro)
     if family not in allowed:

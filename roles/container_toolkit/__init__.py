@@ -7,12 +7,27 @@ from pyinfra.api import deploy
 from pyinfra.operations import server
 
 from roles import docker
-from roles.common import apt_repo, host_state
+from roles.common import apt_repo, host_state, prefetch
 from roles.common.platform import DEBIAN, os_family
 from roles.container_toolkit import facts, render
 from roles.container_toolkit.settings import ContainerToolkitSettings
 
 __all__ = ["ContainerToolkitSettings", "install"]
+
+
+def _read_spec(settings: ContainerToolkitSettings) -> dict:
+    return dict(
+        paths=apt_repo.paths(render.toolkit_repo(settings)),
+        packages=settings.packages,
+        probe=facts.probe(settings.cdi_spec),
+    )
+
+
+@prefetch.reader("ai_guests")
+def reads(host) -> list[prefetch.Request]:
+    """What :func:`install` reads on ``host`` (nothing when the role is off)."""
+    settings = ContainerToolkitSettings.from_host(host)
+    return [host_state.request(**_read_spec(settings))] if settings.enabled else []
 
 
 @deploy("NVIDIA container toolkit")
@@ -36,11 +51,7 @@ def install():
         return
     os_family(host, allowed=(DEBIAN,))
     repo = render.toolkit_repo(settings)
-    state = host_state.read(
-        paths=apt_repo.paths(repo),
-        packages=settings.packages,
-        probe=facts.probe(settings.cdi_spec),
-    )
+    state = host_state.read(**_read_spec(settings))
     cdi = facts.parse_state(state.probe)
 
     repo_ops = apt_repo.add(repo, state)

@@ -11,7 +11,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server, systemd
 
 from roles.base.settings import BaseSettings
-from roles.common import apt_repo, host_state
+from roles.common import apt_repo, host_state, prefetch
 from roles.common.host_state import UNCHANGED
 from roles.common.memo import host_memo
 from roles.common.platform import DEBIAN, os_family
@@ -57,6 +57,27 @@ def restart(name: str, changed, stale: bool = False) -> None:
     systemd.service(name=name, service="docker", running=True, restarted=True, _if=_if)
 
 
+def _users(host, settings: DockerSettings) -> list[str]:
+    """The admin user and ``docker_users``: the docker group's wanted members."""
+    return list(dict.fromkeys([BaseSettings.from_host(host).admin_user, *settings.users]))
+
+
+def _read_spec(settings: DockerSettings, users: list[str]) -> dict:
+    return dict(
+        paths=apt_repo.paths(render.docker_repo(settings)),
+        packages=[*settings.removed_packages, *settings.engine_packages],
+        units=["docker"],
+        probe=facts.probe(users),
+    )
+
+
+@prefetch.reader("ai_guests")
+def reads(host) -> list[prefetch.Request]:
+    """What :func:`install` reads on ``host``."""
+    settings = DockerSettings.from_host(host)
+    return [host_state.request(**_read_spec(settings, _users(host, settings)))]
+
+
 @deploy("Docker")
 def install():
     """Ensures the Docker engine and compose from the configured source (Docker's repository,
@@ -76,13 +97,8 @@ def install():
     settings = DockerSettings.from_host(host)
     os_family(host, allowed=(DEBIAN,))
     repo = render.docker_repo(settings)
-    users = list(dict.fromkeys([BaseSettings.from_host(host).admin_user, *settings.users]))
-    state = host_state.read(
-        paths=apt_repo.paths(repo),
-        packages=[*settings.removed_packages, *settings.engine_packages],
-        units=["docker"],
-        probe=facts.probe(users),
-    )
+    users = _users(host, settings)
+    state = host_state.read(**_read_spec(settings, users))
     probe = facts.parse_probe(state.probe)
     host_memo(host, "daemon_json")["data"] = probe.daemon_json
 

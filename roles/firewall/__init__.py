@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
 
-from roles.common import host_state, registry
+from roles.common import host_state, prefetch, registry
 from roles.common.platform import DEBIAN, os_family
 from roles.firewall.facts import FirewalldZoneFile, FirewallHostNetwork
 from roles.firewall.render import (
@@ -48,20 +48,52 @@ def service_ports(settings: FirewallSettings) -> list[int]:
     return list(settings.extra_tcp_ports) + [e.port for e in endpoints]
 
 
+# Without sudo: sudo resets the environment and would hide SSH_CONNECTION.
+NETWORK_READ = prefetch.Request.of(FirewallHostNetwork, _sudo=False)
+NFT_READ: dict = dict(
+    paths=[NFT_CANDIDATE, NFT_CONF, NFT_FILE, NFT_DROPIN],
+    packages=["nftables"],
+    units=["nftables.service"],
+)
+
+
+def _firewalld_read(zone: str) -> dict:
+    names = [f"zones/{ADMIN_ZONE}.xml", f"zones/{zone}.xml", f"policies/{LAN_POLICY}.xml"]
+    return dict(
+        paths=[
+            *(f"{FIREWALLD_CANDIDATE}/{f}" for f in names),
+            *(f"/etc/firewalld/{f}" for f in names),
+        ],
+        packages=["firewalld"],
+        units=["firewalld.service"],
+    )
+
+
+@prefetch.reader("hypervisors", "ai_guests")
+def reads(host) -> list[prefetch.Request]:
+    """What :func:`configure` reads, with nftables and with firewalld (the OS family is not
+    known yet; the other one's read costs a few lines of output)."""
+    settings = FirewallSettings.from_host(host)
+    if not settings.enabled:
+        return []
+    zone = settings.firewalld_zone
+    return [
+        NETWORK_READ,
+        host_state.request(**NFT_READ),
+        prefetch.Request.of(FirewalldZoneFile, zone=zone),
+        host_state.request(**_firewalld_read(zone)),
+    ]
+
+
 def host_policy(settings: FirewallSettings) -> Policy:
-    # Without sudo: sudo resets the environment and would hide SSH_CONNECTION.
-    network = host.get_fact(FirewallHostNetwork, _sudo=False)
+    network = prefetch.fact(host, FirewallHostNetwork, _sudo=False)
     return build_policy(settings, network, service_ports(settings), host.name)
 
 
 @deploy("Firewall: nftables")
 def _nftables(policy: Policy):
     ruleset = nftables_ruleset(policy)
-    state = host_state.read(
-        paths=[NFT_CANDIDATE, NFT_CONF, NFT_FILE, NFT_DROPIN],
-        packages=["nftables"],
-        units=["nftables.service"],
-    )
+    state = host_state.read(**NFT_READ)
     host_state.packages(state, "nftables", ["nftables"])
     candidate = host_state.put(state, "Firewall ruleset (candidate)", NFT_CANDIDATE, ruleset, "600")
     host_state.after(
@@ -100,18 +132,11 @@ def _firewalld(policy: Policy, zone: str):
     wanted = {
         f"zones/{ADMIN_ZONE}.xml": firewalld_admin_zone(policy),
         f"zones/{zone}.xml": firewalld_interface_zone(
-            zone, host.get_fact(FirewalldZoneFile, zone=zone), policy
+            zone, prefetch.fact(host, FirewalldZoneFile, zone=zone), policy
         ),
         f"policies/{LAN_POLICY}.xml": firewalld_lan_to_vms_policy(zone),
     }
-    state = host_state.read(
-        paths=[
-            *(f"{FIREWALLD_CANDIDATE}/{f}" for f in wanted),
-            *(f"/etc/firewalld/{f}" for f in wanted),
-        ],
-        packages=["firewalld"],
-        units=["firewalld.service"],
-    )
+    state = host_state.read(**_firewalld_read(zone))
     host_state.packages(state, "firewalld", ["firewalld"])
     candidates = [
         host_state.put(

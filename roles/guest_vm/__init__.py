@@ -14,6 +14,7 @@ from pyinfra.operations import files, python, server
 
 from roles import vfio
 from roles.base.settings import BaseSettings
+from roles.common import host_state, prefetch
 from roles.common.memo import host_memo
 from roles.guest_vm import render
 from roles.guest_vm.facts import VIRSH, GuestVmState
@@ -59,7 +60,8 @@ def configure():
             + "\n".join(f"  - {p}" for p in problems)
         )
 
-    files.directory(name="VM state folder", path=render.STATE_DIR, mode="700")
+    folder = host_state.read(dirs=[render.STATE_DIR])
+    host_state.directory(folder, "VM state folder", render.STATE_DIR, "700")
     if settings.hugepage_size == "1G":
         _reserve_gigantic_pages(settings.gigantic_pages())
     else:
@@ -79,20 +81,36 @@ def _read(host_) -> tuple[dict[str, VmPaths], str, dict]:
         image_dir = LibvirtSettings.from_host(host_).image_dir
         paths = {vm.name: VmPaths.of(vm, image_dir) for vm in vms}
         cache = render.cached_image(settings.image_url, image_dir)
-        memo["state"] = (
-            paths,
-            cache,
-            host_.get_fact(
-                GuestVmState,
-                names=[vm.name for vm in vms],
-                files=[cache, *(p.disk for p in paths.values()), *(p.seed for p in paths.values())],
-                disks=[p.disk for p in paths.values()],
-                sums=[f for p in paths.values() for f in (p.xml, p.seed_sum)],
-                pci=sorted({gpu for vm in vms for gpu in vm.gpus}),
-                image_dir=image_dir,
-            ),
-        )
+        request = _state_request(vms, paths, cache, image_dir)
+        memo["state"] = (paths, cache, prefetch.fact(host_, request.fact, **dict(request.kwargs)))
     return memo["state"]
+
+
+def _state_request(vms: list[Vm], paths: dict, cache: str, image_dir: str) -> prefetch.Request:
+    """The GuestVmState read of ``vms`` (tuples, so the deploy's one read can key it)."""
+    return prefetch.Request.of(
+        GuestVmState,
+        names=tuple(vm.name for vm in vms),
+        files=(cache, *(p.disk for p in paths.values()), *(p.seed for p in paths.values())),
+        disks=tuple(p.disk for p in paths.values()),
+        sums=tuple(f for p in paths.values() for f in (p.xml, p.seed_sum)),
+        pci=tuple(sorted({gpu for vm in vms for gpu in vm.gpus})),
+        image_dir=image_dir,
+    )
+
+
+@prefetch.reader("hypervisors")
+def reads(host_) -> list[prefetch.Request]:
+    """What :func:`host_problems` and :func:`configure` read."""
+    settings = GuestVmSettings.from_host(host_)
+    vms = settings.machines()
+    image_dir = LibvirtSettings.from_host(host_).image_dir
+    paths = {vm.name: VmPaths.of(vm, image_dir) for vm in vms}
+    cache = render.cached_image(settings.image_url, image_dir)
+    return [
+        _state_request(vms, paths, cache, image_dir),
+        host_state.request(dirs=[render.STATE_DIR]),
+    ]
 
 
 def host_problems(host_) -> list[str]:

@@ -9,7 +9,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
-from roles.common import host_state
+from roles.common import host_state, prefetch
 from roles.hf_tools.facts import parse_probe, probe
 from roles.hf_tools.settings import HfToolsSettings
 
@@ -22,6 +22,16 @@ PACKAGES = ["git", "python3-venv"]
 def hf_command() -> str:
     """The `hf` executable the deploy itself uses (the venv's, not whatever PATH finds)."""
     return f"{HfToolsSettings.from_host(host).venv}/bin/hf"
+
+
+def _read_spec(settings: HfToolsSettings) -> dict:
+    return dict(packages=PACKAGES, probe=probe(settings.venv, LINK))
+
+
+@prefetch.reader("ai_guests")
+def reads(host) -> list[prefetch.Request]:
+    """What :func:`install` reads on ``host``."""
+    return [host_state.request(**_read_spec(HfToolsSettings.from_host(host)))]
 
 
 @deploy("Hugging Face tools")
@@ -38,7 +48,7 @@ def install():
         hf_tools.install()  # settings: hf_tools_* in group_data/ai_guests.py
     """
     settings = HfToolsSettings.from_host(host)
-    state = host_state.read(packages=PACKAGES, probe=probe(settings.venv, LINK))
+    state = host_state.read(**_read_spec(settings))
     installed, link = parse_probe(state.probe)
     host_state.packages(state, "git and python3-venv", PACKAGES)
     if installed != settings.huggingface_hub_version:

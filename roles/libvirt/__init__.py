@@ -10,7 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
-from roles.common import host_state
+from roles.common import host_state, prefetch
 from roles.common.host_state import FileState, State, sha1
 from roles.common.platform import DEBIAN, os_family
 from roles.libvirt import addressing, guard, render
@@ -74,6 +74,28 @@ BRIDGE_STAGING = "/var/lib/aicoder/bridge"  # Debian: the new ifupdown files bef
 DEFAULT_IMAGE_DIR = LibvirtSettings.image_dir  # EL9's SELinux policy labels it virt_image_t
 
 
+def _read_spec(settings: LibvirtSettings, family: str) -> dict:
+    return dict(
+        paths=[GUESTS_CONFIG[family], *([_stanza_path(settings)] if family == DEBIAN else [])],
+        packages=PACKAGES[family],
+        units=sorted(set(ENABLED[family] + RUNNING[family])),
+        dirs=[settings.image_dir],
+    )
+
+
+@prefetch.reader("hypervisors")
+def reads(host) -> list[prefetch.Request]:
+    """What :func:`configure` reads: each OS family's read (the family is not known yet; the
+    other one's costs a few lines of output) and the network configuration."""
+    settings = LibvirtSettings.from_host(host)
+    return [
+        prefetch.Request.of(NetworkLinks),
+        prefetch.Request.of(IfupdownConfig),
+        prefetch.Request.of(NmConnections),
+        *(host_state.request(**_read_spec(settings, family)) for family in PACKAGES),
+    ]
+
+
 @deploy("libvirt: virtualization stack, bridge and image folder")
 def configure():
     """Ensures QEMU/KVM, libvirt, OVMF and virt-install are installed and libvirt's daemons are
@@ -91,14 +113,9 @@ def configure():
     """
     settings = LibvirtSettings.from_host(host)
     family = os_family(host)
-    links = host.get_fact(NetworkLinks)
+    links = prefetch.fact(host, NetworkLinks)
     uplink_mac = _check_uplink(settings, links)
-    state = host_state.read(
-        paths=[GUESTS_CONFIG[family], *([_stanza_path(settings)] if family == DEBIAN else [])],
-        packages=PACKAGES[family],
-        units=sorted(set(ENABLED[family] + RUNNING[family])),
-        dirs=[settings.image_dir],
-    )
+    state = host_state.read(**_read_spec(settings, family))
 
     host_state.packages(state, "Virtualization packages", PACKAGES[family])
     if family == DEBIAN:
@@ -185,7 +202,7 @@ def _debian_bridge(settings: LibvirtSettings, links: dict, uplink_mac: str, stat
     """ifupdown owns the bridge; the uplink's old stanza is commented out in the same guarded
     step that brings the bridge up (roles/libvirt/guard.py)."""
     bridge, uplink = settings.bridge, settings.bridge_uplink
-    current = host.get_fact(IfupdownConfig)
+    current = prefetch.fact(host, IfupdownConfig)
     carried = _debian_uplink(settings, links, current)
     _refuse(settings, carried)
     wanted_addressing = addressing.for_bridge(settings, carried)
@@ -261,9 +278,9 @@ def bridge_plan(settings: LibvirtSettings, family: str, links: dict) -> list[str
     the deploy's own DeployError where the deploy would refuse."""
     _check_uplink(settings, links)
     if family == DEBIAN:
-        carried = _debian_uplink(settings, links, host.get_fact(IfupdownConfig))
+        carried = _debian_uplink(settings, links, prefetch.fact(host, IfupdownConfig))
     else:
-        nm = host.get_fact(NmConnections)
+        nm = prefetch.fact(host, NmConnections)
         name = bridge_profile(nm, settings.bridge)
         carried = _el9_uplink(settings, nm, name)
         if name and carried:
@@ -279,7 +296,7 @@ def _el9_bridge(settings: LibvirtSettings, links: dict, uplink_mac: str) -> None
     """NetworkManager owns the bridge (and the uplink as its port). An existing profile of type
     bridge for the interface is adopted whatever its name; the change runs inside a checkpoint."""
     bridge, uplink = settings.bridge, settings.bridge_uplink
-    nm = host.get_fact(NmConnections)
+    nm = prefetch.fact(host, NmConnections)
     name = bridge_profile(nm, bridge)
     port = port_profile(nm, uplink, bridge, name) if uplink else None
     carried = _el9_uplink(settings, nm, name)

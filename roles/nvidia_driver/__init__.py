@@ -8,7 +8,7 @@ from pyinfra.api.exceptions import DeployError, OperationError
 from pyinfra.operations import python, server, systemd
 from typing_extensions import override
 
-from roles.common import apt_repo, gpu, host_state
+from roles.common import apt_repo, gpu, host_state, prefetch
 from roles.common.host_state import UNCHANGED, State
 from roles.common.platform import DEBIAN, os_family
 from roles.nvidia_driver import facts, render
@@ -32,20 +32,29 @@ class DriverProbe(FactBase):
         return facts.parse_state(output)
 
 
-def _read_state(settings: NvidiaDriverSettings) -> tuple[State, DriverState]:
-    """Everything this role manages, plus the driver probe, in one round trip."""
-    cuda = render.cuda_repo(settings)
-    state = host_state.read(
+def _read_spec(settings: NvidiaDriverSettings) -> dict:
+    """Everything this role manages, plus the driver probe."""
+    return dict(
         paths=[
             render.BLACKLIST_PATH,
             render.PIN_PATH,
             render.PERSISTENCED_DROPIN,
-            *apt_repo.paths(cuda),
+            *apt_repo.paths(render.cuda_repo(settings)),
         ],
         packages=settings.packages,
         units=[PERSISTENCED],
         probe=facts.probe(settings.kernel_flavour),
     )
+
+
+@prefetch.reader("ai_guests")
+def reads(host) -> list[prefetch.Request]:
+    """What :func:`install` reads on ``host``."""
+    return [host_state.request(**_read_spec(NvidiaDriverSettings.from_host(host)))]
+
+
+def _read_state(settings: NvidiaDriverSettings) -> tuple[State, DriverState]:
+    state = host_state.read(**_read_spec(settings))
     return state, facts.parse_state(state.probe)
 
 

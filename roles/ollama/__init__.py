@@ -10,7 +10,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy, operation
 from pyinfra.operations import server
 
-from roles.common import gpu, host_state
+from roles.common import gpu, host_state, prefetch
 from roles.common.platform import DEBIAN, os_family
 from roles.common.services import (
     client_address,
@@ -78,6 +78,36 @@ def _image(settings: OllamaSettings, have_image: bool) -> bool:
     return False
 
 
+def _folders(settings: OllamaSettings) -> dict[str, str]:
+    return {settings.project_dir: "755", settings.data_dir: "750"}
+
+
+def _publish(host, settings: OllamaSettings) -> str:
+    """The published address, needed for the probe's /api/tags URL: an explicit one is known,
+    so is 'auto' behind the firewall (all addresses); without it 'auto' costs a round trip."""
+    filtered = FirewallSettings.from_host(host).enabled
+    return listen_address(settings.bind_address, settings.key("bind_address"), filtered)
+
+
+def _read_spec(settings: OllamaSettings, api: str) -> dict:
+    return dict(
+        paths=[render.compose_path(settings), render.UNIT_PATH],
+        units=[render.UNIT],
+        probe=facts.probe(settings.image, f"{api}/api/tags"),
+        dirs=list(_folders(settings)),
+    )
+
+
+@prefetch.reader("ai_guests")
+def reads(host) -> list[prefetch.Request]:
+    """What :func:`install` reads on ``host``."""
+    settings = OllamaSettings.from_host(host)
+    if not settings.enabled:
+        return []
+    api = f"http://{client_address(_publish(host, settings))}:{settings.port}"
+    return [host_state.request(**_read_spec(settings, api))]
+
+
 @deploy("Ollama")
 def install():
     """Ensures the Ollama compose project: the pinned image (pulled, or loaded from an archive),
@@ -99,18 +129,10 @@ def install():
     os_family(host, allowed=(DEBIAN,))
     compose = compose_command()
     compose_path = render.compose_path(settings)
-    folders = {settings.project_dir: "755", settings.data_dir: "750"}
-    # The published address is needed for the probe's /api/tags URL: an explicit one is known,
-    # so is 'auto' behind the firewall (all addresses); without it 'auto' costs a round trip.
-    filtered = FirewallSettings.from_host(host).enabled
-    publish = listen_address(settings.bind_address, settings.key("bind_address"), filtered)
+    folders = _folders(settings)
+    publish = _publish(host, settings)
     api = f"http://{client_address(publish)}:{settings.port}"
-    state = host_state.read(
-        paths=[compose_path, render.UNIT_PATH],
-        units=[render.UNIT],
-        probe=facts.probe(settings.image, f"{api}/api/tags"),
-        dirs=list(folders),
-    )
+    state = host_state.read(**_read_spec(settings, api))
     found = facts.parse_state(state.probe)
     runnable = _image(settings, found.image)
     # With the GPU reserved, never started or waited on while the driver waits for a reboot.

@@ -12,6 +12,8 @@ from pyinfra import host as current_host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 
+from roles.common import host_state as common_host_state
+from roles.common import prefetch
 from roles.common.memo import host_memo
 from roles.preflight import facts
 from roles.preflight.evaluate import Verdict, evaluate
@@ -33,6 +35,12 @@ class PreflightError(PyinfraError):
             "(nothing was changed; fix these, then run again):\n"
             + "\n".join(f"  - {problem}" for problem in self.problems)
         )
+
+
+@prefetch.reader("hypervisors")
+def reads(host) -> list[prefetch.Request]:
+    """What :func:`host_state` reads (the vfio role's files and the VFIO probe)."""
+    return [common_host_state.request(paths=MANAGED_FILES, probe=facts.PROBE)]
 
 
 def host_state(host) -> VfioState:

@@ -10,7 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
-from roles.common import gpu, host_state, secrets
+from roles.common import gpu, host_state, prefetch, secrets
 from roles.common.host_state import UNCHANGED, State
 from roles.common.platform import DEBIAN, os_family
 from roles.common.services import (
@@ -72,9 +72,9 @@ def _links(settings: TabbyapiSettings) -> dict[str, str]:
     }
 
 
-def _read_state(settings: TabbyapiSettings) -> tuple[State, TabbyapiState]:
-    """Everything the role looks at on the guest, in one round trip."""
-    state = host_state.read(
+def _read_spec(settings: TabbyapiSettings) -> dict:
+    """Everything the role looks at on the guest."""
+    return dict(
         paths=[
             render.CONFIG_FILE,
             render.TOKENS_FILE,
@@ -99,6 +99,17 @@ def _read_state(settings: TabbyapiSettings) -> tuple[State, TabbyapiState]:
         ),
         dirs=[path for path, _, _ in _folders(settings)],
     )
+
+
+@prefetch.reader("ai_guests")
+def reads(host) -> list[prefetch.Request]:
+    """What :func:`install` reads on ``host``."""
+    settings = TabbyapiSettings.from_host(host)
+    return [host_state.request(**_read_spec(settings))] if settings.enabled else []
+
+
+def _read_state(settings: TabbyapiSettings) -> tuple[State, TabbyapiState]:
+    state = host_state.read(**_read_spec(settings))
     return state, facts.parse_state(state.probe)
 
 

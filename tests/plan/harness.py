@@ -16,8 +16,11 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.command import FileUploadCommand
 from pyinfra.api.connect import connect_all
 from pyinfra.api.operations import run_ops
+from pyinfra.connectors.util import CommandOutput, OutputLine
 from pyinfra.context import ctx_state
 from pyinfra_cli.util import load_deploy_file
+
+from roles.common import prefetch
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "el9"
@@ -45,6 +48,9 @@ class Plan:
     files: dict[str, str] = field(default_factory=dict)  # uploaded path -> content
     error: Exception | None = None
     operations: int = 0  # every operation planned, changed or not
+    reads: list[str] = field(default_factory=list)  # commands sent while planning (round trips)
+    # Those sent by the deploy's own code, not by an operation checking what it would change.
+    role_reads: list[str] = field(default_factory=list)
 
     @property
     def commands(self) -> list[str]:
@@ -80,15 +86,19 @@ def run_plan(
     inventory = Inventory(([(name, data)], {}), **group_args)
     state = State(inventory, Config())
     plan = Plan()
+    host = inventory.get_host(name)
     with ctx_state.use(state):
         connect_all(state)
+        _answer_batches(host.connector)
+        _record_role_reads(host, plan)
         try:
             load_deploy_file(state, str(deploy_file))
         except Exception as error:  # the deploy refused this host before any operation ran
             plan.error = error
             return plan
+        finally:
+            plan.reads = list(host.connector.executed_commands)  # type: ignore[attr-defined]
         run_ops(state)
-    host = inventory.get_host(name)
     plan.operations = len(state.get_op_order())
     for op_hash in state.get_op_order():
         op_meta = state.ops[host].get(op_hash)
@@ -101,6 +111,39 @@ def run_plan(
                 (" | ".join(sorted(names)), [_text(c, plan) for c in meta._commands])
             )
     return plan
+
+
+def _record_role_reads(host, plan: Plan) -> None:
+    """Note each command sent outside an operation (the roles' and the validation's reads)."""
+    original = host.connector.run_shell_command
+
+    def run(command, *args, **kwargs):
+        if host.current_op_hash is None and not host.state.is_executing:
+            text = command if isinstance(command, str) else command.get_masked_value()
+            plan.role_reads.append(text)
+        return original(command, *args, **kwargs)
+
+    host.connector.run_shell_command = run
+
+
+def _answer_batches(connector) -> None:
+    """Let the fake host answer the deploy's one read per host (roles/common/prefetch.py) as a
+    shell would: each command in it looked up in ``fake_responses`` on its own."""
+    original = connector._lookup_response
+
+    def lookup(command: str):
+        parts = prefetch.split(command)
+        if not parts:
+            return original(command)
+        outputs = []
+        for part in parts:
+            ok, output = original(part)
+            outputs.append((0 if ok else 1, output.stdout_lines))
+        return True, CommandOutput(
+            [OutputLine("stdout", line) for line in prefetch.answer(outputs)]
+        )
+
+    connector._lookup_response = lookup
 
 
 def _text(command, plan: Plan) -> str:

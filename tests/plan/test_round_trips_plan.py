@@ -1,0 +1,44 @@
+"""Every read the deploy makes while it plans goes to the host in ONE command per host.
+
+Counts the commands the deploy's own code sends outside operations (the validation's and the
+roles' state reads: roles/common/prefetch.py) on fake hosts. A role that reads something it did
+not declare in its prefetch reader, or declares it differently, adds a command and fails here.
+"""
+
+from __future__ import annotations
+
+import pytest
+from guest_services_facts import guest_plan
+from test_container_toolkit_plan import plan_for
+from test_hypervisor_first_run_plan import HOSTS, hypervisor_ops, later_run
+from test_ollama_plan import converged_guest
+
+BATCH = "echo '@@aicoder-fact 0'"
+
+
+def assert_one_read(plan) -> None:
+    assert plan.error is None, plan.error
+    assert len(plan.role_reads) == 1, "\n".join(r[:160] for r in plan.role_reads)
+    assert plan.role_reads[0].startswith(BATCH)
+
+
+def test_a_guest_plans_with_one_read():
+    plan = guest_plan(extra=converged_guest())
+    assert_one_read(plan)
+    assert [n for n in plan.names() if n.startswith("Ollama")] == []
+
+
+@pytest.mark.parametrize("source", ["debian", "docker"])
+def test_a_fresh_guest_with_the_container_toolkit_plans_with_one_read(source):
+    """Fresh: the operations check the host themselves, later; the plan itself reads once."""
+    plan = plan_for([], docker_source=source)
+    assert_one_read(plan)
+    assert any(n.startswith("NVIDIA container toolkit") for n in plan.names())
+
+
+@pytest.mark.parametrize("kind", HOSTS)
+def test_a_converged_hypervisor_plans_with_one_read(kind):
+    """EL9 hypervisors (nmcli, firewalld) and both VFIO layouts."""
+    plan = later_run(HOSTS[kind], running=True)
+    assert_one_read(plan)
+    assert hypervisor_ops(plan) == []

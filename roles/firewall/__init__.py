@@ -48,8 +48,7 @@ def service_ports(settings: FirewallSettings) -> list[int]:
     return list(settings.extra_tcp_ports) + [e.port for e in endpoints]
 
 
-# Without sudo: sudo resets the environment and would hide SSH_CONNECTION.
-NETWORK_READ = prefetch.Request.of(FirewallHostNetwork, _sudo=False)
+NETWORK_READ = prefetch.Request.of(FirewallHostNetwork)
 NFT_READ: dict = dict(
     paths=[NFT_CANDIDATE, NFT_CONF, NFT_FILE, NFT_DROPIN],
     packages=["nftables"],
@@ -86,7 +85,7 @@ def reads(host) -> list[prefetch.Request]:
 
 
 def host_policy(settings: FirewallSettings) -> Policy:
-    network = prefetch.fact(host, FirewallHostNetwork, _sudo=False)
+    network = prefetch.fact(host, FirewallHostNetwork)
     return build_policy(settings, network, service_ports(settings), host.name)
 
 

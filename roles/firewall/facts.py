@@ -1,8 +1,8 @@
 """One fact that reads what the firewall needs to know about the host's network, in one round trip.
 
 The default routes (IPv4 and IPv6), every interface address, and ``$SSH_CONNECTION`` (the address
-and port this deploy connected from and to). Read it with ``_sudo=False``: sudo resets the
-environment and would drop ``SSH_CONNECTION``; ``ip`` needs no root to read.
+and port this deploy connected from and to; under sudo, which resets the environment, from the
+nearest ancestor process that has it). ``ip`` needs no root to read.
 """
 
 from __future__ import annotations
@@ -88,7 +88,12 @@ class FirewallHostNetwork(FactBase):
             "printf 'route4 %s\\n' \"$(ip -j -4 route show default 2>/dev/null)\"; "
             "printf 'route6 %s\\n' \"$(ip -j -6 route show default 2>/dev/null)\"; "
             "printf 'addr %s\\n' \"$(ip -j addr show 2>/dev/null)\"; "
-            "printf 'ssh %s\\n' \"${SSH_CONNECTION:-}\""
+            # sudo resets the environment: then the nearest ancestor that has SSH_CONNECTION
+            # (sudo itself, the login shell) tells it, so this fact may run with the others.
+            'c=${SSH_CONNECTION:-}; p=$PPID; while [ -z "$c" ] && [ "${p:-0}" -gt 1 ]; do '
+            "c=$(tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null | sed -n 's/^SSH_CONNECTION=//p'); "
+            "p=$(sed 's/.*) [A-Za-z] \\([0-9]*\\).*/\\1/' /proc/$p/stat 2>/dev/null); done; "
+            "printf 'ssh %s\\n' \"$c\""
         )
 
     @override

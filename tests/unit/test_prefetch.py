@@ -3,6 +3,7 @@ when a read is served from it."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from types import SimpleNamespace
 
@@ -78,3 +79,14 @@ def test_an_undeclared_read_goes_to_the_host():
     host_memo(host, "prefetch")["answers"] = {}
     assert prefetch.fact(host, FirewallHostNetwork, _sudo=False) == "from the host"
     assert host.asked == [(FirewallHostNetwork, {"_sudo": False})]
+
+
+def test_the_firewall_finds_the_ssh_connection_under_sudo_too():
+    """sudo resets the environment: the fact reads SSH_CONNECTION from the nearest ancestor
+    process that has it, so it can run in the one sudo'd read with the others."""
+    command = FirewallHostNetwork().command()
+    ancestor = f"env -u SSH_CONNECTION sh -c {shlex.quote(f'( {command} ); true')}; true"
+    env = {"PATH": "/usr/bin:/bin", "SSH_CONNECTION": "192.0.2.7 50000 192.0.2.1 2222"}
+    out = subprocess.run(["bash", "-c", ancestor], capture_output=True, text=True, env=env)
+    network = FirewallHostNetwork().process(out.stdout.splitlines())
+    assert (network.ssh_client, network.ssh_port) == ("192.0.2.7", 2222)

@@ -102,6 +102,27 @@ def test_second_deploy_changes_nothing(deploys):
     assert not changed, f"the re-run changed {changed}:\n{second.tail()}"
 
 
+def test_a_no_change_run_is_one_round_trip_per_host(deploys, lab):
+    """The converged lab re-deployed through lab.bench (the real deploy.py in-process, every
+    command of each host's connector counted): one command and one SSH connection per host."""
+    first, second = deploys
+    if not (first.ok and second and second.ok):
+        pytest.skip("the deploys failed")
+    result = subprocess.run(
+        [sys.executable, "-m", "lab.bench", "--group", "all", "--runs", "1", "--commands"],
+        cwd=REPO,
+        env=lab.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = re.findall(r"^\| (\S+) \| - \| - \| (\d+) \| (\d+) \|$", result.stdout, re.M)
+    assert rows, result.stdout
+    assert all((trips, conns) == ("1", "1") for _, trips, conns in rows), result.stdout
+    assert "operations changed in them: [0]" in result.stdout, result.stdout
+
+
 @pytest.fixture(scope="module")
 def scratch(lab_factory):
     """A second lab instance with one machine."""

@@ -57,6 +57,20 @@ def restart(name: str, changed, stale: bool = False) -> None:
     systemd.service(name=name, service="docker", running=True, restarted=True, _if=_if)
 
 
+def _daemon_keys(settings: DockerSettings) -> dict[str, Any]:
+    """The deploy's daemon.json keys: Docker's and, where the container toolkit role runs, its
+    runtime (which it merges again, finding nothing to change). Docker resolves a runtime's
+    executable when a container starts, so the entry may come before the toolkit's packages."""
+    from roles.container_toolkit import ContainerToolkitSettings  # a cycle
+    from roles.container_toolkit import render as toolkit
+
+    keys = dict(settings.daemon_options)
+    toolkit_settings = ContainerToolkitSettings.from_host(host)
+    if toolkit_settings.enabled:
+        keys = render.merge(keys, toolkit.runtime_keys(toolkit_settings))
+    return keys
+
+
 def _users(host, settings: DockerSettings) -> list[str]:
     """The admin user and ``docker_users``: the docker group's wanted members."""
     return list(dict.fromkeys([BaseSettings.from_host(host).admin_user, *settings.users]))
@@ -119,11 +133,18 @@ def install():
     else:
         apt_repo.refresh_index("Docker", apt_repo.remove(repo, state), [])
 
-    # Written before the packages, so a fresh engine starts with it.
-    daemon = merge_daemon_json("merge the deploy's keys into daemon.json", settings.daemon_options)
+    # Written before the packages, so a fresh engine starts with it: with the container
+    # toolkit's runtime too, so the file is written once and a fresh engine never restarts.
+    daemon = merge_daemon_json("merge the deploy's keys into daemon.json", _daemon_keys(settings))
     host_state.packages(state, f"engine and compose ({settings.source})", settings.engine_packages)
     host_state.service(state, "service enabled and running", "docker")
-    restart("restart to apply daemon.json", daemon, stale=probe.daemon_json_newer)
+    # A daemon that is not running yet starts with the new file (service step above).
+    running = state.units.get("docker", ("", ""))[1] == "active"
+    restart(
+        "restart to apply daemon.json",
+        daemon if running else UNCHANGED,
+        stale=running and probe.daemon_json_newer,
+    )
 
     for user in users:
         if user in probe.group_members:

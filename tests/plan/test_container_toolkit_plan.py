@@ -44,7 +44,6 @@ def test_fresh_host_gets_key_source_package_and_the_runtime_in_daemon_json():
         found.index(f"upload {SOURCE}"),
         found.index("apt-get update -qq"),
         found.index(install[0]),
-        found.index("upload /etc/docker/daemon.json"),
     ]
     assert order == sorted(order)
     # Merged over the recorded file: the seeded key and the docker role's keys stay.
@@ -54,11 +53,23 @@ def test_fresh_host_gets_key_source_package_and_the_runtime_in_daemon_json():
         "log-opts": {"max-size": "10m", "max-file": "3"},
         "runtimes": {"nvidia": {"args": [], "path": "nvidia-container-runtime"}},
     }
-    restart = [n for n, _ in role_ops(plan, TOOLKIT) if "restart Docker" in n]
-    assert restart, "Docker must be restarted when the runtime was added"
+    # Written once (by the docker role, with the runtime) and Docker restarted once for it.
+    assert plan.commands.count("upload /etc/docker/daemon.json") == 1
+    restarts = [n for n in plan.names() if "restart" in n and "Docker" in n]
+    assert restarts == ["Docker | restart to apply daemon.json"], plan.names()
     assert not plan.find("nvidia-ctk cdi")  # no GPU in the recorded machine
     assert not plan.find("nvidia-ctk runtime")  # merged, not rewritten by nvidia-ctk
     assert not plan.find("apt-key")
+
+
+def test_a_fresh_guest_writes_daemon_json_once_and_never_restarts_docker():
+    """Engine and toolkit both new: daemon.json (Docker's keys and the nvidia runtime) is
+    written once, before the engine is installed, which then starts with it."""
+    plan = plan_for([], docker_lines=[])
+    assert plan.error is None, plan.error
+    assert plan.commands.count("upload /etc/docker/daemon.json") == 1
+    assert "runtimes" in json.loads(plan.files["/etc/docker/daemon.json"])
+    assert not [n for n in plan.names() if "restart" in n.lower()], plan.names()
 
 
 def test_cdi_spec_is_generated_where_a_gpu_and_the_driver_are_there():

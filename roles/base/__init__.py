@@ -62,7 +62,7 @@ def _read_spec(settings: BaseSettings) -> dict:
     family_packages = [p for names in _FAMILY_PACKAGES.values() for p in names]
     return dict(
         paths=[*debian_files(settings), sudoers_path(user), "/etc/timezone", keys_path(home)],
-        packages=settings.packages + family_packages,
+        packages=settings.packages + family_packages + host_state.plain_for(host),
         probe=facts.probe(settings.timezone, user, home),
     )
 
@@ -123,7 +123,10 @@ def configure():
     family = os_family(host)
     user = settings.admin_user
     home = f"/home/{user}"
-    packages = settings.packages + _FAMILY_PACKAGES[family]
+    # With the AI roles' plain packages: one transaction on a fresh host.
+    packages = list(
+        dict.fromkeys(settings.packages + _FAMILY_PACKAGES[family] + host_state.plain_for(host))
+    )
     state = host_state.read(**_read_spec(settings))
     probe = facts.parse(state.probe)
     if probe["timezone_exists"] is False:

@@ -21,6 +21,7 @@ from pyinfra.operations import apt, dnf, files, systemd
 from typing_extensions import override
 
 from roles.common import prefetch
+from roles.common.memo import host_memo
 from roles.common.platform import DEBIAN, os_family
 from roles.common.prefetch import Request
 
@@ -215,12 +216,37 @@ def missing(state: State, specs) -> list[str]:
     return result
 
 
+_PLAIN: list[tuple[frozenset[str], Callable]] = []
+
+
+def plain_packages(*groups: str) -> Callable:
+    """Register ``function(host) -> [name, ...]``: packages a role on hosts of ``groups`` needs
+    from the OS's own repositories with nothing set up before them. The base role installs them
+    in its one transaction (a fresh host: one apt run instead of one per role); the role's own
+    :func:`packages` then finds them planned."""
+
+    def register(function: Callable) -> Callable:
+        _PLAIN.append((frozenset(groups), function))
+        return function
+
+    return register
+
+
+def plain_for(target) -> list[str]:
+    """Every registered plain package of ``target``, once each."""
+    found = [n for groups, f in _PLAIN if groups & set(target.groups) for n in f(target)]
+    return list(dict.fromkeys(found))
+
+
 def packages(state: State, name: str, specs: list[str]) -> OpResult:
-    """``apt.packages`` (EL9: ``dnf.packages``) for the packages not installed yet."""
-    todo = missing(state, specs)
+    """``apt.packages`` (EL9: ``dnf.packages``) for the packages not installed yet, nor
+    installed by an earlier step of this run."""
+    planned = host_memo(host, "packages").setdefault("planned", set())
+    todo = [spec for spec in missing(state, specs) if spec not in planned]
     if not todo:
         host.noop(f"{', '.join(specs)} installed")
         return UNCHANGED
+    planned.update(todo)
     install = apt.packages if os_family(host) == DEBIAN else dnf.packages
     return install(name=name, packages=todo)
 

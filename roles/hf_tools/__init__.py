@@ -17,6 +17,8 @@ __all__ = ["HfToolsSettings", "hf_command", "install"]
 
 LINK = "/usr/local/bin/hf"
 PACKAGES = ["git", "python3-venv"]
+# Installed with the base role's packages (one transaction on a fresh guest).
+host_state.plain_packages("ai_guests")(lambda host_: PACKAGES)
 
 
 def hf_command() -> str:

@@ -34,6 +34,12 @@ SUPPORTED_PYTHON = {"cu12": ((3, 10), (3, 13)), "cu13": ((3, 12), (3, 14))}
 PACKAGES = ["curl", "logrotate"]
 
 
+@host_state.plain_packages("ai_guests")
+def plain_packages(host_) -> list[str]:
+    """Installed with the base role's packages (one transaction on a fresh guest)."""
+    return PACKAGES if TabbyapiSettings.from_host(host_).enabled else []
+
+
 def api_keys() -> tuple[str, str]:
     """(api_key, admin_key) from the user's secrets, generated once if not given."""
     return secrets.get_or_create(API_KEY_SECRET), secrets.get_or_create("tabbyapi_admin_key")

@@ -7,6 +7,7 @@ from guest_services_facts import probe_lines
 from harness import ROOT, file_line, fixture, os_release_response, package_lines
 from harness import run_plan as run_deploy
 
+from roles import hf_tools, tabbyapi
 from roles.base import _FAMILY_PACKAGES, debian_files
 from roles.base.settings import BaseSettings
 from roles.common.platform import DEBIAN, EL9
@@ -37,7 +38,9 @@ def converged(**probe) -> list[str]:
         file_line("/etc/timezone", "UTC\n"),
         file_line("/home/aicoder/.ssh/authorized_keys", KEY + "\n", "600", "aicoder:aicoder"),
     ]
-    packages = package_lines(settings.packages + _FAMILY_PACKAGES[DEBIAN])
+    # An AI guest's plain packages come with the base role's (roles/common/host_state.py).
+    plain = [*hf_tools.PACKAGES, *tabbyapi.PACKAGES]
+    packages = package_lines(settings.packages + _FAMILY_PACKAGES[DEBIAN] + plain)
     return files + packages + probe_lines(v for v in lines.values() if v is not None)
 
 

@@ -42,3 +42,16 @@ def test_a_converged_hypervisor_plans_with_one_read(kind):
     plan = later_run(HOSTS[kind], running=True)
     assert_one_read(plan)
     assert hypervisor_ops(plan) == []
+
+
+def test_a_fresh_guest_installs_the_plain_packages_in_the_base_transaction():
+    """git, python3-venv (hf_tools), curl and logrotate (tabbyapi) need no repository of their
+    own: they come with the base packages, in one apt run, and their roles install nothing."""
+    plan = guest_plan()
+    installs = plan.find(r"apt-get .* install ")
+    base = [c for n, cmds in plan.changed if n.endswith("Base packages") for c in cmds]
+    assert len(base) == 1 and all(p in base[0].split() for p in ("git", "curl", "logrotate"))
+    assert "python3-venv" in base[0].split()
+    own = [n for n in plan.names() if n.startswith(("Hugging Face tools", "tabbyAPI"))]
+    assert not [n for n in own if "git and python3-venv" in n or "curl and logrotate" in n]
+    assert len(installs) < 6, installs

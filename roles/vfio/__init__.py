@@ -20,7 +20,7 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.operations import files, python, server
 
 from roles import preflight
-from roles.common import host_state
+from roles.common import host_state, prefetch
 from roles.common.host_state import UNCHANGED
 from roles.common.memo import host_memo
 from roles.common.opname import op_name
@@ -129,19 +129,34 @@ RELEASING = f"{render.MODPROBE_CONF}.released"
 MANAGED_HEADER = "Managed by the ai-coding-server deploy (roles/vfio)"
 
 
+_BINDINGS = (render.DRACUT_CONF, render.OVERRIDE_SCRIPT, render.INITRAMFS_HOOK)
+
+
+def _release_read() -> dict:
+    """What :func:`release` reads: only files with this role's header count (a vfio.conf the
+    admin wrote by hand stays), and the initramfs modules block."""
+    begin = render.BLOCK_MARKER.format(mark="BEGIN")
+    files = " ".join([*_BINDINGS, render.MODPROBE_CONF])
+    probe = (
+        f"grep -l {shlex.quote(MANAGED_HEADER)} {files} | sed 's/^/ours /';"
+        f" grep -qxF {shlex.quote(begin)} {render.INITRAMFS_MODULES} && echo block"
+    )
+    return dict(paths=[RELEASING], probe=probe)
+
+
+@prefetch.reader("hypervisors")
+def reads(host_) -> list[prefetch.Request]:
+    """What :func:`configure` reads itself (with vfio_gpus empty; else the preflight's read)."""
+    return [] if VfioSettings.from_host(host_).gpus else [host_state.request(**_release_read())]
+
+
 def release(family: str) -> None:
     """With vfio_gpus emptied: the files binding GPUs to vfio-pci removed and the initramfs
     rebuilt, so the GPUs go back to the host's drivers at the next boot (reported). The IOMMU
     kernel arguments stay: harmless with iommu=pt, and other software may rely on them."""
-    begin = render.BLOCK_MARKER.format(mark="BEGIN")
-    bindings = (render.DRACUT_CONF, render.OVERRIDE_SCRIPT, render.INITRAMFS_HOOK)
+    bindings = _BINDINGS
     conf = render.MODPROBE_CONF
-    # Only files with this role's header: a vfio.conf the admin wrote by hand stays.
-    probe = (
-        f"grep -l {shlex.quote(MANAGED_HEADER)} {' '.join([*bindings, conf])} | sed 's/^/ours /';"
-        f" grep -qxF {shlex.quote(begin)} {render.INITRAMFS_MODULES} && echo block"
-    )
-    state = host_state.read(paths=[RELEASING], probe=probe)
+    state = host_state.read(**_release_read())
     ours = {line.removeprefix("ours ") for line in state.probe if line.startswith("ours ")}
     block = "block" in state.probe
     if not (ours or block or state.files):

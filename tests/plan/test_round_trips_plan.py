@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import pytest
 from guest_services_facts import guest_plan
+from harness import run_plan
 from test_container_toolkit_plan import plan_for
 from test_hypervisor_first_run_plan import HOSTS, hypervisor_ops, later_run
+from test_libvirt_plan import DEBIAN, EL9, LAN
+from test_libvirt_plan import responses as libvirt_responses
 from test_ollama_plan import converged_guest
 
 BATCH = "echo '@@aicoder-fact 0'"
@@ -55,3 +58,10 @@ def test_a_fresh_guest_installs_the_plain_packages_in_the_base_transaction():
     own = [n for n in plan.names() if n.startswith(("Hugging Face tools", "tabbyAPI"))]
     assert not [n for n in own if "git and python3-venv" in n or "curl and logrotate" in n]
     assert len(installs) < 6, installs
+
+
+@pytest.mark.parametrize("release", [DEBIAN, EL9])
+def test_a_hypervisor_without_vfio_gpus_plans_with_one_read(release):
+    """No GPU to isolate: the vfio role's release check, libvirt's and the VMs' reads."""
+    plan = run_plan({"hypervisors": LAN}, libvirt_responses(release))
+    assert_one_read(plan)

@@ -11,7 +11,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server
 
-from roles.common import gpu, host_state, secrets
+from roles.common import gpu, host_state, prefetch, secrets
 from roles.common.host_state import UNCHANGED, State
 from roles.common.platform import DEBIAN, os_family
 from roles.common.services import (
@@ -51,16 +51,27 @@ def _folders(settings: VllmSettings) -> list[tuple[str, str, str]]:
     ]
 
 
-def _read_state(settings: VllmSettings) -> tuple[State, VllmState]:
-    """Everything the role looks at on the guest, in one round trip."""
+def _read_spec(settings: VllmSettings) -> dict:
+    """Everything the role looks at on the guest."""
     token = f"{render.hf_home(settings)}/token"
     files = [render.CONFIG_FILE, render.ENV_FILE, render.UNIT_PATH, render.LOGROTATE_PATH]
     folders = [folder for _, _, folder in settings.downloads()]
     probe = facts.probe(settings.venv, settings.python, settings.user, settings.model_dir, folders)
-    state = host_state.read(
+    return dict(
         paths=[*files, render.LOG_FILE, token], packages=PACKAGES, units=[render.UNIT],
         probe=probe, dirs=[path for path, _, _ in _folders(settings)],
     )  # fmt: skip
+
+
+@prefetch.reader("ai_guests")
+def reads(host_) -> list[prefetch.Request]:
+    """What :func:`install` reads on ``host_`` (nothing unless vllm_enabled)."""
+    settings = VllmSettings.from_host(host_)
+    return [host_state.request(**_read_spec(settings))] if settings.enabled else []
+
+
+def _read_state(settings: VllmSettings) -> tuple[State, VllmState]:
+    state = host_state.read(**_read_spec(settings))
     return state, facts.parse_state(state.probe)
 
 

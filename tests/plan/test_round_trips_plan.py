@@ -15,6 +15,9 @@ from test_hypervisor_first_run_plan import HOSTS, hypervisor_ops, later_run
 from test_libvirt_plan import DEBIAN, EL9, LAN
 from test_libvirt_plan import responses as libvirt_responses
 from test_ollama_plan import converged_guest
+from test_vllm_plan import converged as vllm_converged
+from test_vllm_plan import plan_for as vllm_plan
+from test_vllm_plan import user_secrets  # noqa: F401 - autouse: the keys
 
 BATCH = "echo '@@aicoder-fact 0'"
 
@@ -64,4 +67,10 @@ def test_a_fresh_guest_installs_the_plain_packages_in_the_base_transaction():
 def test_a_hypervisor_without_vfio_gpus_plans_with_one_read(release):
     """No GPU to isolate: the vfio role's release check, libvirt's and the VMs' reads."""
     plan = run_plan({"hypervisors": LAN}, libvirt_responses(release))
+    assert_one_read(plan)
+
+
+def test_a_guest_with_vllm_plans_with_one_read():
+    """vLLM's keys come from its tests' autouse fixture (user_secrets, imported here)."""
+    plan = vllm_plan(extra=vllm_converged())
     assert_one_read(plan)

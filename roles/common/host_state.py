@@ -20,7 +20,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt, dnf, files, systemd
 from typing_extensions import override
 
-from roles.common.platform import DEBIAN, os_family
+from roles.common.platform import profile
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def packages(state: State, name: str, specs: list[str]) -> OpResult:
     if not todo:
         host.noop(f"{', '.join(specs)} installed")
         return UNCHANGED
-    install = apt.packages if os_family(host) == DEBIAN else dnf.packages
+    install = apt.packages if profile(host).package_manager == "apt" else dnf.packages
     return install(name=name, packages=todo)
 
 

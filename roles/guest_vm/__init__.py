@@ -1,4 +1,4 @@
-"""guest_vm role: the AI guest VMs, each created once from a Debian 12 cloud image."""
+"""guest_vm role: the AI guest VMs, each created once from its Debian release's cloud image."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pyinfra.operations import files, python, server
 from roles import vfio
 from roles.base.settings import BaseSettings
 from roles.common.memo import host_memo
+from roles.common.platform import Release
 from roles.guest_vm import render
 from roles.guest_vm.facts import VIRSH, GuestVmState
 from roles.guest_vm.render import GIB, VmPaths
@@ -51,7 +52,7 @@ def configure():
     vms = settings.machines()
     if not vms:
         return
-    paths, cache, state = _read(host)
+    paths, caches, state = _read(host)
     problems = host_problems(host)
     if problems:  # validate_inventory reports these first; kept for a deploy run without it
         raise DeployError(
@@ -64,28 +65,31 @@ def configure():
         _reserve_gigantic_pages(settings.gigantic_pages())
     else:
         _reserve_hugepages(settings.hugepages_mb())
-    if any(p.disk not in state["files"] for p in paths.values()) and cache not in state["files"]:
-        _download_image(settings, cache)
+    for release, cache in caches.items():
+        needed = any(paths[vm.name].disk not in state["files"] for vm in vms if vm.os == release)
+        if needed and cache not in state["files"]:
+            _download_image(settings, release, cache)
     for vm in vms:
-        _vm(vm, settings, paths[vm.name], cache, state)
+        _vm(vm, settings, paths[vm.name], caches[vm.os], state)
 
 
-def _read(host_) -> tuple[dict[str, VmPaths], str, dict]:
-    """(paths by VM name, cached image path, GuestVmState) of ``host_``, read once per run."""
+def _read(host_) -> tuple[dict[str, VmPaths], dict[Release, str], dict]:
+    """(paths by VM name, cached image path by release, GuestVmState) of ``host_``, read once
+    per run."""
     memo = host_memo(host_, "guest_vm")
     if "state" not in memo:
         settings = GuestVmSettings.from_host(host_)
         vms = settings.machines()
         image_dir = LibvirtSettings.from_host(host_).image_dir
         paths = {vm.name: VmPaths.of(vm, image_dir) for vm in vms}
-        cache = render.cached_image(settings.image_url, image_dir)
+        caches = {vm.os: render.cached_image(settings.image(vm.os)[0], image_dir) for vm in vms}
         memo["state"] = (
             paths,
-            cache,
+            caches,
             host_.get_fact(
                 GuestVmState,
                 names=[vm.name for vm in vms],
-                files=[cache, *(p.disk for p in paths.values()), *(p.seed for p in paths.values())],
+                files=[*caches.values(), *(f for p in paths.values() for f in (p.disk, p.seed))],
                 disks=[p.disk for p in paths.values()],
                 sums=[f for p in paths.values() for f in (p.xml, p.seed_sum)],
                 pci=sorted({gpu for vm in vms for gpu in vm.gpus}),
@@ -256,14 +260,16 @@ def _reserve_gigantic_pages(need: dict[int, int]) -> None:
     )
 
 
-def _download_image(settings: GuestVmSettings, cache: str) -> None:
-    """Download the image once into the cache, checking its SHA-512 before keeping it."""
+def _download_image(settings: GuestVmSettings, release: Release, cache: str) -> None:
+    """Download ``release``'s image once into the cache, checking its SHA-512 before keeping
+    it."""
     name = posixpath.basename(cache)
     part = shlex.quote(f"{cache}.part")
+    url, sums_url = settings.image(release)
     if settings.image_sha512:
         get_sum = f"sum={settings.image_sha512}"
     else:
-        sums = shlex.quote(settings.image_sha512sums_url)
+        sums = shlex.quote(sums_url)
         get_sum = (
             f"sum=$(curl -fsSL {sums} | awk -v f={shlex.quote(name)} "
             "'$2 == f || $2 == \"*\" f {print $1}'); "
@@ -273,7 +279,7 @@ def _download_image(settings: GuestVmSettings, cache: str) -> None:
         name=f"Download {name}",
         commands=[
             f"mkdir -p {shlex.quote(posixpath.dirname(cache))}; {get_sum}; "
-            f"curl -fsSL --retry 3 -o {part} {shlex.quote(settings.image_url)} && "
+            f"curl -fsSL --retry 3 -o {part} {shlex.quote(url)} && "
             f'echo "$sum  {cache}.part" | sha512sum -c --quiet || '
             f'{{ rm -f {part}; echo "{name}: download failed or SHA-512 mismatch" >&2; exit 1; }}; '
             f"mv {part} {shlex.quote(cache)}"

@@ -223,7 +223,8 @@ class GuestVmSettings(RoleSettings):
         [],
         "the VMs this hypervisor runs, each a dict: name (required), vcpus, memory_mb, "
         "hugepages, cpu_pins, disk_gb, gpus, address ('dhcp' or CIDR), gateway, dns, hostname, "
-        "mac, uuid, autostart, mmio64_gb, emulator_cpus, numa_node (each explained in VM_KEYS, "
+        "mac, uuid, autostart, mmio64_gb, emulator_cpus, numa_node, release ('debian12', the "
+        "default, or 'debian13') (each explained in VM_KEYS, "
         "roles/guest_vm/settings.py)",
     )
     image_url: str = setting(

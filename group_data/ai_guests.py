@@ -8,7 +8,7 @@
 # Where the code comes from (a local mirror path works; None: no source, nothing is started):
 # tabbyapi_git_url = "https://github.com/theroyallab/tabbyAPI"
 # tabbyapi_git_ref = "e632af41eba68abeadc3437c62674360f2f8cbf1"
-# tabbyapi_pip_extras = ["cu12"]          # cu13 needs Python 3.12+ (Debian 12 has 3.11)
+# tabbyapi_pip_extras = ["cu12"]          # cu13 needs Python 3.12+ (Debian 12 has 3.11, Debian 13 3.13)
 # The model (an EXL3 quant; one branch per bit rate) and how it is served:
 # tabbyapi_model_repo = "ArtusDev/Qwen_Qwen3-Coder-30B-A3B-Instruct-EXL3"
 # tabbyapi_model_revision = "4.0bpw_H6"
@@ -57,20 +57,22 @@
 # planner_draft_model = "qwen3-0.6b"      # the draft tabbyAPI loads (tabbyapi_draft_model_repo)
 
 # --- NVIDIA driver (roles/nvidia_driver) -----------------------------------------------------
-# nvidia_driver_source = "nvidia"         # NVIDIA's CUDA repo; "debian": bookworm's 535 (too old
-#                                         # for Ollama on the GPU: then also ollama_gpu = False)
+# nvidia_driver_source = "nvidia"         # NVIDIA's CUDA repo; "debian": the release's own driver:
+#                                         # Debian 13's 550 serves Ollama on the GPU, Debian 12's
+#                                         # 535 is too old for it (then also ollama_gpu = False)
 # nvidia_driver_branch = "580"            # with "nvidia": the branch apt is pinned to (570+: RTX 50xx)
 # nvidia_driver_nvidia_packages = ["nvidia-driver-cuda", "nvidia-kernel-open-dkms", "nvidia-persistenced"]
-# nvidia_driver_cuda_repo_url = "https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64"
+# nvidia_driver_cuda_repo_url = ""       # empty: NVIDIA's repo for the guest's release (.../debian13/x86_64)
 # nvidia_driver_kernel_flavour = "amd64"  # linux-image-/linux-headers-<flavour>; "cloud-amd64"
 # nvidia_driver_reboot = False            # True: reboot when the driver needs it, check it, go on
 #                                         # (the VMs this project creates: True, see inventory.py)
 # nvidia_driver_secure_boot_mok = False   # True once DKMS's key is enrolled as a MOK
 
 # --- Docker (roles/docker) ---------------------------------------------------------------------
-# docker_source = "docker"                # Docker's repo (compose v2); "debian": docker.io + compose 1.29
+# docker_source = "docker"                # Docker's repo (compose v2); "debian": docker.io + Debian's
+#                                         # compose (Debian 12: 1.29, v1; Debian 13: v2)
 # docker_repo_url = "https://download.docker.com/linux/debian"   # a mirror: key URL = <url>/gpg
-# docker_version = "5:27.5.1-1~debian.12~bookworm"              # empty: the newest
+# docker_version = ""                     # as `apt-cache madison docker-ce` shows it; empty: the newest
 # docker_users = ["alice"]                # existing users, besides base_admin_user
 # Keys the deploy owns in /etc/docker/daemon.json (merged; other keys in the file are kept):
 # docker_daemon_options = {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}}

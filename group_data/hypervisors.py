@@ -29,8 +29,8 @@
 # libvirt_image_dir = "/var/lib/libvirt/images"  # elsewhere gets the SELinux type virt_image_t
 
 # --- guest_vm: the AI guest VMs -----------------------------------------------------------------
-# Each VM is created once from the Debian 12 cloud image; its disk is never overwritten or
-# shrunk. The admin user and its SSH keys come from base_admin_user / base_admin_ssh_keys.
+# Each VM is created once from its release's Debian cloud image ("release" below); its disk is
+# never overwritten or shrunk. The admin user and its SSH keys come from base_admin_user / base_admin_ssh_keys.
 # A VM with a static address is added to the ai_guests group by inventory.py by itself.
 # guest_vm_vms = [
 #     {
@@ -44,9 +44,10 @@
 #         "address": "192.168.1.50/24",    # or "dhcp" (then list the VM in inventory.py yourself)
 #         "gateway": "192.168.1.1",
 #         "dns": ["192.168.1.1"],
+#         "release": "debian12",           # the default; "debian13" for Debian 13
 #     },
 # ]
 # A mirror of the image (file:///path/x.qcow2 works too) with its checksum:
-# guest_vm_image_url = "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2"
+# guest_vm_image_url = "https://cloud.debian.org/images/cloud/{codename}/latest/debian-{version}-generic-amd64.qcow2"
 # guest_vm_image_sha512 = ""  # empty: looked up in guest_vm_image_sha512sums_url
 # guest_vm_domain_type = "kvm"  # "qemu" only where the host has no /dev/kvm (slow emulation)

@@ -1,10 +1,12 @@
-"""A Debian 12 cloud image built here, standing in for the official one the lab cannot download.
+"""Debian cloud images built here, standing in for the official ones the lab cannot download.
 
-Like `debian-12-generic-amd64.qcow2`: one qcow2 disk with a GPT, an EFI system partition and an
+One per release the lab's VMs use (Debian 12 by default; `guest_vm_vms[].release`). Like
+`debian-12-generic-amd64.qcow2`: one qcow2 disk with a GPT, an EFI system partition and an
 ext4 root, cloud-init and openssh-server, booting through OVMF. Built from the lab's root
 filesystem recipe plus a kernel, GRUB (a standalone EFI binary, so no first boot is needed to
-install it) and cloud-init; cached by recipe hash in `<cache>/images/` with a SHA512SUMS file, as
-the Debian mirrors publish it. The hv machine sees that folder read-only at `MOUNT`.
+install it) and cloud-init; cached by recipe hash in `<cache>/images/` with a SHA512SUMS file
+listing every image there, as the Debian mirrors publish it. The hv machine sees that folder
+read-only at `MOUNT`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import uuid
 from pathlib import Path
 
 from lab import config, rootfs
+from roles.common.platform import DEFAULT_GUEST, RELEASES, Release
 
-IMAGE = "debian-12-lab-amd64.qcow2"
 MOUNT = "/srv/aicoder-lab-images"  # where the hv machine sees the images folder
 PACKAGES = [
     *rootfs.PACKAGES,
@@ -28,7 +30,7 @@ PACKAGES = [
     "grub-efi-amd64",
     "cloud-init",
     "cloud-guest-utils",  # growpart: the root partition grows with the disk
-    "ifupdown",  # cloud-init's network renderer on Debian 12 (as in the official images)
+    "ifupdown",  # cloud-init's network renderer (as in Debian 12's official images)
     "isc-dhcp-client",
     "locales",  # cloud-init sets en_US.UTF-8 by default; without it its status is "error"
 ]
@@ -40,9 +42,17 @@ def images_dir() -> Path:
     return config.cache_dir() / "images"
 
 
-def recipe() -> dict:
+def release_of(suite: str) -> Release:
+    return next(r for r in RELEASES.values() if r.codename == suite)
+
+
+def image_name(suite: str) -> str:
+    return release_of(suite).lab_cloud_image
+
+
+def recipe(suite: str = rootfs.SUITE) -> dict:
     return {
-        "suite": rootfs.SUITE,
+        "suite": suite,
         "mirror": config.mirror(),
         "security_mirror": config.security_mirror(),
         "packages": PACKAGES,
@@ -63,46 +73,61 @@ def _grub_cfg(root_uuid: str) -> str:
     )
 
 
-def ensure(log=print) -> Path:
-    """The cached image for the current recipe (built first if missing); its folder also holds
-    SHA512SUMS."""
+def suites_for(vms: list[dict]) -> list[str]:
+    """The suites of the releases these guest_vm_vms entries run."""
+    keys = {vm.get("release", DEFAULT_GUEST.key) for vm in vms}
+    return sorted(RELEASES[k].codename for k in keys)
+
+
+def ensure(log=print, suite: str = rootfs.SUITE) -> Path:
+    """The cached image of ``suite`` for the current recipe (built first if missing); its
+    folder also holds SHA512SUMS."""
     missing = [t for t in TOOLS if not shutil.which(t)]
     if missing:
         raise SystemExit(
             f"building the lab's cloud image needs {', '.join(missing)} "
             "(Debian: mmdebstrap e2fsprogs dosfstools mtools fdisk qemu-utils)"
         )
-    r = recipe()
+    r = recipe(suite)
     digest = rootfs.recipe_hash(r)
     folder = images_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = folder / "recipe"
-    if stamp.exists() and stamp.read_text().strip() == digest and (folder / IMAGE).exists():
-        return folder / IMAGE
+    image = folder / image_name(suite)
+    # The default suite's stamp keeps the name it always had.
+    stamp = folder / ("recipe" if suite == rootfs.SUITE else f"recipe-{suite}")
+    if stamp.exists() and stamp.read_text().strip() == digest and image.exists():
+        return image
     with open(folder / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.exists() and stamp.read_text().strip() == digest:
-            return folder / IMAGE
-        log(f"building the lab's Debian 12 cloud image {folder / IMAGE} (a few minutes) ...")
+        if stamp.exists() and stamp.read_text().strip() == digest and image.exists():
+            return image
+        log(f"building the lab's {release_of(suite).name} cloud image {image} (a few minutes) ...")
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="aicoder-cloud-image-", dir=folder) as tmp:
-            _build(r, digest, Path(tmp))
-            (Path(tmp) / IMAGE).replace(folder / IMAGE)
+            _build(r, digest, Path(tmp), image.name)
+            (Path(tmp) / image.name).replace(image)
         sha512 = hashlib.sha512()
-        with open(folder / IMAGE, "rb") as f:
+        with open(image, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 sha512.update(block)
-        (folder / "SHA512SUMS").write_text(f"{sha512.hexdigest()}  {IMAGE}\n")
+        _list_sum(folder / "SHA512SUMS", image.name, sha512.hexdigest())
         stamp.write_text(digest + "\n")
         log(f"cloud image built in {time.monotonic() - started:.0f} s")
-    return folder / IMAGE
+    return image
+
+
+def _list_sum(sums: Path, name: str, digest: str) -> None:
+    """``name``'s line in SHA512SUMS, beside the other images' lines."""
+    lines = sums.read_text().splitlines() if sums.exists() else []
+    kept = [line for line in lines if line.split()[-1:] != [name]]
+    sums.write_text("".join(f"{line}\n" for line in [*kept, f"{digest}  {name}"]))
 
 
 def _run(*cmd: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def _build(r: dict, digest: str, tmp: Path) -> None:
+def _build(r: dict, digest: str, tmp: Path, name: str) -> None:
     root_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"aicoder-lab-cloud-image/{digest}"))
     tree = tmp / "root"
     (tmp / "grub.cfg").write_text(_grub_cfg(root_uuid))
@@ -150,4 +175,4 @@ def _build(r: dict, digest: str, tmp: Path) -> None:
         _run("dd", f"if={image}", f"of={disk}", "bs=1M", f"seek={offset}",
              "conv=notrunc,sparse", "status=none")  # fmt: skip
         image.unlink()
-    _run("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(disk), str(tmp / IMAGE))
+    _run("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(disk), str(tmp / name))

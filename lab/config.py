@@ -37,6 +37,8 @@ class MachineKind:
     # Runs Vagrant (tests/lab/test_vagrant.py): sees the lab's Vagrant box (lab/vagrant_box.py)
     # and this repository, with its .venv, read-only at the repository's own path.
     vagrant: bool = False
+    # The Debian suite of its root filesystem (lab/rootfs.py).
+    suite: str = "bookworm"
 
 
 # The machines a lab can boot, by name.
@@ -45,6 +47,8 @@ MACHINES = {
     "hv": MachineKind("hypervisors", 11, persistent=True, guest_images=True, lan=True),
     # Persistent: libvirt's volumes (the box, the VM's disk) go to disk, not to memory.
     "vagrant": MachineKind(None, 12, persistent=True, vagrant=True),
+    # A Debian 13 AI guest beside the Debian 12 one: the same roles, the newer release.
+    "guest13": MachineKind("ai_guests", 13, suite="trixie"),
 }
 DEFAULT_MACHINES = ["guest"]
 

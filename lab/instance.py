@@ -19,7 +19,7 @@ from lab import (
     vagrant_box,
 )
 from lab.config import MACHINES, Lab
-from lab.overrides import SEED_COMMANDS
+from lab.overrides import OVERRIDES, SEED_COMMANDS
 
 
 def _load(lab: Lab) -> dict:
@@ -46,14 +46,14 @@ def up(lab: Lab, machines: list[str], log=print) -> dict[str, str]:
     if unknown:
         raise SystemExit(f"unknown machine(s) {unknown}; the lab knows {sorted(MACHINES)}")
     ssh.ensure_key(lab)
-    root = rootfs.ensure(log)
     saved = _load(lab)
     subnet = saved.get("subnet") or network.pick_subnet(lab.name)
     lab.state_file.write_text(json.dumps({"name": lab.name, "subnet": subnet}))
     nameservers = network.up(lab, subnet)
     wanted = sorted(set(machines) | {m for m in machines_with_state(lab) if nspawn.running(lab, m)})
     if any(MACHINES[m].guest_images for m in wanted):
-        cloud_image.ensure(log)
+        for suite in cloud_image.suites_for(OVERRIDES["hypervisors"].get("guest_vm_vms", [])):
+            cloud_image.ensure(log, suite)
     if any(MACHINES[m].vagrant for m in wanted):
         vagrant_box.ensure(log)
     if any(MACHINES[m].group == "ai_guests" for m in wanted) and mirrors.ensure(lab):
@@ -62,6 +62,7 @@ def up(lab: Lab, machines: list[str], log=print) -> dict[str, str]:
     for machine in wanted:
         started = time.monotonic()
         was_running = nspawn.running(lab, machine)
+        root = rootfs.ensure(log, MACHINES[machine].suite)
         st = nspawn.start(lab, machine, root, subnet, nameservers)
         ips[machine] = st["ip"]
         if not was_running:
@@ -91,7 +92,8 @@ def restart(lab: Lab, machine: str, log=print) -> str:
     started = time.monotonic()
     nspawn.power_off(lab, machine)
     subnet = _load(lab)["subnet"]
-    st = nspawn.start(lab, machine, rootfs.ensure(log), subnet, network.up(lab, subnet), keep=True)
+    root = rootfs.ensure(log, MACHINES[machine].suite)
+    st = nspawn.start(lab, machine, root, subnet, network.up(lab, subnet), keep=True)
     admin.provision(lab, st["ip"])  # a volatile machine boots without it
     log(f"{lab.machine_id(machine)}: restarted in {time.monotonic() - started:.1f} s")
     return st["ip"]

@@ -30,10 +30,11 @@ OVERRIDES: dict[str, dict] = {
         "vllm_lab_skip_install": True,
     },
     "hypervisors": {
-        # No usable KVM here (LAB-FACTS.md): emulated VMs. The image is the lab's own Debian 12
-        # cloud image (lab/cloud_image.py), which the hv machine sees read-only.
+        # No usable KVM here (LAB-FACTS.md): emulated VMs. The images are the lab's own Debian
+        # cloud images (lab/cloud_image.py), which the hv machine sees read-only; {version} is
+        # each VM's release's, as in the official URLs.
         "guest_vm_domain_type": "qemu",
-        "guest_vm_image_url": "file:///srv/aicoder-lab-images/debian-12-lab-amd64.qcow2",
+        "guest_vm_image_url": "file:///srv/aicoder-lab-images/debian-{version}-lab-amd64.qcow2",
         "guest_vm_image_sha512sums_url": "file:///srv/aicoder-lab-images/SHA512SUMS",
         # The bridge lives inside the hv machine, without uplink: the VM is reached from hv.
         "libvirt_bridge_address": "10.77.0.1/24",
@@ -46,6 +47,9 @@ OVERRIDES: dict[str, dict] = {
                 "disk_gb": 6,
                 "cpu_pins": [1],
                 "address": "10.77.0.10/24",
+                # Debian 13: the hv machine (Debian 12) covers a Debian 12 hypervisor, the VM the
+                # newer guest release; Debian 12 VMs boot in test_vfio_vm.py (lab/vm.py).
+                "release": "debian13",
             }
         ],
     },

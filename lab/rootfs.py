@@ -1,4 +1,5 @@
-"""The lab's Debian 12 root filesystem: built once with mmdebstrap, cached by recipe hash.
+"""The lab's Debian root filesystems (12 by default, 13 for the machines that ask for it): built
+once per suite with mmdebstrap, cached by recipe hash.
 
 Every machine boots the same read-only tree with `--volatile=overlay`, so the tree is built only
 when the recipe (suites, packages, baked files, the host's CA certificates) changes.
@@ -10,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from lab import config, hostfs
 
-SUITE = "bookworm"
+SUITE = "bookworm"  # the default; a machine kind may ask for another (lab/config.py)
 COMPONENTS = "main contrib non-free non-free-firmware"
 PACKAGES = [
     "systemd-sysv",
@@ -62,11 +64,11 @@ ENABLE = ["systemd-networkd.service", "ssh.service", "aicoder-lab-cgroups.servic
 MASK = ["apt-daily.timer", "apt-daily-upgrade.timer"]
 
 
-def recipe() -> dict:
+def recipe(suite: str = SUITE) -> dict:
     """Everything that decides the tree's content; its hash names the cached tree."""
     certs = {p.name: p.read_bytes().decode() for p in sorted(CA_DIR.glob("*.crt"))}
     return {
-        "suite": SUITE,
+        "suite": suite,
         "mirror": config.mirror(),
         "security_mirror": config.security_mirror(),
         "components": COMPONENTS,
@@ -82,13 +84,19 @@ def recipe_hash(r: dict) -> str:
     return hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def ensure(log=print) -> Path:
-    """Return the cached tree for the current recipe, building it first if missing."""
-    r = recipe()
+def ensure(log=print, suite: str = SUITE) -> Path:
+    """Return the cached tree of ``suite`` for the current recipe, building it first if
+    missing."""
+    r = recipe(suite)
     return cached_build(
-        "rootfs", recipe_hash(r), lambda tmp: _build(r, tmp), Path.is_dir, _in_use,
-        "the lab root filesystem (about a minute)", log,
+        prefix(suite), recipe_hash(r), lambda tmp: _build(r, tmp), Path.is_dir, _in_use,
+        f"the lab root filesystem of {suite} (about a minute)", log,
     )  # fmt: skip
+
+
+def prefix(suite: str) -> str:
+    """The cache name of a suite's trees: the default suite's keeps the name it always had."""
+    return "rootfs" if suite == SUITE else f"rootfs-{suite}"
 
 
 def cached_build(prefix: str, digest: str, build, ready, in_use, what: str, log=print) -> Path:
@@ -116,8 +124,9 @@ def cached_build(prefix: str, digest: str, build, ready, in_use, what: str, log=
             raise
         os.rename(tmp, final)  # atomic: a half-built one never has the final name
         log(f"built in {time.monotonic() - started:.0f} s: {final}")
-        for old in cache.glob(f"{prefix}-*"):
-            if old != final and not in_use(old):
+        for old in cache.glob(f"{prefix}-*"):  # older digests, not another prefix's trees
+            digest_only = re.fullmatch(r"[0-9a-f]{12}", old.name[len(prefix) + 1 :])
+            if digest_only and old != final and not in_use(old):
                 hostfs.remove_tree(old)
     return final
 
@@ -143,10 +152,11 @@ def _build(r: dict, target: Path) -> None:
         Path(staging, "root/.ssh").chmod(0o700)
         Path(staging, "root").chmod(0o700)
         certs = [str(p) for p in sorted(CA_DIR.glob("*.crt"))]
+        suite = r["suite"]
         sources = [
-            f"deb {r['mirror']} {SUITE} {COMPONENTS}",
-            f"deb {r['mirror']} {SUITE}-updates {COMPONENTS}",
-            f"deb {r['security_mirror']} {SUITE}-security {COMPONENTS}",
+            f"deb {r['mirror']} {suite} {COMPONENTS}",
+            f"deb {r['mirror']} {suite}-updates {COMPONENTS}",
+            f"deb {r['security_mirror']} {suite}-security {COMPONENTS}",
         ]
         hooks = [
             f"sync-in {staging} /",
@@ -165,7 +175,7 @@ def _build(r: dict, target: Path) -> None:
             "--quiet",
             f"--include={','.join(r['packages'])}",
             *[f"--customize-hook={h}" for h in hooks],
-            SUITE,
+            suite,
             str(target),
             *sources,
         ]

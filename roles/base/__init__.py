@@ -14,23 +14,21 @@ from roles.base.facts import BROKEN_PACKAGES, STAMP
 from roles.base.settings import BaseSettings
 from roles.common import host_state, prefetch
 from roles.common.host_state import FileState, State
-from roles.common.platform import DEBIAN, EL9, os_family
+from roles.common.platform import DEBIAN, RELEASES, Release, profile
 
 __all__ = ["BaseSettings", "configure"]
 
-# Per family: gnupg for repository keys, tzdata for the time zone link.
-_FAMILY_PACKAGES = {DEBIAN: ["gnupg", "apt-transport-https", "tzdata"], EL9: ["gnupg2", "tzdata"]}
 
-
-def debian_sources(settings: BaseSettings) -> str:
-    """deb822 sources for bookworm, -updates and -security with the configured components."""
+def debian_sources(settings: BaseSettings, release: Release) -> str:
+    """deb822 sources for the release, -updates and -security with the configured components."""
     components = " ".join(settings.debian_components)
     keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
     return (
         "# Managed by the ai-coding-server deploy (roles/base).\n"
-        f"Types: deb\nURIs: {settings.debian_mirror}\nSuites: bookworm bookworm-updates\n"
+        f"Types: deb\nURIs: {settings.debian_mirror}\nSuites: {' '.join(release.suites)}\n"
         f"Components: {components}\nSigned-By: {keyring}\n\n"
-        f"Types: deb\nURIs: {settings.debian_security_mirror}\nSuites: bookworm-security\n"
+        f"Types: deb\nURIs: {settings.debian_security_mirror}\n"
+        f"Suites: {release.security_suite}\n"
         f"Components: {components}\nSigned-By: {keyring}\n"
     )
 
@@ -42,10 +40,10 @@ INDEX_MAX_AGE = 86400  # seconds; other roles add their own sources and refresh 
 SHELL = "/bin/bash"
 
 
-def debian_files(settings: BaseSettings) -> dict[str, str]:
+def debian_files(settings: BaseSettings, release: Release) -> dict[str, str]:
     """path -> content of the apt files the role manages on Debian (all root:root 0644)."""
     return {
-        SOURCES: debian_sources(settings),
+        SOURCES: debian_sources(settings, release),
         # A deploy re-run right after an interrupted one meets the orphaned apt/dpkg still
         # holding its lock: wait for it rather than fail ("Could not get lock ...").
         LOCK_CONF: 'DPkg::Lock::Timeout "600";\n',
@@ -59,10 +57,19 @@ def _read_spec(settings: BaseSettings) -> dict:
     deploy's one read per host can ask it before the family is known."""
     user = settings.admin_user
     home = f"/home/{user}"
-    family_packages = [p for names in _FAMILY_PACKAGES.values() for p in names]
+    release_packages = [p for release in RELEASES.values() for p in release.packages]
     return dict(
-        paths=[*debian_files(settings), sudoers_path(user), "/etc/timezone", keys_path(home)],
-        packages=settings.packages + family_packages + host_state.plain_for(host),
+        paths=[
+            SOURCES,
+            LOCK_CONF,
+            LEGACY_SOURCES,
+            sudoers_path(user),
+            "/etc/timezone",
+            keys_path(home),
+        ],  # fmt: skip
+        packages=list(
+            dict.fromkeys(settings.packages + release_packages + host_state.plain_for(host))
+        ),
         probe=facts.probe(settings.timezone, user, home),
     )
 
@@ -74,14 +81,14 @@ def reads(host) -> list[prefetch.Request]:
 
 
 @deploy("Base: Debian package sources")
-def _debian_package_sources(state: State, probe: dict):
-    """Ensures bookworm, -updates and -security with the configured components are the only
-    sources in the main list, and refreshes the package index when they changed, when it is a
-    day old or was never fetched. ``state`` and ``probe`` are the role's HostState read."""
+def _debian_package_sources(state: State, probe: dict, release: Release):
+    """Ensures the release's suites, -updates and -security with the configured components are
+    the only sources in the main list, and refreshes the package index when they changed, when
+    it is a day old or was never fetched. ``state`` and ``probe`` are the role's HostState read."""
     settings = BaseSettings.from_host(host)
     changed = [
         host_state.put(state, f"apt: {path}", path, content)
-        for path, content in debian_files(settings).items()
+        for path, content in debian_files(settings, release).items()
     ]
     age = probe["index_age"]
     host_state.after(
@@ -120,12 +127,13 @@ def configure():
         base.configure()  # settings: base_* in group_data/all.py
     """
     settings = BaseSettings.from_host(host)
-    family = os_family(host)
+    release = profile(host)
+    family = release.family
     user = settings.admin_user
     home = f"/home/{user}"
     # With the AI roles' plain packages: one transaction on a fresh host.
     packages = list(
-        dict.fromkeys(settings.packages + _FAMILY_PACKAGES[family] + host_state.plain_for(host))
+        dict.fromkeys(settings.packages + list(release.packages) + host_state.plain_for(host))
     )
     state = host_state.read(**_read_spec(settings))
     probe = facts.parse(state.probe)
@@ -136,7 +144,7 @@ def configure():
         )
 
     if family == DEBIAN:
-        _debian_package_sources(state=state, probe=probe)
+        _debian_package_sources(state=state, probe=probe, release=release)
     host_state.packages(state, "Base packages", packages)
 
     _admin_user(settings, state, probe, home)

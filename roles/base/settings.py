@@ -17,11 +17,13 @@ class BaseSettings(RoleSettings):
     GROUPS = ()  # every host
 
     debian_mirror: str = setting(
-        "http://deb.debian.org/debian", "Debian archive for bookworm and -updates", checks.url()
+        "http://deb.debian.org/debian",
+        "Debian archive (the release's suite and -updates)",
+        checks.url(),
     )
     debian_security_mirror: str = setting(
         "http://deb.debian.org/debian-security",
-        "Debian security archive for bookworm-security",
+        "Debian security archive (the release's -security suite)",
         checks.url(),
     )
     debian_components: list[str] = setting(

@@ -22,7 +22,7 @@ from typing_extensions import override
 
 from roles.common import prefetch
 from roles.common.memo import host_memo
-from roles.common.platform import DEBIAN, os_family
+from roles.common.platform import profile
 from roles.common.prefetch import Request
 
 
@@ -247,7 +247,7 @@ def packages(state: State, name: str, specs: list[str]) -> OpResult:
         host.noop(f"{', '.join(specs)} installed")
         return UNCHANGED
     planned.update(todo)
-    install = apt.packages if os_family(host) == DEBIAN else dnf.packages
+    install = apt.packages if profile(host).package_manager == "apt" else dnf.packages
     return install(name=name, packages=todo)
 
 

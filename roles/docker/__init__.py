@@ -14,7 +14,7 @@ from roles.base.settings import BaseSettings
 from roles.common import apt_repo, host_state, prefetch
 from roles.common.host_state import UNCHANGED
 from roles.common.memo import host_memo
-from roles.common.platform import DEBIAN, os_family
+from roles.common.platform import DEBIAN, DEBIAN_12, profile
 from roles.docker import facts, render
 from roles.docker.facts import DAEMON_JSON, DaemonJson
 from roles.docker.settings import DockerSettings
@@ -23,9 +23,10 @@ __all__ = ["DockerSettings", "compose_command", "install", "merge_daemon_json", 
 
 
 def compose_command() -> list[str]:
-    """The compose command for this host's Docker source, e.g. ``["docker", "compose"]`` or
-    ``["docker-compose"]`` (bookworm's v1). Roles that run compose projects use this."""
-    return render.compose_command(DockerSettings.from_host(host))
+    """The compose command for this host's Docker source and release, e.g. ``["docker",
+    "compose"]`` or ``["docker-compose"]`` (Debian 12's v1). Roles that run compose projects use
+    this."""
+    return render.compose_command(DockerSettings.from_host(host), profile(host, (DEBIAN,)))
 
 
 def merge_daemon_json(name: str, keys: dict[str, Any]):
@@ -78,7 +79,8 @@ def _users(host, settings: DockerSettings) -> list[str]:
 
 def _read_spec(settings: DockerSettings, users: list[str]) -> dict:
     return dict(
-        paths=apt_repo.paths(render.docker_repo(settings)),
+        # The repository's files have the same paths on every release (only their text differs).
+        paths=apt_repo.paths(render.docker_repo(settings, DEBIAN_12)),
         packages=[*settings.removed_packages, *settings.engine_packages],
         units=["docker"],
         probe=facts.probe(users),
@@ -109,8 +111,7 @@ def install():
         docker.install()  # settings: docker_* in group_data/ai_guests.py
     """
     settings = DockerSettings.from_host(host)
-    os_family(host, allowed=(DEBIAN,))
-    repo = render.docker_repo(settings)
+    repo = render.docker_repo(settings, profile(host, allowed=(DEBIAN,)))
     users = _users(host, settings)
     state = host_state.read(**_read_spec(settings, users))
     probe = facts.parse_probe(state.probe)

@@ -7,16 +7,18 @@ import json
 from typing import Any
 
 from roles.common.apt_repo import AptRepo
+from roles.common.platform import Release
 from roles.docker.settings import DockerSettings
 
 
-def docker_repo(settings: DockerSettings) -> AptRepo:
-    """Docker's repository: key in /etc/apt/keyrings/docker.asc, docker.sources (deb822)."""
+def docker_repo(settings: DockerSettings, release: Release) -> AptRepo:
+    """Docker's repository for the release: key in /etc/apt/keyrings/docker.asc, docker.sources
+    (deb822)."""
     return AptRepo(
         name="docker",
         title="Docker",
         uri=settings.repo_url.rstrip("/"),
-        suites=("bookworm",),
+        suites=(release.codename,),
         components=(settings.repo_channel,),
         key_url=settings.key_url,
     )
@@ -39,7 +41,8 @@ def daemon_json_text(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
-def compose_command(settings: DockerSettings) -> list[str]:
+def compose_command(settings: DockerSettings, release: Release) -> list[str]:
     """The compose command the chosen source provides: Docker's repository ships the v2 plugin
-    (``docker compose``); bookworm ships only docker-compose 1.29 (the v1 ``docker-compose``)."""
-    return ["docker", "compose"] if settings.source == "docker" else ["docker-compose"]
+    (``docker compose``); Debian's docker-compose is the release's (Debian 12: 1.29, the v1
+    ``docker-compose``; Debian 13: v2, the plugin)."""
+    return ["docker", "compose"] if settings.source == "docker" else list(release.archive_compose)

@@ -73,7 +73,8 @@ class DockerSettings(RoleSettings):
     source: str = setting(
         "docker",
         "where the engine comes from: 'docker' (Docker's apt repository, compose v2 plugin) or "
-        "'debian' (Debian's docker.io and docker-compose 1.29, the v1 `docker-compose` command)",
+        "'debian' (Debian's docker.io and docker-compose: on Debian 12 1.29, the v1 "
+        "`docker-compose` command; on Debian 13 v2, `docker compose`)",
         checks.one_of("docker", "debian"),
     )
     repo_url: str = setting(
@@ -92,7 +93,7 @@ class DockerSettings(RoleSettings):
     version: str = setting(
         "",
         "docker-ce and docker-ce-cli version from Docker's repository, as `apt-cache madison "
-        "docker-ce` shows it (e.g. '5:27.5.1-1~debian.12~bookworm'); empty means the newest",
+        "docker-ce` shows it (e.g. '5:27.5.1-1~debian.12~' and the codename); empty: the newest",
         checks.optional(checks.matches(r"[A-Za-z0-9.+~:-]+", "a Debian package version")),
     )
     packages: list[str] = setting(

@@ -13,7 +13,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import server, systemd
 
 from roles.common import host_state, prefetch, registry
-from roles.common.platform import DEBIAN, os_family
+from roles.common.platform import profile
 from roles.firewall.facts import FirewalldZoneFile, FirewallHostNetwork
 from roles.firewall.render import (
     ADMIN_ZONE,
@@ -204,7 +204,7 @@ def configure():
     if not settings.enabled:
         return
     policy = host_policy(settings)
-    if os_family(host) == DEBIAN:
+    if profile(host).firewall == "nftables":
         _nftables(policy=policy)
     else:
         _firewalld(policy=policy, zone=settings.firewalld_zone)

@@ -1,4 +1,4 @@
-"""guest_vm role: the AI guest VMs, each created once from a Debian 12 cloud image."""
+"""guest_vm role: the AI guest VMs, each created once from its Debian release's cloud image."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from roles import vfio
 from roles.base.settings import BaseSettings
 from roles.common import host_state, prefetch
 from roles.common.memo import host_memo
+from roles.common.platform import Release
 from roles.guest_vm import render
 from roles.guest_vm.facts import VIRSH, GuestVmState
 from roles.guest_vm.render import GIB, VmPaths
@@ -52,7 +53,7 @@ def configure():
     vms = settings.machines()
     if not vms:
         return
-    paths, cache, state = _read(host)
+    paths, caches, state = _read(host)
     problems = host_problems(host)
     if problems:  # validate_inventory reports these first; kept for a deploy run without it
         raise DeployError(
@@ -66,32 +67,46 @@ def configure():
         _reserve_gigantic_pages(settings.gigantic_pages())
     else:
         _reserve_hugepages(settings.hugepages_mb())
-    if any(p.disk not in state["files"] for p in paths.values()) and cache not in state["files"]:
-        _download_image(settings, cache)
+    for release, cache in caches.items():
+        needed = any(paths[vm.name].disk not in state["files"] for vm in vms if vm.os == release)
+        if needed and cache not in state["files"]:
+            _download_image(settings, release, cache)
     for vm in vms:
-        _vm(vm, settings, paths[vm.name], cache, state)
+        _vm(vm, settings, paths[vm.name], caches[vm.os], state)
 
 
-def _read(host_) -> tuple[dict[str, VmPaths], str, dict]:
-    """(paths by VM name, cached image path, GuestVmState) of ``host_``, read once per run."""
+def _read(host_) -> tuple[dict[str, VmPaths], dict[Release, str], dict]:
+    """(paths by VM name, cached image path by release, GuestVmState) of ``host_``, read once
+    per run."""
     memo = host_memo(host_, "guest_vm")
     if "state" not in memo:
         settings = GuestVmSettings.from_host(host_)
         vms = settings.machines()
         image_dir = LibvirtSettings.from_host(host_).image_dir
         paths = {vm.name: VmPaths.of(vm, image_dir) for vm in vms}
-        cache = render.cached_image(settings.image_url, image_dir)
-        request = _state_request(vms, paths, cache, image_dir)
-        memo["state"] = (paths, cache, prefetch.fact(host_, request.fact, **dict(request.kwargs)))
+        caches = _caches(settings, vms, image_dir)
+        request = _state_request(vms, paths, caches, image_dir)
+        memo["state"] = (paths, caches, prefetch.fact(host_, request.fact, **dict(request.kwargs)))
     return memo["state"]
 
 
-def _state_request(vms: list[Vm], paths: dict, cache: str, image_dir: str) -> prefetch.Request:
+def _caches(settings: GuestVmSettings, vms: list[Vm], image_dir: str) -> dict[Release, str]:
+    """Each release's cached cloud image (by the VMs' release)."""
+    return {vm.os: render.cached_image(settings.image(vm.os)[0], image_dir) for vm in vms}
+
+
+def _state_request(
+    vms: list[Vm], paths: dict, caches: dict[Release, str], image_dir: str
+) -> prefetch.Request:
     """The GuestVmState read of ``vms`` (tuples, so the deploy's one read can key it)."""
     return prefetch.Request.of(
         GuestVmState,
         names=tuple(vm.name for vm in vms),
-        files=(cache, *(p.disk for p in paths.values()), *(p.seed for p in paths.values())),
+        files=(
+            *caches.values(),
+            *(p.disk for p in paths.values()),
+            *(p.seed for p in paths.values()),
+        ),
         disks=tuple(p.disk for p in paths.values()),
         sums=tuple(f for p in paths.values() for f in (p.xml, p.seed_sum)),
         pci=tuple(sorted({gpu for vm in vms for gpu in vm.gpus})),
@@ -106,9 +121,8 @@ def reads(host_) -> list[prefetch.Request]:
     vms = settings.machines()
     image_dir = LibvirtSettings.from_host(host_).image_dir
     paths = {vm.name: VmPaths.of(vm, image_dir) for vm in vms}
-    cache = render.cached_image(settings.image_url, image_dir)
     return [
-        _state_request(vms, paths, cache, image_dir),
+        _state_request(vms, paths, _caches(settings, vms, image_dir), image_dir),
         host_state.request(dirs=[render.STATE_DIR]),
     ]
 
@@ -274,14 +288,16 @@ def _reserve_gigantic_pages(need: dict[int, int]) -> None:
     )
 
 
-def _download_image(settings: GuestVmSettings, cache: str) -> None:
-    """Download the image once into the cache, checking its SHA-512 before keeping it."""
+def _download_image(settings: GuestVmSettings, release: Release, cache: str) -> None:
+    """Download ``release``'s image once into the cache, checking its SHA-512 before keeping
+    it."""
     name = posixpath.basename(cache)
     part = shlex.quote(f"{cache}.part")
+    url, sums_url = settings.image(release)
     if settings.image_sha512:
         get_sum = f"sum={settings.image_sha512}"
     else:
-        sums = shlex.quote(settings.image_sha512sums_url)
+        sums = shlex.quote(sums_url)
         get_sum = (
             f"sum=$(curl -fsSL {sums} | awk -v f={shlex.quote(name)} "
             "'$2 == f || $2 == \"*\" f {print $1}'); "
@@ -291,7 +307,7 @@ def _download_image(settings: GuestVmSettings, cache: str) -> None:
         name=f"Download {name}",
         commands=[
             f"mkdir -p {shlex.quote(posixpath.dirname(cache))}; {get_sum}; "
-            f"curl -fsSL --retry 3 -o {part} {shlex.quote(settings.image_url)} && "
+            f"curl -fsSL --retry 3 -o {part} {shlex.quote(url)} && "
             f'echo "$sum  {cache}.part" | sha512sum -c --quiet || '
             f'{{ rm -f {part}; echo "{name}: download failed or SHA-512 mismatch" >&2; exit 1; }}; '
             f"mv {part} {shlex.quote(cache)}"

@@ -13,9 +13,11 @@ from typing import Any
 from typing_extensions import override
 
 from roles.common import checks
+from roles.common.platform import DEBIAN_CLOUD, DEFAULT_GUEST, GUEST_RELEASES, RELEASES, Release
 from roles.common.settings import RoleSettings, setting, type_matches, type_name
 
-DEBIAN_IMAGES = "https://cloud.debian.org/images/cloud/bookworm/latest"
+# {codename} and {version} are filled from each VM's release (roles/common/platform.py).
+DEBIAN_IMAGES = DEBIAN_CLOUD + "/{codename}/latest"
 _UUID_NAMESPACE = uuid.UUID("5d1f5b0e-3c1a-4b44-9a57-7f1e3e6f2a10")
 
 
@@ -41,6 +43,7 @@ class Vm:
     mmio64_gb: int = 0
     emulator_cpus: list[int] = field(default_factory=list)
     numa_node: int = -1
+    release: str = DEFAULT_GUEST.key
 
     def __post_init__(self):
         digest = hashlib.sha256(self.name.encode()).digest()
@@ -50,6 +53,11 @@ class Vm:
             object.__setattr__(self, "mac", "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3]))
         if not self.uuid:
             object.__setattr__(self, "uuid", str(uuid.uuid5(_UUID_NAMESPACE, self.name)))
+
+    @property
+    def os(self) -> Release:
+        """The VM's OS release (its disk comes from that release's cloud image)."""
+        return RELEASES[self.release]
 
     @property
     def static(self) -> bool:
@@ -97,6 +105,11 @@ VM_KEYS: dict[str, tuple[Any, str]] = {
     ),
     "emulator_cpus": (list[int], "host CPUs for QEMU's emulator threads (empty: not pinned)"),
     "numa_node": (int, "host NUMA node the memory (and its hugepages) comes from; -1: any"),
+    "release": (
+        str,
+        f"the VM's OS, from its release's cloud image: {' or '.join(GUEST_RELEASES)} "
+        f"(default {DEFAULT_GUEST.key}); set when the VM is created (its disk is never replaced)",
+    ),
 }
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -146,6 +159,7 @@ def _vm_problems(i: int, raw: dict) -> list[tuple[str, str]]:
             "host CPUs numbered from 0, other than the vCPUs' own (cpu_pins)",
         ),
         ("dns", not vm.dns or vm.static, "only with a static address"),
+        ("release", vm.release in GUEST_RELEASES, f"use {' or '.join(GUEST_RELEASES)}"),
     ]
     problems += [(key(k), f"{getattr(vm, k)!r}: {fix}") for k, ok, fix in rules if not ok]
     bad_gpu = checks.matches(checks.PCI_ADDRESS, "a PCI address like 0000:01:00.0")(vm.gpus)
@@ -183,6 +197,15 @@ def _address_problems(vm: Vm) -> list[tuple[str, str]]:
     return problems
 
 
+def _template(value: str) -> str | None:
+    """A URL naming no placeholder but {codename} and {version}."""
+    try:
+        DEFAULT_GUEST.fill(value)
+    except (KeyError, IndexError, ValueError):
+        return "use no braces but the placeholders {codename} and {version}"
+    return None
+
+
 def _is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
@@ -200,13 +223,16 @@ class GuestVmSettings(RoleSettings):
         [],
         "the VMs this hypervisor runs, each a dict: name (required), vcpus, memory_mb, "
         "hugepages, cpu_pins, disk_gb, gpus, address ('dhcp' or CIDR), gateway, dns, hostname, "
-        "mac, uuid, autostart, mmio64_gb, emulator_cpus, numa_node (each explained in VM_KEYS, "
+        "mac, uuid, autostart, mmio64_gb, emulator_cpus, numa_node, release ('debian12', the "
+        "default, or 'debian13') (each explained in VM_KEYS, "
         "roles/guest_vm/settings.py)",
     )
     image_url: str = setting(
-        f"{DEBIAN_IMAGES}/debian-12-generic-amd64.qcow2",
-        "Debian 12 cloud image each new VM disk is copied from (https://, http:// or file:///)",
+        f"{DEBIAN_IMAGES}/debian-{{version}}-generic-amd64.qcow2",
+        "Debian cloud image each new VM disk is copied from (https://, http:// or file:///); "
+        "{codename} and {version} are those of the VM's release (guest_vm_vms[].release)",
         checks.url("https", "http", "file"),
+        _template,
     )
     image_sha512: str = setting(
         "",
@@ -215,8 +241,10 @@ class GuestVmSettings(RoleSettings):
     )
     image_sha512sums_url: str = setting(
         f"{DEBIAN_IMAGES}/SHA512SUMS",
-        "SHA512SUMS file listing the image by file name (used when image_sha512 is empty)",
+        "SHA512SUMS file listing the image by file name (used when image_sha512 is empty); "
+        "{codename} and {version} as in image_url",
         checks.url("https", "http", "file"),
+        _template,
     )
     domain_type: str = setting(
         "kvm",
@@ -244,6 +272,10 @@ class GuestVmSettings(RoleSettings):
     def machines(self) -> list[Vm]:
         """The VMs as validated objects (call after validation)."""
         return [Vm(**raw) for raw in self.vms]
+
+    def image(self, release: Release) -> tuple[str, str]:
+        """(image URL, SHA512SUMS URL) of ``release``'s cloud image."""
+        return release.fill(self.image_url), release.fill(self.image_sha512sums_url)
 
     def hugepages_mb(self) -> int:
         """Memory the host must reserve as hugepages for the VMs that ask for them."""
@@ -287,6 +319,9 @@ class GuestVmSettings(RoleSettings):
                  "1024) with guest_vm_hugepage_size '1G'")
                 for i, vm in enumerate(vms) if vm.hugepages and vm.memory_mb % 1024
             ]  # fmt: skip
+        if self.image_sha512 and len({vm.release for vm in vms}) > 1:
+            why = "one checksum cannot fit the images of several releases: leave it empty"
+            problems.append((self.key("image_sha512"), why))
         return problems
 
 

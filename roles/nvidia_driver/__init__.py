@@ -9,8 +9,9 @@ from pyinfra.operations import python, server, systemd
 from typing_extensions import override
 
 from roles.common import apt_repo, gpu, host_state, prefetch
+from roles.common.apt_repo import AptRepo
 from roles.common.host_state import UNCHANGED, State
-from roles.common.platform import DEBIAN, os_family
+from roles.common.platform import DEBIAN, DEBIAN_12, profile
 from roles.nvidia_driver import facts, render
 from roles.nvidia_driver.facts import DriverState
 from roles.nvidia_driver.settings import NvidiaDriverSettings
@@ -32,6 +33,11 @@ class DriverProbe(FactBase):
         return facts.parse_state(output)
 
 
+def _cuda(settings: NvidiaDriverSettings) -> AptRepo:
+    """NVIDIA's CUDA repository for this host's release."""
+    return render.cuda_repo(settings, profile(host, allowed=(DEBIAN,)))
+
+
 def _read_spec(settings: NvidiaDriverSettings) -> dict:
     """Everything this role manages, plus the driver probe."""
     return dict(
@@ -39,7 +45,8 @@ def _read_spec(settings: NvidiaDriverSettings) -> dict:
             render.BLACKLIST_PATH,
             render.PIN_PATH,
             render.PERSISTENCED_DROPIN,
-            *apt_repo.paths(render.cuda_repo(settings)),
+            # Its files have the same paths for every release (only their text differs).
+            *apt_repo.paths(render.cuda_repo(settings, DEBIAN_12)),
         ],
         packages=settings.packages,
         units=[PERSISTENCED],
@@ -82,14 +89,14 @@ def _nvidia_repository(settings: NvidiaDriverSettings, state: State) -> list:
         render.PIN_PATH,
         render.branch_pin(settings),
     )
-    return [pin, *apt_repo.add(render.cuda_repo(settings), state)]
+    return [pin, *apt_repo.add(_cuda(settings), state)]
 
 
 def _debian_repository(settings: NvidiaDriverSettings, state: State) -> list:
     """Debian's non-free packages need no extra repository (the base role enables non-free);
     drop NVIDIA's repository and pin if an earlier run used source 'nvidia'."""
     unpin = host_state.absent(state, "remove the branch pin", render.PIN_PATH)
-    return [unpin, *apt_repo.remove(render.cuda_repo(settings), state)]
+    return [unpin, *apt_repo.remove(_cuda(settings), state)]
 
 
 def _build_module(settings: NvidiaDriverSettings, driver: DriverState, packages):
@@ -240,7 +247,7 @@ def install():
     settings = NvidiaDriverSettings.from_host(host)
     if settings.lab_skip:  # LAB ONLY (see the setting): nothing of the driver's is touched
         return
-    os_family(host, allowed=(DEBIAN,))
+    profile(host, allowed=(DEBIAN,))
     state, driver = _read_state(settings)
     _refuse_secure_boot(settings, driver)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from roles.common.apt_repo import AptRepo
+from roles.common.platform import Release
 from roles.common.templates import render
 from roles.nvidia_driver.settings import NvidiaDriverSettings
 
@@ -30,13 +31,14 @@ def branch_pin(settings: NvidiaDriverSettings) -> str:
     )
 
 
-def cuda_repo(settings: NvidiaDriverSettings) -> AptRepo:
-    """NVIDIA's CUDA repository: a flat repository (suite "/"), like cuda-keyring sets up."""
+def cuda_repo(settings: NvidiaDriverSettings, release: Release) -> AptRepo:
+    """NVIDIA's CUDA repository for ``release``: a flat repository (suite "/"), like
+    cuda-keyring sets up."""
     return AptRepo(
         name="nvidia-cuda",
         title="NVIDIA CUDA repository",
-        uri=settings.cuda_repo_url.rstrip("/"),
+        uri=settings.cuda_url(release),
         suites=("/",),
         components=(),
-        key_url=settings.cuda_key_url,
+        key_url=settings.cuda_key_url(release),
     )

@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from roles.common import checks
+from roles.common.platform import Release
 from roles.common.settings import RoleSettings, setting
-
-# The branch of Debian 12's nvidia-driver in every bookworm suite (main 535.261, -security
-# 535.309, -backports 535.216); Debian 13 has 550.
-DEBIAN_BRANCH = 535
 
 
 @dataclass(frozen=True)
@@ -20,8 +17,8 @@ class NvidiaDriverSettings(RoleSettings):
     source: str = setting(
         "nvidia",
         "where the driver comes from: 'nvidia' (NVIDIA's CUDA repository, the pinned branch: "
-        "what Ollama's CUDA runner needs) or 'debian' (bookworm non-free, 535: too old for "
-        "Ollama on the GPU, see ollama_min_driver_branch)",
+        "what Ollama's CUDA runner needs) or 'debian' (the release's non-free archive: 535 on "
+        "Debian 12, too old for Ollama on the GPU, see ollama_min_driver_branch; 550 on Debian 13)",
         checks.one_of("debian", "nvidia"),
     )
     kernel_flavour: str = setting(
@@ -56,13 +53,15 @@ class NvidiaDriverSettings(RoleSettings):
         checks.apt_packages,
     )
     cuda_repo_url: str = setting(
-        "https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64",
-        "NVIDIA's CUDA apt repository for Debian 12 (source 'nvidia'); a mirror URL also works",
-        checks.url("http", "https", "file"),
+        "",
+        "NVIDIA's CUDA apt repository (source 'nvidia'); empty: NVIDIA's own for the guest's "
+        "release, https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64 "
+        "(debian13 on Debian 13); a mirror URL also works",
+        checks.optional(checks.url("http", "https", "file")),
     )
     cuda_repo_key_url: str = setting(
         "",
-        "signing key of the CUDA repository; empty means <cuda_repo_url>/3bf863cc.pub",
+        "signing key of the CUDA repository; empty means 3bf863cc.pub in the repository",
         checks.optional(checks.url("http", "https", "file")),
     )
     reboot: bool = setting(
@@ -83,9 +82,12 @@ class NvidiaDriverSettings(RoleSettings):
         "(mokutil --import /var/lib/dkms/mok.pub, confirmed in MokManager at the next boot)",
     )
 
-    @property
-    def cuda_key_url(self) -> str:
-        return self.cuda_repo_key_url or f"{self.cuda_repo_url.rstrip('/')}/3bf863cc.pub"
+    def cuda_url(self, release: Release) -> str:
+        """The CUDA repository: the setting, else NVIDIA's for ``release``."""
+        return (self.cuda_repo_url or release.cuda_repo_url).rstrip("/")
+
+    def cuda_key_url(self, release: Release) -> str:
+        return self.cuda_repo_key_url or f"{self.cuda_url(release)}/3bf863cc.pub"
 
     @property
     def kernel_image(self) -> str:
@@ -102,7 +104,7 @@ class NvidiaDriverSettings(RoleSettings):
         chosen = self.debian_packages if self.source == "debian" else self.nvidia_packages
         return [self.kernel_image, self.kernel_headers, *chosen]
 
-    @property
-    def driver_branch(self) -> int:
-        """The driver branch this source installs (bookworm's non-free suites all ship 535)."""
-        return DEBIAN_BRANCH if self.source == "debian" else int(self.branch)
+    def driver_branch(self, release: Release) -> int:
+        """The driver branch this source installs on ``release`` (source 'debian': the branch
+        of the release's own archive)."""
+        return release.archive_driver_branch if self.source == "debian" else int(self.branch)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing_extensions import override
 
 from roles.common import checks
+from roles.common.platform import Release
 from roles.common.ports import service_port_problems
 from roles.common.settings import RoleSettings, setting
 from roles.nvidia_driver.settings import NvidiaDriverSettings
@@ -221,29 +222,26 @@ class OllamaSettings(RoleSettings):
         if settings is None or problems or not settings.enabled:
             return settings, problems
         problems += service_port_problems(cls, settings, data)
-        problems += _driver_too_old(settings, data)
         return settings, problems
 
 
-def _driver_too_old(settings: OllamaSettings, data) -> list[tuple[str, str]]:
-    """Refuse a driver branch Ollama's CUDA runner rejects: it would silently run on the CPU."""
-    driver, problems = NvidiaDriverSettings.checked(data)
-    if not settings.gpu or driver is None or problems:
-        return []
-    branch = driver.driver_branch
-    if branch >= settings.min_driver_branch:
+def driver_too_old(
+    settings: OllamaSettings, driver: NvidiaDriverSettings, release: Release
+) -> list[str]:
+    """Refuse a driver branch Ollama's CUDA runner rejects: it would silently run on the CPU
+    ("key: why" lines; the branch of source 'debian' is the release's, roles/validate.py)."""
+    branch = driver.driver_branch(release)
+    if not settings.gpu or branch >= settings.min_driver_branch:
         return []
     where = (
-        "nvidia_driver_source = 'debian' installs Debian 12's 535 driver"
+        f"nvidia_driver_source = 'debian' installs {release.name}'s {branch} driver"
         if driver.source == "debian"
         else f"nvidia_driver_branch = '{driver.branch}'"
     )
     return [
-        (
-            OllamaSettings.key("gpu"),
-            f"{where}, but Ollama needs driver {settings.min_driver_branch} or newer to use the "
-            "GPU and otherwise runs on the CPU; use nvidia_driver_source = 'nvidia' (the default) "
-            f"with nvidia_driver_branch {settings.min_driver_branch} or newer (default '580'; "
-            "570+ for compute 5.0-6.2 cards), or set ollama_gpu = False to run Ollama on the CPU",
-        )
+        f"{OllamaSettings.key('gpu')}: {where}, but Ollama needs driver "
+        f"{settings.min_driver_branch} or newer to use the GPU and otherwise runs on the CPU; "
+        "use nvidia_driver_source = 'nvidia' (the default) with nvidia_driver_branch "
+        f"{settings.min_driver_branch} or newer (default '580'; 570+ for compute 5.0-6.2 "
+        "cards), or set ollama_gpu = False to run Ollama on the CPU"
     ]

@@ -24,7 +24,7 @@ from roles.common import host_state, prefetch
 from roles.common.host_state import UNCHANGED
 from roles.common.memo import host_memo
 from roles.common.opname import op_name
-from roles.common.platform import EL9, os_family
+from roles.common.platform import Release, profile
 from roles.preflight import facts
 from roles.preflight.evaluate import Verdict, evaluate
 from roles.preflight.facts import VfioState
@@ -85,18 +85,18 @@ def configure():
     """
     settings = VfioSettings.from_host(host)
     if not settings.gpus:
-        release(os_family(host))
+        release(profile(host))
         return
     verdict = preflight.verdict(host)  # refuses the host if anything is wrong
     state = preflight.host_state(host)
-    family = os_family(host)
+    distro = profile(host)
     args = wanted_args(host, verdict)
 
-    if family == EL9:
+    if distro.bootloader == "grubby":
         _el9_kernel_args(state, args)
     else:
         _debian_kernel_args(state, args)
-    bind(state, verdict, family)
+    bind(state, verdict, distro)
 
     todo = pending(host)
     if todo and settings.reboot:
@@ -106,7 +106,7 @@ def configure():
             function=_after_reboot,
             wanted_args=args,
             verdict=verdict,
-            family=family,
+            distro=distro,
         )
 
 
@@ -150,7 +150,7 @@ def reads(host_) -> list[prefetch.Request]:
     return [] if VfioSettings.from_host(host_).gpus else [host_state.request(**_release_read())]
 
 
-def release(family: str) -> None:
+def release(distro: Release) -> None:
     """With vfio_gpus emptied: the files binding GPUs to vfio-pci removed and the initramfs
     rebuilt, so the GPUs go back to the host's drivers at the next boot (reported). The IOMMU
     kernel arguments stay: harmless with iommu=pt, and other software may rely on them."""
@@ -171,7 +171,9 @@ def release(family: str) -> None:
         name="vfio-pci claims no GPU: its files removed, the initramfs rebuilt without it",
         commands=[
             *commands,
-            "dracut -f --regenerate-all" if family == EL9 else "update-initramfs -u -k all",
+            "dracut -f --regenerate-all"
+            if distro.initramfs == "dracut"
+            else "update-initramfs -u -k all",
             f"rm -f {RELEASING}",
         ],
     )
@@ -183,7 +185,7 @@ def release(family: str) -> None:
     )
 
 
-def bind(state: VfioState, verdict: Verdict, family: str) -> None:
+def bind(state: VfioState, verdict: Verdict, distro: Release) -> None:
     """The files that bind the verified functions to vfio-pci at boot, and the initramfs."""
     functions, by_address = verdict.passthrough, verdict.by_address
     if not functions:
@@ -195,16 +197,16 @@ def bind(state: VfioState, verdict: Verdict, family: str) -> None:
         render.MODPROBE_CONF,
         render.modprobe_conf(functions, by_address),
     )
-    changed = _by_address_files(state, by_address, family) or modprobe is not UNCHANGED
-    initramfs = _el9_initramfs if family == EL9 else _debian_initramfs
+    changed = _by_address_files(state, by_address, distro) or modprobe is not UNCHANGED
+    initramfs = _el9_initramfs if distro.initramfs == "dracut" else _debian_initramfs
     initramfs(state, by_address, changed=changed)
 
 
-def _by_address_files(state: VfioState, by_address: list[str], family: str) -> bool:
+def _by_address_files(state: VfioState, by_address: list[str], distro: Release) -> bool:
     """The driver_override script (and, on Debian, the hook putting it into the initramfs)
     while functions are bound by address; removed when none is. Whether any file changes."""
     wanted = {render.OVERRIDE_SCRIPT: render.override_script(by_address)} if by_address else {}
-    if by_address and family != EL9:
+    if by_address and distro.initramfs == "initramfs-tools":
         wanted[render.INITRAMFS_HOOK] = render.initramfs_hook()
     changed = False
     for path in (render.OVERRIDE_SCRIPT, render.INITRAMFS_HOOK):
@@ -308,7 +310,7 @@ def _reboot(todo: list[str], timeout: int) -> None:
     server.reboot(name="reboot to apply " + "; ".join(todo), delay=10, reboot_timeout=timeout)
 
 
-def _after_reboot(wanted_args: list[str], verdict: Verdict, family: str) -> None:
+def _after_reboot(wanted_args: list[str], verdict: Verdict, distro: Release) -> None:
     """Read the host again: the arguments must be in /proc/cmdline, the IOMMU on, the GPUs'
     IOMMU groups fit (checked only now when the IOMMU was off before) and every passed function
     on vfio-pci. Where a group holds fewer functions than the slot bound before, the files are
@@ -329,7 +331,7 @@ def _after_reboot(wanted_args: list[str], verdict: Verdict, family: str) -> None
             + "\n".join(f"  - {problem}" for problem in now.problems)
         )
     if [f.address for f in now.passthrough] != [f.address for f in verdict.passthrough]:
-        bind(state, now, family)
+        bind(state, now, distro)
     _check_bound(state, [f.address for f in now.passthrough])
 
 

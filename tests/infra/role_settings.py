@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from roles.common.platform import RELEASES, Release
+
 
 def settings_of(cls, host_data: dict):
     """``cls`` settings of the host; invalid inventory values fail the test with the problems."""
@@ -28,3 +30,11 @@ def listen_on(guest, value: str, host_data: dict) -> str | None:
 
     filtered = settings_of(FirewallSettings, host_data).enabled
     return resolve_on(value, guest.check_output, filtered)
+
+
+def release_of(host) -> Release:
+    """The platform profile of a Debian host under test, from its os-release."""
+    major = host.system_info.release.split(".")[0]
+    release = RELEASES.get(f"debian{major}")
+    assert release is not None, f"Debian {major} is not a release the deploy supports"
+    return release

@@ -6,11 +6,9 @@ import re
 import shlex
 
 import pytest
-from role_settings import settings_of
+from role_settings import release_of, settings_of
 
 from roles.base.settings import BaseSettings
-
-SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
 
 
 @pytest.fixture
@@ -55,16 +53,14 @@ def apt_sources(host) -> set[tuple[str, str, str]]:
 
 
 def test_debian_sources(debian, base):
-    """bookworm, -updates and -security with every configured component."""
+    """The release's suite, -updates and -security with every configured component."""
     found = apt_sources(debian)
-    mirrors = {
-        "bookworm": base.debian_mirror,
-        "bookworm-updates": base.debian_mirror,
-        "bookworm-security": base.debian_security_mirror,
-    }
+    release = release_of(debian)
+    mirrors = {suite: base.debian_mirror for suite in release.suites}
+    mirrors[release.security_suite] = base.debian_security_mirror
     missing = {
-        (mirrors[suite].rstrip("/"), suite, comp)
-        for suite in SUITES
+        (mirror.rstrip("/"), suite, comp)
+        for suite, mirror in mirrors.items()
         for comp in base.debian_components
     } - found
     assert not missing, f"apt sources lack {sorted(missing)}; found {sorted(found)}"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from gpu_stack_checks import local_image, sh
-from role_settings import settings_of
+from role_settings import release_of, settings_of
 
 from roles.base.settings import BaseSettings
 from roles.docker import render
@@ -63,9 +63,9 @@ def test_a_container_runs_from_a_locally_imported_image(guest):
 
 
 def test_a_compose_project_comes_up(guest, docker):
-    """With the compose the source provides: `docker compose` (Docker's plugin) or bookworm's
-    `docker-compose` 1.29 (v1)."""
-    compose = " ".join(render.compose_command(docker))
+    """With the compose the source and release provide: `docker compose` (Docker's plugin, or
+    Debian 13's docker-compose v2) or Debian 12's `docker-compose` 1.29 (v1)."""
+    compose = " ".join(render.compose_command(docker, release_of(guest)))
     project = "aicoder-infra-check"
     with local_image(guest) as image:
         tmp = guest.check_output("mktemp -d")
@@ -83,8 +83,10 @@ def test_a_compose_project_comes_up(guest, docker):
         base = f"cd {tmp} && {compose} -p {project} -f compose.yaml"
         try:
             guest.check_output(f"{base} up -d")
-            running = guest.check_output(f"{base} ps -q")
-            assert running, "the compose project started no container"
+            # -a: the image holds dash alone (no sleep), so the container may have exited by
+            # now; compose v2's ps lists only running ones without it (v1 listed all).
+            created = guest.check_output(f"{base} ps -a -q")
+            assert created, "the compose project started no container"
             logs = guest.check_output(f"{base} logs")
             assert "compose-ok" in logs
         finally:

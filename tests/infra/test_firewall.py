@@ -85,7 +85,7 @@ def test_input_policy_is_drop_with_ssh_from_the_allowed_networks(nft_host, firew
 
 def test_guest_services_only_from_the_allowed_networks(guest, host_data):
     if _family(guest) != "debian":
-        pytest.skip("the AI guest is Debian 12")
+        pytest.skip("the AI guests are Debian")
     table = _table(guest)
     endpoints = registry.endpoints(lambda cls: settings_of(cls, host_data), ["ai_guests"])
     for endpoint in endpoints:  # every enabled registered service's public port

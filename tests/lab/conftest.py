@@ -6,6 +6,8 @@ Shared by every tests/lab/test_*.py, all session-scoped so the suite boots and d
   always torn down at the end, also on failure or Ctrl-C. `lab.ssh("guest", "cmd")` runs a
   command in a machine.
 - `deploys`: `pyinfra -y <lab inventory> deploy.py` run twice in a row (fresh, then re-run).
+  When a selected test asks for `debian13_deploys`, the same two runs go to a Debian 13 guest
+  (its own lab instance, "test-d13") at the same time, so both releases cost one deploy's wait.
 - `deployed`: the lab after a successful first deploy (fails the test with pyinfra's output
   otherwise): what a test of a role's effect on a machine asks for.
 - `lab_factory(name, machines)`: a context manager for another, private lab instance;
@@ -23,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,19 +170,62 @@ def lab():
         yield inst
 
 
-@pytest.fixture(scope="session")
-def deploys(lab) -> tuple[DeployRun, DeployRun | None]:
-    """(fresh deploy, immediate re-run). The re-run comes right after the first so that what
-    later tests do to the machines cannot show up as changes."""
-    if not (REPO / "deploy.py").exists():
-        pytest.skip("no deploy.py in the repo yet")
-    first = pyinfra_deploy(lab.inventory)
-    TIMINGS["deploy"] = first.seconds
+Deploys = tuple[DeployRun, DeployRun | None]
+DEBIAN13_RUNS: dict[str, Deploys] = {}  # the Debian 13 guest's runs, made beside `deploys`
+
+
+def _deploy_twice(inventory: Path, label: str, env: dict[str, str] | None = None) -> Deploys:
+    """(fresh deploy, immediate re-run); no re-run after a failed deploy."""
+    first = pyinfra_deploy(inventory, env=env)
+    TIMINGS[f"{label}deploy"] = first.seconds
     second = None
     if first.ok:
-        second = pyinfra_deploy(lab.inventory)
-        TIMINGS["re-deploy"] = second.seconds
+        second = pyinfra_deploy(inventory, env=env)
+        TIMINGS[f"{label}re-deploy"] = second.seconds
     return first, second
+
+
+@pytest.fixture(scope="session")
+def debian13_lab():
+    """A lab instance with one Debian 13 AI guest (machine `guest13`), for the whole session."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with lab_instance("test-d13", "guest13") as inst:
+        yield inst
+
+
+@pytest.fixture(scope="session")
+def deploys(lab, request) -> Deploys:
+    """(fresh deploy, immediate re-run). The re-run comes right after the first so that what
+    later tests do to the machines cannot show up as changes. When a selected test uses
+    `debian13_deploys`, the Debian 13 guest is deployed the same way in parallel."""
+    if not (REPO / "deploy.py").exists():
+        pytest.skip("no deploy.py in the repo yet")
+    wanted = any("debian13_deploys" in item.fixturenames for item in request.session.items)
+    debian13 = request.getfixturevalue("debian13_lab") if wanted else None
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = pool.submit(_deploy_twice, lab.inventory, "")
+        if debian13 is not None:  # its own secrets file: two runs must not generate into one
+            env = {**os.environ, "AICODER_SECRETS_FILE": str(debian13.dir / "secrets.yml")}
+            d13 = pool.submit(_deploy_twice, debian13.inventory, "d13 ", env)
+            DEBIAN13_RUNS["runs"] = d13.result()
+        return runs.result()
+
+
+@pytest.fixture(scope="session")
+def debian13_deploys(deploys, debian13_lab) -> Deploys:
+    """(fresh deploy, re-run) of the Debian 13 guest, made together with `deploys`."""
+    return DEBIAN13_RUNS["runs"]
+
+
+@pytest.fixture(scope="session")
+def debian13_deployed(debian13_lab, debian13_deploys) -> LabInstance:
+    """The Debian 13 lab after a successful first deploy."""
+    first, _ = debian13_deploys
+    if not first.ok:
+        pytest.fail(f"the Debian 13 deploy failed (exit {first.returncode}):\n{first.tail()}")
+    return debian13_lab
 
 
 @pytest.fixture(scope="session")

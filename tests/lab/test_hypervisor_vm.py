@@ -2,11 +2,12 @@
 
 The lab machine `hv` (its own lab instance, so the shared lab stays light) is the hypervisor.
 It has no usable /dev/kvm, so the VM is emulated (domain type qemu, settings in lab/overrides.py)
-and is created from the lab's own Debian 12 cloud image (lab/cloud_image.py) in place of the
-official one, which cannot be downloaded here. The test reaches the VM over SSH through the hv
-machine, checks what cloud-init applied, re-runs the deploy (nothing may change, the disk must be
-the same file and a marker written inside the VM must survive), then restarts the hv machine and
-waits for the VM to come back by itself. A VM boot under TCG takes a minute or two.
+and is created from the lab's own cloud image of its release (Debian 13 here; lab/cloud_image.py)
+in place of the official one, which cannot be downloaded here. The test reaches the VM over SSH
+through the hv machine, checks what cloud-init applied, re-runs the deploy (nothing may change,
+the disk must be the same file and a marker written inside the VM must survive), then restarts
+the hv machine and waits for the VM to come back by itself. A VM boot under TCG takes a minute
+or two.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from deploy_run import pyinfra_deploy
 
 from lab import network
 from lab.overrides import OVERRIDES
+from roles.common.platform import DEFAULT_GUEST, RELEASES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,6 +177,17 @@ def test_cloud_init_applied_hostname_user_and_key(deployed_hv):
     assert VM["address"] in vm("ip -4 -br addr").stdout
     status = vm("cloud-init status --long", check=False).stdout
     assert "status: done" in status, status
+
+
+def test_the_vm_runs_the_release_its_settings_name(deployed_hv):
+    """The lab's VM is Debian 13 (lab/overrides.py), made from the Debian 13 image on a Debian 12
+    hypervisor: the guest_vm role picks each VM's image by its release."""
+    release = RELEASES[VM.get("release", DEFAULT_GUEST.key)]
+    version = deployed_hv.vm(". /etc/os-release; echo $VERSION_ID").stdout.strip()
+    assert version == str(release.version)
+    assert deployed_hv.sh(". /etc/os-release; echo $VERSION_ID").stdout.strip() == "12"
+    cached = deployed_hv.sh("ls /var/lib/libvirt/images/cache").stdout.split()
+    assert cached == [release.lab_cloud_image], cached
 
 
 def test_second_deploy_changes_nothing_and_keeps_the_disk(deployed_hv):

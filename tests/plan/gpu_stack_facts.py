@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 
-from harness import file_line, fixture, os_release_response, package_lines
+from harness import debian_release, file_line, fixture, package_lines
 from pyinfra.facts.files import File
 
+from roles.common.platform import DEBIAN_12, Release
 from roles.nvidia_driver import render
 from roles.nvidia_driver.settings import NvidiaDriverSettings
 
@@ -36,15 +37,18 @@ def recorded(name: str) -> list[str]:
     return fixture(name).splitlines()
 
 
-def responses(nvidia=(), docker=(), toolkit=(), extra: dict | None = None) -> dict:
-    """Fake responses of a Debian 12 guest whose three state reads print these lines."""
+def responses(
+    nvidia=(), docker=(), toolkit=(), extra: dict | None = None, release: Release = DEBIAN_12
+) -> dict:
+    """Fake responses of a Debian guest (``release``) whose three state reads print these
+    lines."""
     found = {
         NVIDIA_STATE: list(nvidia),
         DOCKER_STATE: list(docker),
         TOOLKIT_STATE: list(toolkit),
     }
     found.update(extra or {})
-    found.update(os_release_response(fixture("os-release.debian-12.txt")))
+    found.update(debian_release(release.version))
     return found
 
 
@@ -73,13 +77,15 @@ def role_ops(plan, role: str | None = None) -> list[tuple[str, list[str]]]:
 KERNEL = "6.1.0-56-amd64"
 
 
-def converged_driver(data: dict | None = None, gpu: bool = True, kernel: str = KERNEL) -> list:
+def converged_driver(
+    data: dict | None = None, gpu: bool = True, kernel: str = KERNEL, release: Release = DEBIAN_12
+) -> list:
     """The nvidia_driver state read of a guest where a run with ``data`` has nothing to do: its
     files as the deploy writes them, its packages, the module built for the default boot kernel
     and (``gpu``) a GPU that the loaded nvidia module drives, on that kernel."""
     settings, problems = NvidiaDriverSettings.problems_in(data or {})
     assert settings is not None and not problems, problems
-    repo = render.cuda_repo(settings)
+    repo = render.cuda_repo(settings, release)
     files = [
         file_line(render.BLACKLIST_PATH, render.blacklist_nouveau()),
         file_line(render.PERSISTENCED_DROPIN, render.persistenced_dropin()),

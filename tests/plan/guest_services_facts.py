@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 
 from gpu_stack_facts import NVIDIA_STATE, converged_driver
-from harness import fixture, os_release_response, run_plan
+from harness import debian_release, run_plan
+
+from roles.common.platform import DEBIAN_12, Release
 
 ADDRESS = "192.168.1.20"
 # Where 'auto' binds behind the firewall (every IPv4 address), and where the guest reaches it.
@@ -25,14 +27,15 @@ TABBY_STATE = re.compile(r"echo head \$\(git .*sed 's/\^/probe /'")
 OLLAMA_STATE = re.compile(r"echo image present.*sed 's/\^/probe /'")
 
 
-def responses(extra: dict | None = None) -> dict:
-    """A Debian 12 guest whose primary address is ADDRESS, with the NVIDIA driver installed and
-    loaded on its GPU (so GPU services may start), plus ``extra`` (matched first)."""
+def responses(extra: dict | None = None, release: Release = DEBIAN_12) -> dict:
+    """A Debian guest (``release``) whose primary address is ADDRESS, with the NVIDIA driver
+    installed and loaded on its GPU (so GPU services may start), plus ``extra`` (matched
+    first)."""
     return {
         **(extra or {}),
-        NVIDIA_STATE: converged_driver(),
+        NVIDIA_STATE: converged_driver(release=release),
         "ip -4 -o route get 192.0.2.1": f"route {ADDRESS}",
-        **os_release_response(fixture("os-release.debian-12.txt")),
+        **debian_release(release.version),
     }
 
 
@@ -57,9 +60,10 @@ def use_secrets(monkeypatch, tmp_path, api_key: str, admin_key: str) -> None:
     monkeypatch.delenv("AICODER_HF_TOKEN", raising=False)
 
 
-def guest_plan(data: dict | None = None, extra: dict | None = None):
-    """The whole deploy planned for an ai_guests host with ``data`` and ``extra`` answers."""
-    plan = run_plan({"ai_guests": {**LAN, **(data or {})}}, responses(extra))
+def guest_plan(data: dict | None = None, extra: dict | None = None, release: Release = DEBIAN_12):
+    """The whole deploy planned for an ai_guests host (``release``) with ``data`` and ``extra``
+    answers."""
+    plan = run_plan({"ai_guests": {**LAN, **(data or {})}}, responses(extra, release))
     assert plan.error is None, plan.error
     return plan
 

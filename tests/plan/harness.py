@@ -40,6 +40,11 @@ def os_release_response(text: str) -> dict:
     return {re.compile(r"ls -pdL \*-release"): f"/etc/os-release\n{text.strip()}\n---"}
 
 
+def debian_release(version: int = 12) -> dict:
+    """The LinuxDistribution fact's output for a Debian ``version`` host (recorded os-release)."""
+    return os_release_response(fixture(f"os-release.debian-{version}.txt"))
+
+
 @dataclass
 class Plan:
     """What the deploy did on one fake host: (operation name, commands) for changed ops."""

@@ -8,9 +8,9 @@ from harness import ROOT, file_line, fixture, os_release_response, package_lines
 from harness import run_plan as run_deploy
 
 from roles import hf_tools, tabbyapi
-from roles.base import _FAMILY_PACKAGES, debian_files
+from roles.base import debian_files
 from roles.base.settings import BaseSettings
-from roles.common.platform import DEBIAN, EL9
+from roles.common.platform import DEBIAN_12, EL_9
 
 run_plan = partial(run_deploy, deploy_file=ROOT / "tests" / "plan" / "deploys" / "base_only.py")
 BASE_STATE = re.compile(r"getent passwd")  # the role's one HostState read, by its probe
@@ -32,7 +32,7 @@ def converged(**probe) -> list[str]:
         "localtime": "localtime /usr/share/zoneinfo/UTC",
         **probe,
     }
-    files = [file_line(path, text) for path, text in debian_files(settings).items()]
+    files = [file_line(path, text) for path, text in debian_files(settings, DEBIAN_12).items()]
     files += [
         file_line("/etc/sudoers.d/90-aicoder", "aicoder ALL=(ALL:ALL) NOPASSWD: ALL\n", "440"),
         file_line("/etc/timezone", "UTC\n"),
@@ -40,7 +40,7 @@ def converged(**probe) -> list[str]:
     ]
     # An AI guest's plain packages come with the base role's (roles/common/host_state.py).
     plain = [*hf_tools.PACKAGES, *tabbyapi.PACKAGES]
-    packages = package_lines(settings.packages + _FAMILY_PACKAGES[DEBIAN] + plain)
+    packages = package_lines(settings.packages + list(DEBIAN_12.packages) + plain)
     return files + packages + probe_lines(v for v in lines.values() if v is not None)
 
 
@@ -94,7 +94,7 @@ def test_curl_minimal_satisfies_curl_on_el9():
     recorded = fixture("dnf-install-curl.rocky-9.1.curl-minimal-conflict.txt")
     nvr = re.search(r"installed package curl-minimal-(\S+)\.x86_64", recorded)[1]
     provided = [f"package ii  curl {nvr}"]  # the line the read prints for it
-    others = [p for p in BaseSettings().packages + _FAMILY_PACKAGES[EL9] if p != "curl"]
+    others = [p for p in BaseSettings().packages + list(EL_9.packages) if p != "curl"]
     by_provides = re.compile(r"rpm -q --whatprovides .*getent passwd")
     rocky = os_release_response(fixture("os-release.rocky-9.4.txt"))
     plan = run_plan({"hypervisors": {}}, {by_provides: provided + package_lines(others), **rocky})

@@ -18,7 +18,8 @@ from roles.libvirt import ENABLED, GUESTS_CONFIG, PACKAGES, RUNNING, addressing,
 from roles.libvirt.settings import LibvirtSettings
 
 DEBIAN, EL9 = "os-release.debian-12.txt", "os-release.rocky-9.4.txt"
-FAMILY = {DEBIAN: "debian", EL9: "el9"}
+DEBIAN13 = "os-release.debian-13.txt"
+FAMILY = {DEBIAN: "debian", DEBIAN13: "debian", EL9: "el9"}
 LAN = {"firewall_allowed_networks": ["192.168.1.0/24"]}  # the firewall role needs a LAN
 UPLINK_MAC = "aa:bb:cc:dd:ee:01"
 STAGED_STANZA = "/var/lib/aicoder/bridge/_etc_network_interfaces.d_br0"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from roles.common import host_state
+from roles.common.platform import DEBIAN_12, DEBIAN_13
 from roles.docker import facts, render
 from roles.docker.facts import DaemonJson, DaemonJsonError, parse_daemon_json
 from roles.docker.settings import DockerSettings
@@ -93,7 +94,7 @@ def test_malformed_version_channel_user_and_options_are_refused():
 
 
 def test_docker_source_is_deb822_with_signed_by_the_asc_key():
-    repo = render.docker_repo(settings())
+    repo = render.docker_repo(settings(), DEBIAN_12)
     assert repo.key_path == "/etc/apt/keyrings/docker.asc"
     assert repo.source_path == "/etc/apt/sources.list.d/docker.sources"
     body = [line for line in repo.source_text().splitlines() if not line.startswith("#")]
@@ -155,8 +156,11 @@ def test_fact_refuses_invalid_json_instead_of_overwriting():
 
 
 def test_compose_command_follows_the_source():
-    assert render.compose_command(settings()) == ["docker", "compose"]
-    assert render.compose_command(settings(source="debian")) == ["docker-compose"]
+    for release in (DEBIAN_12, DEBIAN_13):
+        assert render.compose_command(settings(), release) == ["docker", "compose"]
+    assert render.compose_command(settings(source="debian"), DEBIAN_12) == ["docker-compose"]
+    # Debian 13's docker-compose is v2, the CLI plugin.
+    assert render.compose_command(settings(source="debian"), DEBIAN_13) == ["docker", "compose"]
 
 
 FIXTURES = Path(__file__).resolve().parents[1] / "plan" / "fixtures"

@@ -2,6 +2,7 @@
 
 import pytest
 
+from roles.common.platform import DEBIAN_12, DEBIAN_13
 from roles.common.settings import SettingsError, validate_host
 from roles.guest_vm.settings import GuestVmSettings, Vm
 
@@ -151,3 +152,19 @@ def test_1g_hugepages_need_whole_gib_and_become_kernel_arguments_per_node():
     assert settings.kernel_args() == ["default_hugepagesz=1G", "hugepagesz=1G", "hugepages=24"]
     two_m, _ = GuestVmSettings.problems_in({**data, "guest_vm_hugepage_size": "2M"})
     assert two_m.kernel_args() == [] and two_m.hugepages_mb() == 24576
+
+
+def test_each_release_fills_the_image_urls_and_only_known_placeholders_pass():
+    settings = GuestVmSettings()
+    assert settings.image(DEBIAN_12) == (
+        "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2",
+        "https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS",
+    )
+    url, sums = settings.image(DEBIAN_13)
+    assert url.endswith("/trixie/latest/debian-13-generic-amd64.qcow2")
+    assert sums.endswith("/trixie/latest/SHA512SUMS")
+    mirror = GuestVmSettings(image_url="file:///srv/debian.qcow2")  # no placeholder: as it is
+    assert mirror.image(DEBIAN_13)[0] == "file:///srv/debian.qcow2"
+    found = problems([GOOD], image_url="https://m/{release_name}/x.qcow2")
+    assert "{codename} and {version}" in found["guest_vm_image_url"]
+    assert Vm(name="ai").os is DEBIAN_12  # Debian 12 stays the default guest

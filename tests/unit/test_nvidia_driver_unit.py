@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from roles.common import host_state
+from roles.common.platform import DEBIAN_12, DEBIAN_13
 from roles.nvidia_driver import facts, render
 from roles.nvidia_driver.facts import DriverState, parse_state
 from roles.nvidia_driver.settings import NvidiaDriverSettings
@@ -29,11 +30,14 @@ def settings(**values) -> NvidiaDriverSettings:
 
 def test_defaults_are_valid_and_use_nvidia_repository_packages():
     s = settings()
-    assert s.source == "nvidia" and s.driver_branch == 580  # Ollama's CUDA runner needs 550+
+    assert s.source == "nvidia"  # Ollama's CUDA runner needs 550+
+    assert s.driver_branch(DEBIAN_12) == s.driver_branch(DEBIAN_13) == 580
     # The kernel metapackage with its headers, first: DKMS builds for the kernel that boots.
     assert s.packages[:2] == ["linux-image-amd64", "linux-headers-amd64"]
     debian = settings(source="debian")
-    assert debian.driver_branch == 535
+    # The release's own archive: Debian 12 stops at 535, Debian 13 has 550.
+    assert debian.driver_branch(DEBIAN_12) == 535
+    assert debian.driver_branch(DEBIAN_13) == 550
     assert {"nvidia-driver", "nvidia-kernel-dkms", "firmware-misc-nonfree"} <= set(debian.packages)
 
 
@@ -73,7 +77,7 @@ def test_malformed_key_url_is_refused_but_empty_means_derived():
         "is not a URL"
         in problems(cuda_repo_key_url="3bf863cc.pub")["nvidia_driver_cuda_repo_key_url"]
     )
-    assert settings(cuda_repo_url="http://mirror.lan/cuda/").cuda_key_url == (
+    assert settings(cuda_repo_url="http://mirror.lan/cuda/").cuda_key_url(DEBIAN_13) == (
         "http://mirror.lan/cuda/3bf863cc.pub"
     )
 
@@ -116,7 +120,7 @@ def test_branch_pin_pins_driver_packages_to_the_branch():
 
 
 def test_cuda_repository_is_a_flat_deb822_source_with_signed_by():
-    repo = render.cuda_repo(settings(source="nvidia"))
+    repo = render.cuda_repo(settings(source="nvidia"), DEBIAN_12)
     assert repo.key_path == "/etc/apt/keyrings/nvidia-cuda.asc"
     assert repo.source_path == "/etc/apt/sources.list.d/nvidia-cuda.sources"
     body = [line for line in repo.source_text().splitlines() if not line.startswith("#")]
@@ -127,6 +131,10 @@ def test_cuda_repository_is_a_flat_deb822_source_with_signed_by():
         "Signed-By: /etc/apt/keyrings/nvidia-cuda.asc",
     ]
     assert repo.key_url.endswith("/debian12/x86_64/3bf863cc.pub")
+    # Each release gets NVIDIA's repository for it; a mirror URL is used as it is.
+    assert render.cuda_repo(settings(), DEBIAN_13).uri.endswith("/repos/debian13/x86_64")
+    mirror = settings(cuda_repo_url="http://mirror.lan/cuda/")
+    assert render.cuda_repo(mirror, DEBIAN_13).uri == "http://mirror.lan/cuda"
 
 
 def test_probe_reads_everything_in_one_command():

@@ -182,7 +182,8 @@ def test_the_certificate_is_kept_by_a_rerun_and_renewed_by_its_window(deploys, r
 
 
 def test_a_removed_persons_key_is_refused_after_the_next_run(deployed, runs):
-    assert runs["with_bob"] in (200, 503)  # let in (503: tabbyAPI not running in this lab)
+    # Let in: tabbyAPI's answer, or 502 from the door where tabbyAPI does not run in this lab.
+    assert runs["with_bob"] in (200, 502)
     assert request(deployed, "/tabbyapi/v1/models", runs["bob"])[0] == 401
     assert request(deployed, "/ollama/api/tags", runs["bob"])[0] == 401
 
@@ -217,15 +218,15 @@ def test_no_key_in_any_output_log_or_file_another_user_can_read(deployed, runs):
     deployed.ssh("guest", "useradd -m keyhunter")
     try:
         keys_on_guest = (
-            f'{{ sed -n \'s/.*"Bearer \\([^"]*\\)".*/\\1/p\' {render.SITE}; '
+            f'{{ sed -n \'s/.*"Bearer \\([^" ][^"]*\\)".*/\\1/p\' {render.SITE}; '
             f"grep -v -- ----- {render.KEY}; }}"
         )
         counted = deployed.ssh("guest", f"{keys_on_guest} | wc -l").stdout.strip()
         assert int(counted) >= 3, counted  # me's key, tabbyAPI's, the server key's lines
         found = deployed.ssh(
             "guest",
-            f"{keys_on_guest} | runuser -u keyhunter -- grep -rlsF -D skip -f - /etc /var /opt "
-            "/srv /home /tmp /run /root; true",
+            f"{keys_on_guest} | grep . | runuser -u keyhunter -- grep -rlsF -D skip -f - /etc /var "
+            "/opt /srv /home /tmp /run /root; true",
             timeout=300,
         ).stdout.split()
         assert found == [], found

@@ -26,7 +26,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server
 
-from roles.common import checks, host_state, registry, secrets
+from roles.common import checks, host_state, prefetch, registry, secrets
 from roles.common.host_state import UNCHANGED, FileState, OpResult, State
 from roles.common.platform import DEBIAN, os_family
 from roles.common.services import ADDRESS_PROBE, parse_host_address, secret_file, unit_lifecycle
@@ -123,6 +123,22 @@ def _certificate(settings: ProxySettings, state: State) -> list[OpResult]:
     ]
 
 
+def _read_spec(settings: ProxySettings) -> dict:
+    """Everything the role looks at on the guest (proxy_plain_http: what it may remove)."""
+    if settings.plain_http:
+        return dict(paths=[render.SITE, render.KEY], units=[render.UNIT])
+    return dict(
+        paths=[render.SITE, render.CERT, render.KEY, render.DEFAULT_SITE], packages=PACKAGES,
+        units=[render.UNIT], probe=probe(), dirs=[render.CONF_DIR],
+    )  # fmt: skip
+
+
+@prefetch.reader("ai_guests")
+def reads(host_) -> list[prefetch.Request]:
+    """What :func:`configure` reads on ``host_``, in the deploy's one read per host."""
+    return [host_state.request(**_read_spec(ProxySettings.from_host(host_)))]
+
+
 @deploy("TLS front door (nginx)")
 def configure():
     """Ensures nginx serves https://<guest>:<proxy_port>/<service>/ for every model server on
@@ -144,13 +160,7 @@ def configure():
     if settings.plain_http:
         _remove()
         return
-    state = host_state.read(
-        paths=[render.SITE, render.CERT, render.KEY, render.DEFAULT_SITE],
-        packages=PACKAGES,
-        units=[render.UNIT],
-        probe=probe(),
-        dirs=[render.CONF_DIR],
-    )
+    state = host_state.read(**_read_spec(settings))
     installed = host_state.packages(state, "nginx and openssl", PACKAGES)
     host_state.directory(state, "its folder", render.CONF_DIR, "700")
     certificate = _certificate(settings, state)
@@ -174,7 +184,7 @@ def configure():
 
 def _remove() -> None:
     """proxy_plain_http: the site and its keys gone, nginx reloaded; the package stays."""
-    state = host_state.read(paths=[render.SITE, render.KEY], units=[render.UNIT])
+    state = host_state.read(**_read_spec(ProxySettings.from_host(host)))
     there = [path for path in (render.SITE, render.KEY) if path in state.files]
     if not there:
         return

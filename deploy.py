@@ -18,6 +18,7 @@ from roles import (
     nvidia_driver,
     ollama,
     preflight,
+    proxy,
     tabbyapi,
     vfio,
     vllm,
@@ -51,6 +52,7 @@ if "ai_guests" in host.groups:
     tabbyapi.install()
     vllm.install()  # off by default (vllm_enabled)
     ollama.install()
+    proxy.configure()  # the TLS front door of the model servers (proxy_plain_http: none)
 
 if "clients" in host.groups:
     client.configure()

@@ -5,17 +5,28 @@ from __future__ import annotations
 
 import os
 import posixpath
+from io import StringIO
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
+from pyinfra.api.exceptions import DeployError, PyinfraError
 from pyinfra.facts.server import Home
+from pyinfra.operations import files
 
 from roles.client import operations
-from roles.client.deployed import choose_guest, deployment, key_env, served_endpoints
-from roles.client.render import config_yaml
+from roles.client.deployed import (
+    choose_guest,
+    deployment,
+    guest_settings,
+    key_env,
+    served_endpoints,
+)
+from roles.client.render import CA_FILE, config_yaml
 from roles.client.settings import ClientSettings
 from roles.common import secrets
+from roles.proxy import pki
+from roles.proxy.settings import ProxySettings
 
 __all__ = ["ClientSettings", "configure"]
 
@@ -51,7 +62,12 @@ def configure():
     if not home:
         raise DeployError(f"{host.name}: no home directory ($HOME) to put the Continue config in")
     config_path, env_path = config_paths(settings, home)
-    text = config_yaml(deployment(guest, settings), settings.name, settings.autocomplete_options)
+    ca = _ca_certificate(guest_settings(guest, ProxySettings))
+    ca_path = posixpath.join(posixpath.dirname(config_path), CA_FILE) if ca else ""
+    if ca:
+        files.put(name=f"the front door's CA {ca_path}", src=StringIO(ca), dest=ca_path)
+    served = deployment(guest, settings, ca_path)
+    text = config_yaml(served, settings.name, settings.autocomplete_options)
 
     operations.config_file(
         name=f"Continue config {config_path} (models of {guest.name})",
@@ -60,14 +76,25 @@ def configure():
     )
     keys = {
         key_env(endpoint): (endpoint.label, secrets.get_or_create(endpoint.key_secret))
-        for _, _, endpoint in served_endpoints(guest)
+        for _, _, endpoint in served_endpoints(guest, settings)
         if key_env(endpoint)
     }
     secrets.keep_operation()
+    pki.keep_operation()
     for variable, (label, key) in keys.items():
         operations.secret_line(
             name=f"{label} key in {env_path}", path=env_path, variable=variable, value=key
         )
+
+
+def _ca_certificate(proxy: ProxySettings) -> str | None:
+    """The CA certificate the editor trusts: the deploy's own CA, else proxy_ca_file (None: no
+    front door, or the user's certificate chains to a CA the system trusts)."""
+    if proxy.plain_http:
+        return None
+    if not proxy.own_cert:
+        return pki.load_or_create().cert_pem
+    return Path(proxy.ca_file).read_text() if proxy.ca_file else None
 
 
 def host_problems(host_) -> list[str]:
@@ -82,6 +109,9 @@ def host_problems(host_) -> list[str]:
     path, _ = config_paths(settings, home)
     if not path.startswith(home.rstrip("/") + "/"):
         return [f"{key}: {path} is outside the home folder {home}; put it under ~/"]
+    person = _person_problem(host_, settings)
+    if person:
+        return [person]
     if host_.name == "@local":
         folder = posixpath.dirname(path)
         while not os.path.exists(folder):
@@ -89,3 +119,20 @@ def host_problems(host_) -> list[str]:
         if not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
             return [f"{key}: {folder} (on the way to {path}) is not a folder you can write"]
     return []
+
+
+def _person_problem(host_, settings: ClientSettings) -> str | None:
+    """client_person must be one of the guest's proxy_people (whose keys the door accepts)."""
+    if not settings.person:
+        return None
+    try:
+        guest = choose_guest(host_.inventory, settings)
+        proxy = guest_settings(guest, ProxySettings)
+    except PyinfraError:  # no single guest, or its settings are bad: reported on their own
+        return None
+    if proxy.plain_http or settings.person in proxy.people:
+        return None
+    return (
+        f"client_person: {settings.person!r} is not in {guest.name}'s proxy_people "
+        f"({', '.join(proxy.people)}); add them there or pick one of those"
+    )

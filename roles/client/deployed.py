@@ -16,6 +16,7 @@ from roles.common.registry import Endpoint
 from roles.common.services import host_address
 from roles.common.settings import SettingsError
 from roles.firewall.settings import FirewallSettings
+from roles.proxy.front import for_person
 
 
 def choose_guest(inventory, settings: ClientSettings):
@@ -48,17 +49,18 @@ def guest_settings(guest, cls):
     return settings
 
 
-def deployment(guest, settings: ClientSettings) -> Deployment:
+def deployment(guest, settings: ClientSettings, ca_bundle: str = "") -> Deployment:
     """The models ``guest`` serves (every enabled registered service's) and their URLs as the
-    editor on this machine sees them."""
+    editor on this machine sees them; ``ca_bundle``: the CA file its https APIs chain to."""
     plan = planner.plan_for_host(guest)
     models = []
-    for service, own, endpoint in served_endpoints(guest):
+    for service, own, endpoint in served_endpoints(guest, settings):
         api = Api(
             endpoint.label,
             endpoint.provider,
             endpoint.base_url(reach_address(guest, settings, endpoint)),
             key_env(endpoint),
+            ca_bundle if endpoint.scheme == "https" else "",
         )
         for model in service.models(own, plan):
             roles = tuple(settings.model_roles.get(model.id, model.roles))
@@ -67,15 +69,19 @@ def deployment(guest, settings: ClientSettings) -> Deployment:
     return Deployment(guest=guest.name, models=tuple(models))
 
 
-def served_endpoints(guest) -> list[tuple[registry.Service, object, Endpoint]]:
+def served_endpoints(
+    guest, settings: ClientSettings | None = None
+) -> list[tuple[registry.Service, object, Endpoint]]:
     """(service, its settings, its public endpoint) of every enabled service of ``guest``, with
-    the model settings the planner fills."""
+    the model settings the planner fills; behind the TLS front door with the key of
+    ``settings``' client_person."""
 
     def settings_of(cls):
         return guest_settings(guest, cls)
 
+    person = settings.person if settings else ""
     return [
-        (service, own, registry.public(service.endpoint(own), settings_of))
+        (service, own, for_person(registry.public(service.endpoint(own), settings_of), person))
         for service, own in registry.running(settings_of, guest.groups)
     ]
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+CA_FILE = "aicoder-ca.crt"  # beside config.yaml: the CA the TLS front door's certificate has
 HEADER = (
     "# Continue config written by the ai-coding-server deploy (roles/client) for the models\n"
     "# served on {guest}. Edits are replaced at the next deploy; the old file is kept beside it\n"
@@ -27,6 +28,7 @@ class Api:
     provider: str  # Continue's provider: "openai", "ollama"
     base: str  # apiBase: http://host:port/v1
     key_env: str = ""  # the .env variable holding its key; "" for an API without one
+    ca_bundle: str = ""  # the CA file the editor trusts for it (requestOptions.caBundlePath)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ def continue_config(deployment: Deployment, name: str, autocomplete_options: dic
         if api.key_env:
             # The key's name in .env beside the config: the file itself never holds it.
             entry["apiKey"] = "${{ secrets.%s }}" % api.key_env  # noqa: UP031 (literal braces)
+        if api.ca_bundle:  # a private CA's certificate (the TLS front door's)
+            entry["requestOptions"] = {"caBundlePath": api.ca_bundle}
         entry["roles"] = list(served.roles)
         if served.tools and "chat" in served.roles:
             entry["capabilities"] = ["tool_use"]  # agent mode sends tools to this model

@@ -80,6 +80,11 @@ class ClientSettings(RoleSettings):
         "",
         "inventory name of the ai_guests host the editor uses (empty: the only one)",
     )
+    person: str = setting(
+        "",
+        "whose key the config sends (one of the guest's proxy_people); empty: the first listed",
+        checks.optional(checks.matches(r"[a-z][a-z0-9_]{0,31}", "a name from proxy_people")),
+    )
     api_host: str = setting(
         "",
         "address the editor reaches the guest at (empty: the one address tabbyAPI binds to; "

@@ -29,7 +29,7 @@ SERVICE_MODULES: tuple[str, ...] = (
 )
 """Modules defining ``SERVICE``, in the order clients list them (Continue: the earlier first)."""
 
-FRONT_MODULES: tuple[str, ...] = ()
+FRONT_MODULES: tuple[str, ...] = ("roles.proxy.front",)
 """Modules defining ``front(endpoint, settings_of) -> Endpoint``: a proxy in front of the
 services (e.g. TLS) returning the public endpoint, with ``upstream`` set to the one it got."""
 

@@ -28,6 +28,7 @@ ADDRESS_PROBE = (
     'awk \'{print "addr", $4, (/ dynamic / ? "dynamic" : "")}\''
 )
 ALL_IPV4 = "0.0.0.0"
+LOOPBACK = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,14 @@ def listen_address(value: str, key: str, filtered: bool, known: HostAddress | No
     (``filtered``), 'auto' is every IPv4 address: the service keeps listening when DHCP hands the
     host a new address, and the firewall admits only the allowed networks. Without the firewall
     it is the host's primary address, refused when DHCP leased it (the service would stop
-    answering at the next new lease). ``known``: the address a role's own probe read already."""
+    answering at the next new lease). Behind the TLS front door (roles/proxy) it is loopback.
+    ``known``: the address a role's own probe read already."""
+    from roles.proxy.settings import proxied  # the proxy's settings import this module's users
+
     if value != "auto":
         return value
+    if proxied(host):
+        return LOOPBACK
     if filtered:
         return ALL_IPV4
     if known and known.address:
@@ -131,12 +137,14 @@ def host_address(target) -> HostAddress:
     return cache["address"]
 
 
-def resolve_on(value: str, run, filtered: bool) -> str | None:
+def resolve_on(value: str, run, filtered: bool, proxied: bool = False) -> str | None:
     """``value`` with 'auto' resolved as listen_address does, running the address probe with
     ``run`` (a function that runs a shell command on the host and returns its output): for
     checks of a host. None where the deploy refuses 'auto'."""
     if value != "auto":
         return value
+    if proxied:
+        return LOOPBACK
     if filtered:
         return ALL_IPV4
     found = parse_host_address(run(ADDRESS_PROBE).splitlines())

@@ -43,9 +43,10 @@ NFT_DROPIN = "/etc/systemd/system/nftables.service.d/aicoder.conf"
 
 def service_ports(settings: FirewallSettings) -> list[int]:
     """TCP ports the allowed networks may reach on this host besides SSH: the extra ones and
-    the public ports of the enabled registered services it runs (each from its own settings)."""
+    the public ports of the enabled registered services it runs (each from its own settings;
+    behind the TLS front door they share its one port)."""
     endpoints = registry.endpoints(lambda cls: cls.from_host(host), host.groups)
-    return list(settings.extra_tcp_ports) + [e.port for e in endpoints]
+    return list(dict.fromkeys([*settings.extra_tcp_ports, *(e.port for e in endpoints)]))
 
 
 NETWORK_READ = prefetch.Request.of(FirewallHostNetwork)

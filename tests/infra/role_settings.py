@@ -27,9 +27,11 @@ def listen_on(guest, value: str, host_data: dict) -> str | None:
     deploy resolved it (roles/common/services.resolve_on)."""
     from roles.common.services import resolve_on
     from roles.firewall.settings import FirewallSettings
+    from roles.proxy.settings import ProxySettings
 
     filtered = settings_of(FirewallSettings, host_data).enabled
-    return resolve_on(value, guest.check_output, filtered)
+    proxied = not settings_of(ProxySettings, host_data).plain_http  # behind the TLS front door
+    return resolve_on(value, guest.check_output, filtered, proxied)
 
 
 def release_of(host) -> Release:

@@ -18,6 +18,7 @@ from roles.firewall.settings import FirewallSettings
 from roles.ollama import render
 from roles.ollama.facts import canonical_model
 from roles.ollama.settings import OllamaSettings
+from roles.proxy.settings import ProxySettings
 
 EMBED_MODEL, EMBED_DIMENSIONS = "nomic-embed-text", 768
 
@@ -33,8 +34,9 @@ def filtered(host_data) -> bool:
 
 
 @pytest.fixture
-def publish(guest, ollama, filtered) -> str:
-    return resolve_on(ollama.bind_address, guest.check_output, filtered)
+def publish(guest, ollama, filtered, host_data) -> str:
+    proxied = not settings_of(ProxySettings, host_data).plain_http  # behind the TLS front door
+    return resolve_on(ollama.bind_address, guest.check_output, filtered, proxied)
 
 
 @pytest.fixture

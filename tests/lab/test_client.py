@@ -18,6 +18,8 @@ from deploy_run import ANSI, pyinfra_deploy
 
 from lab.overrides import OVERRIDES
 from roles.common import secrets
+from roles.proxy import pki
+from roles.proxy.settings import ProxySettings, key_secret
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,8 +74,8 @@ def test_deploy_writes_the_config_and_a_rerun_changes_nothing(client_inventory, 
     assert {m["apiBase"].split("//")[1].split(":")[0] for m in written["models"]} == {guest_ip}
     env = config.parent / ".env"
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
-    assert "TABBYAPI_API_KEY=" in env.read_text()
-    key = secrets.get("tabbyapi_api_key")
+    assert "API_KEY_ME=" in env.read_text()  # the person's key, for the TLS front door
+    key = secrets.get(key_secret(ProxySettings().people[0]))
     assert key and key not in first + again
     # Every enabled registered service is listed: the lab enables vLLM (lab/overrides.py).
     if OVERRIDES["ai_guests"].get("vllm_enabled"):
@@ -84,6 +86,12 @@ def test_deploy_writes_the_config_and_a_rerun_changes_nothing(client_inventory, 
     assert "codebase" in [c["provider"] for c in written["context"]]
     code, messages = validate(config)
     assert code == 0, messages
+    # https to the door, trusting the deploy's CA written beside the config.
+    ca = config.parent / "aicoder-ca.crt"
+    assert ca.read_text() == (pki.ca_dir() / "ca.crt").read_text()
+    for model in written["models"]:
+        assert model["apiBase"].startswith("https://"), model
+        assert model["requestOptions"] == {"caBundlePath": str(ca)}
 
 
 def test_endpoint_checks_pass_or_say_why_they_skip(client_inventory):

@@ -20,6 +20,9 @@ ADDRESS = "192.168.1.20"
 # Where 'auto' binds behind the firewall (every IPv4 address), and where the guest reaches it.
 LISTEN, LOCAL = "0.0.0.0", "127.0.0.1"
 LAN = {"firewall_allowed_networks": ["192.168.1.0/24"]}
+# The services as they listen without the TLS front door ('auto': the LAN); the front door and
+# the services behind it: tests/plan/test_proxy_plan.py.
+PLAIN = {"proxy_plain_http": True}
 
 # Each role's HostState command, told apart by its probe (first match wins, see @fake).
 HF_STATE = re.compile(r"import huggingface_hub as h.*sed 's/\^/probe /'")
@@ -63,7 +66,7 @@ def use_secrets(monkeypatch, tmp_path, api_key: str, admin_key: str) -> None:
 def guest_plan(data: dict | None = None, extra: dict | None = None, release: Release = DEBIAN_12):
     """The whole deploy planned for an ai_guests host (``release``) with ``data`` and ``extra``
     answers."""
-    plan = run_plan({"ai_guests": {**LAN, **(data or {})}}, responses(extra, release))
+    plan = run_plan({"ai_guests": {**LAN, **PLAIN, **(data or {})}}, responses(extra, release))
     assert plan.error is None, plan.error
     return plan
 

@@ -27,7 +27,9 @@ HOME = "/home/dev"
 CONFIG = f"{HOME}/.continue/config.yaml"
 ENV = f"{HOME}/.continue/.env"
 CLIENT = "@fake/laptop"
-GUEST_DATA = {"ssh_hostname": "192.168.1.50"}
+# The guest without the TLS front door (plain HTTP, tabbyAPI's own key); the client behind the
+# front door: tests/plan/test_proxy_plan.py.
+GUEST_DATA = {"ssh_hostname": "192.168.1.50", "proxy_plain_http": True}
 
 
 @pytest.fixture(autouse=True)
@@ -212,9 +214,9 @@ def test_two_guests_need_client_guest():
     plan = run_client(guests=guests)
     assert "set client_guest" in str(plan.error) and "@fake/a, @fake/b" in str(plan.error)
     plan = run_client(guests=guests, client_data={"client_guest": "@fake/b"})
-    assert {m["apiBase"] for m in config_of(plan)["models"]} == {
-        "http://10.0.0.2:5000/v1",
-        "http://10.0.0.2:11434",
+    assert {m["apiBase"] for m in config_of(plan)["models"]} == {  # b's TLS front door
+        "https://10.0.0.2:8443/tabbyapi/v1",
+        "https://10.0.0.2:8443/ollama/",
     }
     plan = run_client(guests=guests, client_data={"client_guest": "c"})
     assert "'c' is not in the ai_guests group; set it to one of @fake/a, @fake/b" in str(plan.error)

@@ -76,12 +76,13 @@ def test_fresh_debian_guest_gets_a_checked_ruleset_for_its_lan_then_loads_it():
     rules = plan.files[NFT_FILE]
     assert rules == plan.files[NFT_CANDIDATE]
     assert "elements = { 10.213.143.0/24 }" in rules  # the recorded host's LAN
-    assert "tcp dport { 5000, 11434 }" in rules  # tabbyAPI and Ollama
+    # The TLS front door only: tabbyAPI and Ollama listen on loopback behind it.
+    assert "tcp dport { 8443 }" in rules and "5000" not in rules and "11434" not in rules
     assert not re.search(r"^\s*flush", plan.files["/etc/nftables.conf"], re.M)
 
 
 def test_a_disabled_service_gets_no_open_port():
-    guest = {**GUEST, "ollama_enabled": False, "tabbyapi_port": 5100}
+    guest = {**GUEST, "ollama_enabled": False, "tabbyapi_port": 5100, "proxy_plain_http": True}
     plan = run_plan({"ai_guests": guest}, responses("os-release.debian-12.txt"))
     assert plan.error is None, plan.error
     assert "tcp dport { 5100 }" in plan.files[NFT_FILE]  # the registry's enabled services only

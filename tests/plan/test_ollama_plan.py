@@ -16,6 +16,7 @@ from guest_services_facts import (
     LAN,
     LISTEN,
     OLLAMA_STATE,
+    PLAIN,
     address_lines,
     guest_plan,
     own,
@@ -157,7 +158,7 @@ def test_auto_binds_all_behind_the_firewall_else_a_static_address_and_refuses_a_
     assert "ip saddr @allowed_v4 return" in behind.files[NFT_FILE]  # Docker's ports filtered
     static = guest_plan({"firewall_enabled": False})
     assert f"- {ADDRESS}:11434:11434" in static.files["/opt/ollama/compose.yaml"]
-    mine = {**LAN, "firewall_enabled": False, "tabbyapi_host": ADDRESS}  # refused first else
+    mine = {**LAN, **PLAIN, "firewall_enabled": False, "tabbyapi_host": ADDRESS}  # else refused
     refused = run_plan({"ai_guests": mine}, responses(dhcp))
     message = str(refused.error)
     assert "ollama_bind_address is 'auto'" in message and "leased by DHCP" in message

@@ -10,6 +10,7 @@ import pytest
 from guest_services_facts import (
     LAN,
     LISTEN,
+    PLAIN,
     address_lines,
     probe_lines,
     responses,
@@ -42,7 +43,8 @@ def vllm_ops(plan) -> list[tuple[str, list[str]]]:
 
 
 def plan_for(data: dict | None = None, extra: dict | None = None):
-    return run_plan({"ai_guests": {**LAN, **ON, **(data or {})}}, responses(extra))
+    # vLLM as it listens without the TLS front door (tests/plan/test_proxy_plan.py: behind it).
+    return run_plan({"ai_guests": {**LAN, **PLAIN, **ON, **(data or {})}}, responses(extra))
 
 
 def converged(data: dict | None = None, gpus: int = 1, **probe) -> dict:
@@ -132,7 +134,7 @@ def test_the_firewall_opens_vllms_port_from_the_registry():
 
 
 def test_off_by_default_no_operation_and_no_open_port():
-    plan = run_plan({"ai_guests": LAN}, responses())
+    plan = run_plan({"ai_guests": {**LAN, **PLAIN}}, responses())
     assert plan.error is None, plan.error
     assert vllm_ops(plan) == []
     assert "8000" not in plan.files[NFT_FILE]

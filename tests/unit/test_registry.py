@@ -16,10 +16,11 @@ GUEST = ("ai_guests",)
 
 
 def settings_of(data: dict):
-    """settings_of for the registry: each class built from ``data`` (valid, or the test fails)."""
+    """settings_of for the registry: each class built from ``data`` (valid, or the test fails).
+    The services' own endpoints, without the TLS front door (tests/unit/test_proxy.py)."""
 
     def of(cls):
-        settings, problems = cls.problems_in(data)
+        settings, problems = cls.problems_in({"proxy_plain_http": True, **data})
         assert not problems, problems
         return settings
 

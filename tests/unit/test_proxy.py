@@ -1,0 +1,128 @@
+"""The proxy role's pure parts: the private CA and certificates, the nginx site, the registry's
+front, the settings."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from cryptography import x509
+
+from roles.common import registry
+from roles.proxy import pki, render
+from roles.proxy.front import front
+from roles.proxy.settings import ProxySettings
+
+NAMES = ["guest", "10.0.0.7", "localhost"]
+
+
+@pytest.fixture(autouse=True)
+def secrets_here(monkeypatch, tmp_path):
+    monkeypatch.setenv("AICODER_SECRETS_FILE", str(tmp_path / "secrets.yml"))
+    pki._NEW.clear()
+
+
+def test_a_new_ca_is_kept_in_memory_until_kept_then_written_0600_and_reused():
+    ca = pki.load_or_create()
+    assert pki.load_or_create() is ca and not pki.ca_dir().exists()  # --dry writes nothing
+    pki.keep()
+    key = pki.ca_dir() / "ca.key"
+    assert key.stat().st_mode & 0o777 == 0o600 and pki.ca_dir().stat().st_mode & 0o777 == 0o700
+    pki._NEW.clear()
+    assert pki.load_or_create() == ca  # the next run reads the same CA
+    constraints = ca.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert constraints.ca and constraints.path_length == 0
+    assert "PRIVATE" not in ca.cert_pem
+
+
+def test_a_ca_key_readable_by_others_or_half_a_ca_is_refused():
+    pki.load_or_create()
+    pki.keep()
+    key = pki.ca_dir() / "ca.key"
+    key.chmod(0o644)
+    with pytest.raises(pki.PkiError, match="chmod 600"):
+        pki.load_or_create()
+    key.unlink()
+    with pytest.raises(pki.PkiError, match="only one of ca.crt and ca.key"):
+        pki.load_or_create()
+
+
+def test_issued_certificates_name_the_guest_chain_to_the_ca_and_end_when_asked():
+    ca = pki.new_ca()
+    cert_pem, key_pem = pki.issue(ca, NAMES, days=90)
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    cert.verify_directly_issued_by(ca.cert)
+    assert cert_pem.endswith(ca.cert_pem)  # the chain nginx serves
+    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    assert 89 <= left.days <= 90 and key_pem.startswith("-----BEGIN PRIVATE KEY")
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(n.value) for n in san} == set(NAMES)
+    assert pki.renewal_reason(cert_pem, ca, NAMES, renew_days=30) is None
+
+
+@pytest.mark.parametrize(
+    ("names", "days", "renew", "reason"),
+    [
+        (NAMES, 20, 30, "it expires in 19 days (proxy_renew_days 30)"),
+        (["guest"], 90, 30, "it does not name 10.0.0.7, localhost"),
+    ],
+)
+def test_renewal_reasons(names, days, renew, reason):
+    ca = pki.new_ca()
+    cert, _ = pki.issue(ca, names, days=days)
+    assert pki.renewal_reason(cert, ca, NAMES, renew) == reason
+    assert pki.renewal_reason(cert, pki.new_ca(), NAMES, 0) == (
+        "the one on the guest is not signed by the deploy's CA"
+    )
+    assert pki.renewal_reason("", ca, NAMES, 0) == "there is none yet"
+
+
+def test_the_site_maps_keys_to_people_and_refuses_keys_that_would_be_syntax():
+    route = render.Route("tabbyapi", 5000, ("/health",), "own-key")
+    site = render.site(8443, [route], {"bob": "k2", "alice": "k1"})
+    assert site.index('"Bearer k1" "alice";') < site.index('"Bearer k2" "bob";')
+    assert "$http_authorization" in site and "person=$aicoder_person" in site
+    # The header is read by the map only: never logged, never passed on.
+    assert [line for line in site.splitlines() if "http_authorization" in line] == [
+        "map $http_authorization $aicoder_person {"
+    ]
+    for bad in ('a"b', "a$b", "a b", "a;b", "a}b"):
+        with pytest.raises(ValueError, match="'alice'"):
+            render.site(8443, [route], {"alice": bad})
+        with pytest.raises(ValueError, match="tabbyapi's own key"):
+            render.site(8443, [render.Route("tabbyapi", 5000, (), bad)], {"alice": "k"})
+
+
+def settings_of(data: dict):
+    def of(cls):
+        settings, problems = cls.problems_in(data)
+        assert not problems, problems
+        return settings
+
+    return of
+
+
+def test_the_front_publishes_each_service_under_its_name_on_the_doors_port():
+    tabby, ollama = registry.endpoints(settings_of({"proxy_people": ["ann"]}), ("ai_guests",))
+    assert tabby.base_url("guest") == "https://guest:8443/tabbyapi/v1"
+    assert ollama.base_url("guest") == "https://guest:8443/ollama/"
+    assert ollama.base_url("g", ollama.health_path) == "https://g:8443/ollama/api/version"
+    assert (tabby.auth, tabby.key_secret, ollama.auth) == ("bearer", "api_key_ann", "bearer")
+    assert (tabby.own.port, tabby.own.scheme, ollama.own.auth) == (5000, "http", "none")
+    plain = settings_of({"proxy_plain_http": True})
+    assert front(tabby.own, plain) is tabby.own
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"proxy_renew_days": 400}, "not less than proxy_cert_days"),
+        ({"proxy_people": ["a", "a"]}, "lists a name twice"),
+        ({"proxy_people": ["Bob"]}, "lower-case"),
+        ({"proxy_ca_file": "/ca.crt"}, "only used with proxy_cert_file"),
+        ({"proxy_names": ["bad name"]}, "a DNS name or an IP address"),
+    ],
+)
+def test_bad_settings_name_the_key(data, fragment):
+    _, problems = ProxySettings.problems_in(data)
+    assert any(fragment in why for _, why in problems), problems

@@ -60,6 +60,9 @@ ENV = {
     "AICODER_PYINFRA": f"{REPO}/.venv/bin/pyinfra",
     "AICODER_LAB_VAGRANT_DATA": LAB_DATA,
     "PYTHONDONTWRITEBYTECODE": "1",  # the checkout is read-only in the machine
+    # ...so the generated keys (and the TLS CA beside them) go where a user's would be
+    # writable: the machine's state folder (secrets.yml beside deploy.py is the default).
+    "AICODER_SECRETS_FILE": f"{STATE}/secrets.yml",
     "VAGRANT_NO_COLOR": "1",
 }
 # Vagrant prints a trigger's output with the machine's name in front of each line.

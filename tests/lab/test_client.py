@@ -79,9 +79,10 @@ def test_deploy_writes_the_config_and_a_rerun_changes_nothing(client_inventory, 
     assert key and key not in first + again
     # Every enabled registered service is listed: the lab enables vLLM (lab/overrides.py).
     if OVERRIDES["ai_guests"].get("vllm_enabled"):
-        vllm = [m for m in written["models"] if m["apiBase"] == f"http://{guest_ip}:8000/v1"]
-        assert [m["apiKey"] for m in vllm] == ["${{ secrets.VLLM_API_KEY }}"], written["models"]
-        assert "VLLM_API_KEY=" in env.read_text()
+        # Behind the TLS front door: its route on the door's port, the person's key.
+        base = f"https://{guest_ip}:{ProxySettings().port}/vllm/v1"
+        vllm = [m for m in written["models"] if m["apiBase"] == base]
+        assert [m["apiKey"] for m in vllm] == ["${{ secrets.API_KEY_ME }}"], written["models"]
     # The embeddings the guest serves are used: Continue's codebase index and search.
     assert "codebase" in [c["provider"] for c in written["context"]]
     code, messages = validate(config)

@@ -16,7 +16,7 @@ from pyinfra.operations import files, server, systemd
 from typing_extensions import override
 
 from roles.common import checks, host_state
-from roles.common.host_state import UNCHANGED, FileState, State
+from roles.common.host_state import UNCHANGED, FileState, OpResult, State
 from roles.common.memo import host_memo
 from roles.common.opname import op_name
 
@@ -317,39 +317,46 @@ def redact_keys_sed() -> str:
 
 def unit_lifecycle(
     state: State, label: str, unit: str, unit_file, runnable: bool, restart_on=(), reload_on=()
-):
+) -> list[OpResult]:
     """Keep a systemd ``unit`` enabled, and running if ``runnable``: reload systemd when its
     unit file op ``unit_file`` changed, then restart (or reload) it only if it was already
     running and an op in ``restart_on`` (``reload_on``) changed; a stopped unit just starts with
     the new state. A unit that is not runnable (its code or image is missing) is only enabled.
-    Ops that cannot be needed are not even planned, so a converged host costs no round trip."""
+    Ops that cannot be needed are not even planned, so a converged host costs no round trip.
+    Returns the ops that may (re)start it: a health wait follows only those (host_state.after)."""
     needed = [op for op in (unit_file, *restart_on, *reload_on) if op is not UNCHANGED]
     host_state.after(
         [unit_file], systemd.daemon_reload, name=op_name(label, "reload systemd units")
     )
     if not runnable:
         host_state.service(state, op_name(label, "enabled on boot"), unit, running=None)
-        return
+        return []
     restart = [unit_file, *restart_on]
+    started: list[OpResult] = []
     if needed:
-        systemd.service(
-            name=op_name(label, "restart for the change"),
-            service=unit,
-            running=None,
-            restarted=True,
-            _if=[lambda: any(op.did_change() for op in restart)],
-        )
+        started += [
+            systemd.service(
+                name=op_name(label, "restart for the change"),
+                service=unit,
+                running=None,
+                restarted=True,
+                _if=[lambda: any(op.did_change() for op in restart)],
+            )
+        ]
     if needed and reload_on:
-        systemd.service(
-            name=op_name(label, "reload for the change"),
-            service=unit,
-            running=None,
-            reloaded=True,
-            _if=[
-                lambda: (
-                    not any(op.did_change() for op in restart)
-                    and any(op.did_change() for op in reload_on)
-                )
-            ],
-        )
-    host_state.service(state, op_name(label, "running and enabled on boot"), unit)
+        started += [
+            systemd.service(
+                name=op_name(label, "reload for the change"),
+                service=unit,
+                running=None,
+                reloaded=True,
+                _if=[
+                    lambda: (
+                        not any(op.did_change() for op in restart)
+                        and any(op.did_change() for op in reload_on)
+                    )
+                ],
+            )
+        ]
+    started.append(host_state.service(state, op_name(label, "running and enabled on boot"), unit))
+    return started

@@ -165,11 +165,17 @@ def install():
         commands=[f"{render.compose_invocation(compose, settings)} config --quiet"],
     )
     unit = host_state.put(state, "systemd unit", render.UNIT_PATH, render.unit(settings, compose))
-    unit_lifecycle(state, "Ollama", render.UNIT, unit, runnable, reload_on=[compose_file])
+    started = unit_lifecycle(state, "Ollama", render.UNIT, unit, runnable, reload_on=[compose_file])
     if not runnable:
         return
+    have = found.models or set()
+    missing = any(canonical_model(m) not in have for m in settings.models)
     compose_logs = f"{render.compose_invocation(compose, settings)} logs --no-color --tail 30"
-    wait_until_answering(
+    # After a (re)start, or before pulling into it: a converged host sends nothing for it.
+    host_state.after(
+        started,
+        wait_until_answering,
+        force=missing,
         name="answers /api/version",
         service="Ollama",
         url=f"{api}/api/version",
@@ -178,8 +184,7 @@ def install():
             f"{compose_logs} 2>&1; journalctl -u {render.UNIT} -n 30 --no-pager 2>/dev/null"
         ),
     )
-    have = found.models or set()
-    if any(canonical_model(m) not in have for m in settings.models):
+    if missing:
         pull_missing_models(
             name=f"models {', '.join(settings.models)}",
             api=api,

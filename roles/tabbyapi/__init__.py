@@ -366,14 +366,17 @@ def start_and_wait(
     runnable = bool(settings.git_url)
     if runnable and _needs_gpu(settings):
         runnable = gpu.may_start(host, "tabbyAPI")
-    unit_lifecycle(state, "tabbyAPI", render.UNIT, unit, runnable, restart_on=restart_on)
+    started = unit_lifecycle(state, "tabbyAPI", render.UNIT, unit, runnable, restart_on=restart_on)
     if not runnable:
         return
     logs = (
         f"tail -n 30 {render.LOG_FILE} 2>/dev/null | {redact_keys_sed()}; "
         f"journalctl -u {render.UNIT} -n 30 --no-pager 2>/dev/null | {redact_keys_sed()}"
     )
-    wait_until_answering(
+    # Only after a (re)start: a converged host sends nothing for it (one round trip per run).
+    host_state.after(
+        started,
+        wait_until_answering,
         name="answers /health",
         service="tabbyAPI",
         url=f"http://{client_address(listen)}:{settings.port}/health",

@@ -186,12 +186,13 @@ def _start_and_wait(settings: VllmSettings, state: State, listen: str, unit, res
     """Start (or restart) the service and wait for /health, unless it is not installed or the
     driver waits for a reboot (roles/common/gpu); then it is only enabled."""
     runnable = not settings.lab_skip_install and gpu.may_start(host, "vLLM")
-    unit_lifecycle(state, "vLLM", render.UNIT, unit, runnable, restart_on=restart_on)
+    started = unit_lifecycle(state, "vLLM", render.UNIT, unit, runnable, restart_on=restart_on)
     if not runnable:
         return
     logs = f"tail -n 30 {render.LOG_FILE}; journalctl -u {render.UNIT} -n 30 --no-pager"
     url = f"http://{client_address(listen)}:{settings.port}/health"
-    wait_until_answering(
+    host_state.after(
+        started, wait_until_answering,
         name="answers /health", service="vLLM", url=url, timeout=settings.start_timeout,
         logs_command=f"{{ {logs}; }} 2>/dev/null",
     )  # fmt: skip

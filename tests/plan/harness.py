@@ -56,6 +56,7 @@ class Plan:
     reads: list[str] = field(default_factory=list)  # commands sent while planning (round trips)
     # Those sent by the deploy's own code, not by an operation checking what it would change.
     role_reads: list[str] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)  # every command sent, plan and run
 
     @property
     def commands(self) -> list[str]:
@@ -104,6 +105,7 @@ def run_plan(
         finally:
             plan.reads = list(host.connector.executed_commands)  # type: ignore[attr-defined]
         run_ops(state)
+        plan.executed = list(host.connector.executed_commands)  # type: ignore[attr-defined]
     plan.operations = len(state.get_op_order())
     for op_hash in state.get_op_order():
         op_meta = state.ops[host].get(op_hash)

@@ -15,6 +15,8 @@ from test_hypervisor_first_run_plan import HOSTS, hypervisor_ops, later_run
 from test_libvirt_plan import DEBIAN, EL9, LAN
 from test_libvirt_plan import responses as libvirt_responses
 from test_ollama_plan import converged_guest
+from test_tabbyapi_plan import converged_guest as tabbyapi_converged
+from test_tabbyapi_plan import user_secrets as tabbyapi_secrets  # noqa: F401 - autouse
 from test_vllm_plan import converged as vllm_converged
 from test_vllm_plan import plan_for as vllm_plan
 from test_vllm_plan import user_secrets  # noqa: F401 - autouse: the keys
@@ -74,3 +76,12 @@ def test_a_guest_with_vllm_plans_with_one_read():
     """vLLM's keys come from its tests' autouse fixture (user_secrets, imported here)."""
     plan = vllm_plan(extra=vllm_converged())
     assert_one_read(plan)
+
+
+def test_a_running_service_is_not_waited_on_when_nothing_restarted_it():
+    """No health wait for a service this run did not (re)start: a running tabbyAPI was waited
+    on in every run, a second round trip (tabbyAPI and Ollama converged here)."""
+    plan = guest_plan(extra={**converged_guest(), **tabbyapi_converged()})
+    assert_one_read(plan)
+    waits = [c for c in plan.executed[len(plan.reads) :] if "until curl" in c]
+    assert waits == []

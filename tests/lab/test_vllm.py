@@ -72,7 +72,10 @@ def test_user_folders_config_and_key_file_are_in_place(vllm):
         f"{render.ENV_FILE} 600 root:root",
     ]
     config = yaml.safe_load(guest(vllm, f"cat {render.CONFIG_FILE}"))
-    assert (config["host"], config["port"]) == ("0.0.0.0", 8000)  # 'auto' behind the firewall
+    # 'auto': loopback behind the TLS front door (the default), else every address behind the
+    # firewall.
+    wanted = "0.0.0.0" if OVERRIDES["ai_guests"].get("proxy_plain_http") else "127.0.0.1"
+    assert (config["host"], config["port"]) == (wanted, 8000)
     assert "api-key" not in config
     # The key file holds the secret (compared by hash: the key never reaches the test output).
     wanted = hashlib.sha1(render.environment(secrets.get("vllm_api_key") or "").encode())
@@ -99,9 +102,15 @@ def test_the_unit_is_valid_enabled_and_skipped_without_a_gpu(vllm):
     assert "ConditionDirectoryNotEmpty=/proc/driver/nvidia/gpus was not met" in status, status
 
 
-def test_the_firewall_admits_vllms_port_from_the_registry(vllm):
+def test_vllm_is_reached_through_the_front_door_only(vllm):
+    """The registry gives the door vLLM's route; the firewall opens the door's port, not 8000."""
+    if OVERRIDES["ai_guests"].get("proxy_plain_http"):
+        pytest.skip("the lab runs without the TLS front door (proxy_plain_http)")
     rules = guest(vllm, "nft list table inet aicoder_filter")
-    assert "tcp dport { 5000, 8000, 11434 } ip saddr @allowed_v4 accept" in rules, rules
+    assert "tcp dport 8443 ip saddr @allowed_v4 accept" in rules, rules
+    assert not re.search(r"dport [^\n]*\b8000\b", rules), rules
+    site = guest(vllm, "cat /etc/nginx/conf.d/aicoder.conf")
+    assert "location /vllm/ {" in site
 
 
 def test_the_infra_checks_pass_and_say_why_the_service_ones_skip(vllm):

@@ -74,8 +74,8 @@ def test_user_folders_config_and_key_file_are_in_place(vllm):
     config = yaml.safe_load(guest(vllm, f"cat {render.CONFIG_FILE}"))
     # 'auto': loopback behind the TLS front door (the default), else every address behind the
     # firewall.
-    wanted = "0.0.0.0" if OVERRIDES["ai_guests"].get("proxy_plain_http") else "127.0.0.1"
-    assert (config["host"], config["port"]) == (wanted, 8000)
+    address = "0.0.0.0" if OVERRIDES["ai_guests"].get("proxy_plain_http") else "127.0.0.1"
+    assert (config["host"], config["port"]) == (address, 8000)
     assert "api-key" not in config
     # The key file holds the secret (compared by hash: the key never reaches the test output).
     wanted = hashlib.sha1(render.environment(secrets.get("vllm_api_key") or "").encode())

@@ -84,10 +84,9 @@ def test_first_deploy_sets_up_everything_that_has_a_source(lab, deploys):
     assert not [n for n in changed if re.search(r"model |pull", n)]
     code = [n for n in changed if re.search(r"checkout of|dependencies|run release", n)]
     assert len(code) == (3 if has_tabbyapi_source(lab) else 0), code
-    # The keys are in the file, never in pyinfra's output: their names are, as hidden values
-    # (the values themselves: test_keys_stay_out_of_the_output).
+    # The keys are in the file, never in pyinfra's output (their names may be, when generated,
+    # as "<48 characters, hidden>"; the values themselves: test_keys_stay_out_of_the_output).
     assert "Your API key" not in first.output
-    assert "tabbyapi_admin_key <48 characters, hidden>" in first.output
 
 
 def test_second_deploy_changes_nothing(deploys):

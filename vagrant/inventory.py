@@ -52,9 +52,6 @@ ai_guests = [
         "@vagrant/guest",
         dict(
             _VAGRANT,
-            # Listen on the host-only address: the default route's interface is the NAT one.
-            tabbyapi_host=GUEST_IP,
-            ollama_bind_address=GUEST_IP,
             # No GPU in the box: tabbyAPI starts without a model (no 16 GB download it could
             # not load), and Ollama serves the embeddings on the CPU.
             tabbyapi_model_repo=None,
@@ -66,5 +63,7 @@ ai_guests = [
 hypervisors = [h for h in hypervisors if h[0].split("/")[1] in _RUNNING]
 ai_guests = [h for h in ai_guests if h[0].split("/")[1] in _RUNNING]
 
-# This machine: the deploy writes the editor's Continue config here.
+# This machine: the deploy writes the editor's Continue config here. The editor reaches the TLS
+# front door (every address, port 8443; the model servers on loopback behind it) on the
+# host-only address, which the door's certificate then names too (client_api_host).
 clients = [("@local", {"client_api_host": GUEST_IP})]

@@ -4,10 +4,13 @@ settings every serving role declares alike: listen address, port, start timeout.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roles.common import checks
 from roles.common.settings import setting
+
+if TYPE_CHECKING:
+    from roles.common.registry import Endpoint
 
 
 def ssh_port_clash(key: str, port: int, data: dict) -> list[tuple[str, str]]:
@@ -31,7 +34,7 @@ def service_port_problems(cls, settings, data: dict) -> list[tuple[str, str]]:
     if me is None or not me.enabled(settings):
         return []
     own = me.endpoint(settings)
-    problems = ssh_port_clash(own.port_key, own.port, data)
+    problems = ssh_port_clash(own.port_key, own.port, data) + behind_the_door(own, data)
     for other in registry.services():
         if other is me:
             break
@@ -49,6 +52,26 @@ def service_port_problems(cls, settings, data: dict) -> list[tuple[str, str]]:
                 )
             )
     return problems
+
+
+def behind_the_door(own: Endpoint, data: dict) -> list[tuple[str, str]]:
+    """A listen address the TLS front door cannot reach: the door forwards to 127.0.0.1."""
+    from roles.proxy.settings import ProxySettings  # the proxy's settings import this module
+
+    proxy, bad = ProxySettings.checked(data)
+    if proxy is None or bad or proxy.plain_http or own.listen == "auto":
+        return []
+    if own.listen in checks.WILDCARD_ADDRESSES or ipaddress.ip_address(own.listen).is_loopback:
+        return []
+    return [
+        (
+            own.listen_key,
+            f"{own.listen} is an address the TLS front door cannot forward to: behind the door "
+            f"(proxy_port {proxy.port}) {own.label} listens on 127.0.0.1 and clients reach it "
+            f"at https://<guest>:{proxy.port}/{own.service}/. Leave {own.listen_key} 'auto', or "
+            "set proxy_plain_http True to serve it directly on that address",
+        )
+    ]
 
 
 def listen_setting(label: str) -> Any:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server
 
 from roles.common import checks, host_state, prefetch, registry, secrets
@@ -75,10 +76,29 @@ def parse_probe(lines: list[str]) -> tuple[list[str], str, bool]:
     return [*names, *([address] if address else [])], cert, "keymatch" in lines
 
 
+def client_addresses(inventory, guest) -> list[str]:
+    """client_api_host of each client whose editor uses ``guest``: the editor checks the door's
+    certificate against it (a Vagrant host-only address, a tunnel's name)."""
+    from roles.client.deployed import choose_guest  # the client imports the registry's fronts
+    from roles.client.settings import ClientSettings
+
+    found = []
+    for client in inventory.get_group("clients", []):
+        settings = ClientSettings.from_host(client)
+        try:
+            if settings.api_host and choose_guest(inventory, settings) is guest:
+                found.append(settings.api_host)
+        except DeployError:  # the client's own run names it
+            continue
+    return found
+
+
 def cert_names(settings: ProxySettings, found: list[str]) -> list[str]:
     """What the server certificate names: the inventory's names for the guest, what it calls
-    itself, its primary address, localhost and proxy_names; each once, in that order."""
+    itself, its primary address, localhost, the clients' client_api_host and proxy_names; each
+    once, in that order."""
     wanted = [host.name, host.data.get("ssh_hostname") or "", *found, "localhost", "127.0.0.1"]
+    wanted += client_addresses(host.inventory, host)
     names: list[str] = []
     for name in [*wanted, *settings.names]:
         name = str(name).strip().rstrip(".")

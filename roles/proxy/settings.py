@@ -49,7 +49,8 @@ class ProxySettings(RoleSettings):
     names: list[str] = setting(
         [],
         "more DNS names or IP addresses the server certificate covers, besides the guest's "
-        "inventory name, ssh_hostname, host name, primary address and localhost",
+        "inventory name, ssh_hostname, host name, primary address, localhost and the "
+        "client_api_host of the clients that use it",
         checks.matches(checks.URL_HOST, "a DNS name or an IP address"),
     )
     cert_days: int = setting(

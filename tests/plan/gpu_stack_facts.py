@@ -17,13 +17,9 @@ from roles.common.platform import DEBIAN_12, Release
 from roles.nvidia_driver import render
 from roles.nvidia_driver.settings import NvidiaDriverSettings
 
-# The other guest roles resolve "auto" addresses and the firewall's LAN from facts these tests
-# do not describe; give them fixed values so the whole deploy.py plans.
-GUEST = {
-    "firewall_allowed_networks": ["192.168.1.0/24"],
-    "tabbyapi_host": "10.213.143.10",
-    "ollama_bind_address": "10.213.143.10",
-}
+# The firewall resolves its LAN from facts these tests do not describe; give it a fixed value
+# so the whole deploy.py plans (the servers' 'auto' is loopback behind the TLS front door).
+GUEST = {"firewall_allowed_networks": ["192.168.1.0/24"]}
 
 # Each role's HostState command, told apart by its probe (first match wins, see @fake).
 NVIDIA_STATE = re.compile(r"echo initramfs yes.*sed 's/\^/probe /'")

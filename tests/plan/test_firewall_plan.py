@@ -21,8 +21,8 @@ EL9_RELEASES = [
     "os-release.almalinux-9.4.txt",
     "os-release.rhel-9.4.txt",
 ]
-# The services resolve "auto" addresses from their own facts; the firewall does not need them.
-GUEST = {"tabbyapi_host": "10.213.143.10", "ollama_bind_address": "10.213.143.10"}
+# The servers' 'auto' is loopback behind the TLS front door: no address fact needed.
+GUEST: dict = {}
 # The role's HostState read: it lists the files it manages, the first under /etc/nftables* or
 # /etc/firewalld/zones (the base role's read comes earlier and lists apt's files).
 FIREWALL_STATE = re.compile(r"^for f in (/var/lib/aicoder/firewall|/etc/firewalld/zones)")

@@ -111,6 +111,7 @@ def test_device_ids_without_gpu_are_refused():
     ],
 )
 def test_port_clash_between_tabbyapi_and_ollama(data, clash):
+    data = {**data, "proxy_plain_http": True}  # the servers on the addresses given here
     if clash:
         message = problems(data)
         assert "- ollama_port: " in message and "tabbyAPI's port too" in message, message

@@ -126,3 +126,26 @@ def test_the_front_publishes_each_service_under_its_name_on_the_doors_port():
 def test_bad_settings_name_the_key(data, fragment):
     _, problems = ProxySettings.problems_in(data)
     assert any(fragment in why for _, why in problems), problems
+
+
+def _inventory(clients: list[tuple[str, dict]], guests: list[str]):
+    from pyinfra.api import Inventory
+
+    hosts = [name for name, _ in clients] + guests
+    return Inventory((hosts, {}), clients=(clients, {}), ai_guests=(guests, {}))
+
+
+def test_the_certificate_names_the_address_each_client_reaches_its_guest_at():
+    """The Vagrant guest's editor uses the host-only address, not the guest's primary one: a
+    certificate without it fails the editor's TLS check."""
+    from roles.proxy import client_addresses
+
+    inventory = _inventory([("@local", {"client_api_host": "192.168.56.11"})], ["guest"])
+    assert client_addresses(inventory, inventory.get_host("guest")) == ["192.168.56.11"]
+    # Two guests: only the one a client names (client_guest) gets that client's address.
+    inventory = _inventory(
+        [("laptop", {"client_api_host": "gpu.example", "client_guest": "b"}), ("desk", {})],
+        ["a", "b"],
+    )
+    assert client_addresses(inventory, inventory.get_host("a")) == []
+    assert client_addresses(inventory, inventory.get_host("b")) == ["gpu.example"]

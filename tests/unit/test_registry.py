@@ -118,6 +118,24 @@ def test_a_port_clash_is_named_once_on_the_later_service(data, clash):
     assert problems == (expected if clash else [])
 
 
+@pytest.mark.parametrize("plain_http", [False, True])
+def test_an_address_the_front_door_cannot_forward_to_is_refused_for_every_service(plain_http):
+    """Behind the door a server must listen where the door forwards (127.0.0.1): an explicit
+    LAN address would answer 502 through the door (the Vagrant inventory once set one)."""
+    data: dict[str, object] = {
+        "tabbyapi_host": "192.168.56.11",
+        "ollama_bind_address": "192.168.56.11",
+    }
+    data |= {"vllm_enabled": True, "vllm_host": "10.0.0.5", "proxy_plain_http": plain_http}
+    problems = [p for s in registry.services() for p in s.settings.checked(HostData(data))[1]]
+    keys = [key for key, why in problems if "front door cannot forward" in why]
+    assert keys == ([] if plain_http else ["tabbyapi_host", "ollama_bind_address", "vllm_host"])
+    fine: dict[str, object] = {"tabbyapi_host": "0.0.0.0", "ollama_bind_address": "127.0.0.1"}
+    fine |= {"vllm_host": "auto"}
+    fine |= {"vllm_enabled": True}
+    assert [p for s in registry.services() for p in s.settings.checked(HostData(fine))[1]] == []
+
+
 def test_sshs_port_is_refused_for_every_service():
     host = HostData({"tabbyapi_port": 22, "ollama_port": 22})
     problems = [p for s in registry.services() for p in s.settings.checked(host)[1]]

@@ -158,6 +158,19 @@ def get_or_create(name: str) -> str:
     return value
 
 
+def record(name: str, value: str) -> None:
+    """Add ``name: value`` (no secret: a revocation record, say) to the file with the next
+    ``keep``, unless the file holds ``name`` already."""
+    path = secrets_file()
+    if name not in _load(path):
+        _GENERATED[(str(path), name)] = value
+
+
+def file_names() -> list[str]:
+    """The names the secrets file holds."""
+    return list(_load(secrets_file()))
+
+
 def pending() -> list[str]:
     """Names generated this run that the secrets file does not hold yet."""
     path = str(secrets_file())
@@ -196,6 +209,6 @@ def keep_operation() -> None:
     names = pending()
     if names:
         python.call(
-            name=f"Add the generated secrets ({', '.join(names)}) to {secrets_file()}",
+            name=f"Add {', '.join(names)} to {secrets_file()}",
             function=keep,
         )

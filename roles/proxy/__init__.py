@@ -32,7 +32,7 @@ from roles.common.host_state import UNCHANGED, FileState, OpResult, State
 from roles.common.platform import DEBIAN, os_family
 from roles.common.services import ADDRESS_PROBE, parse_host_address, secret_file, unit_lifecycle
 from roles.proxy import pki, render
-from roles.proxy.settings import ProxySettings, key_secret, proxied
+from roles.proxy.settings import KEY_PREFIX, ProxySettings, key_secret, proxied, revoked_record
 
 __all__ = ["ProxySettings", "configure", "host_problems", "person_keys", "proxied"]
 
@@ -42,6 +42,25 @@ PACKAGES = ["nginx", "openssl"]
 def person_keys(settings: ProxySettings) -> dict[str, str]:
     """Each listed person's key from the secrets, generated once if not given."""
     return {p: secrets.get_or_create(key_secret(p)) for p in settings.people}
+
+
+def listed_people(inventory) -> set[str]:
+    """Everyone in the proxy_people of any AI guest of the inventory (one secrets file serves
+    them all, so a key is revoked only when nobody lists its person)."""
+    guests = inventory.get_group("ai_guests", [])
+    return {person for guest in guests for person in ProxySettings.from_host(guest).people}
+
+
+def revoke_removed(inventory) -> None:
+    """Record in the secrets file each key of secrets.yml whose person no guest lists any more,
+    so a person added again later never gets the revoked key back (host_problems refuses it)."""
+    listed = listed_people(inventory)
+    for name in secrets.file_names():
+        person = name.removeprefix(KEY_PREFIX)
+        if name.startswith(KEY_PREFIX) and person not in listed:
+            value = secrets.get(name)  # the key in use (AICODER_API_KEY_<PERSON> first)
+            if value:
+                secrets.record(revoked_record(value), person)
 
 
 def routes() -> list[render.Route]:
@@ -185,6 +204,7 @@ def configure():
     host_state.directory(state, "its folder", render.CONF_DIR, "700")
     certificate = _certificate(settings, state)
     keys = person_keys(settings)
+    revoke_removed(host.inventory)
     secrets.keep_operation()  # generated keys reach secrets.yml before the guest accepts them
     site = _secret(
         state,
@@ -243,6 +263,13 @@ def host_problems(host_) -> list[str]:
             problems.append(
                 f"proxy_people: the key of {person!r} (secret {key_secret(person)}) holds "
                 "characters a bearer token cannot; use letters, digits and -._~+/"
+            )
+        elif value is not None and revoked_record(value) in secrets.file_names():
+            problems.append(
+                f"proxy_people: the key of {person!r} (secret {key_secret(person)}) was revoked "
+                f"when {person} left proxy_people; to give {person} a new key, delete the "
+                f"{key_secret(person)} line from {secrets.secrets_file()} (the next run "
+                f"generates one) or set AICODER_{key_secret(person).upper()}"
             )
     return problems
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from typing_extensions import override
@@ -13,9 +14,19 @@ from roles.common.settings import RoleSettings, setting
 PERSON = r"[a-z][a-z0-9_]{0,31}"
 
 
+KEY_PREFIX = "api_key_"
+REVOKED_PREFIX = "revoked_key_"
+
+
 def key_secret(person: str) -> str:
     """The secret holding ``person``'s key (secrets.yml, or AICODER_API_KEY_<PERSON>)."""
-    return f"api_key_{person}"
+    return KEY_PREFIX + person
+
+
+def revoked_record(key: str) -> str:
+    """The secrets file's record that ``key`` was revoked: a name from its SHA-256, never the
+    key itself."""
+    return REVOKED_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 def local_file(value: str) -> str | None:
@@ -43,7 +54,7 @@ class ProxySettings(RoleSettings):
         ["me"],
         "the people (or machines) that use the server: each gets its own key (secret "
         "api_key_<name>, generated once into secrets.yml, or AICODER_API_KEY_<NAME>); removing "
-        "a name revokes that key at the next run",
+        "a name revokes that key at the next run, for good",
         checks.matches(PERSON, "a name of lower-case letters, digits and _, like alice"),
     )
     names: list[str] = setting(

@@ -1,8 +1,8 @@
 """The TLS front door (roles/proxy) on the shared lab guest, seen from this machine as the editor
 sees it: the handshake against the deploy's CA, a person's key at the door of tabbyAPI (really
-running) and of the Ollama route, a removed person refused after the next run, the certificate
-kept and renewed by its window, the servers reachable through the door only, and no key in any
-output, log or file another user can read."""
+running) and of the Ollama route, a removed person refused after the next run and when added
+again, the certificate kept and renewed by its window, the servers reachable through the door
+only, and no key in any output, log or file another user can read."""
 
 from __future__ import annotations
 
@@ -186,6 +186,16 @@ def test_a_removed_persons_key_is_refused_after_the_next_run(deployed, runs):
     assert runs["with_bob"] in (200, 502)
     assert request(deployed, "/tabbyapi/v1/models", runs["bob"])[0] == 401
     assert request(deployed, "/ollama/api/tags", runs["bob"])[0] == 401
+
+
+def test_a_removed_person_added_again_is_refused_until_the_old_key_is_deleted(deployed, runs):
+    """bob's removal recorded his key as revoked: the run adding him back refuses before any
+    change, naming the fix, and his old key still gets 401."""
+    again = pyinfra_deploy(deployed.inventory, "--data", 'proxy_people=["me","bob"]')
+    assert not again.ok and "(secret api_key_bob) was revoked" in again.output, again.tail()
+    assert "delete the api_key_bob line" in again.output and runs["bob"] not in again.output
+    assert again.changed_operations() == []
+    assert request(deployed, "/tabbyapi/v1/models", runs["bob"])[0] == 401
 
 
 def test_no_key_in_any_output_log_or_file_another_user_can_read(deployed, runs):

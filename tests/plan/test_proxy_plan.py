@@ -12,9 +12,10 @@ from guest_services_facts import LAN, responses, unit_line
 from harness import file_line, package_lines, run_plan
 from test_client_plan import CONFIG, ENV, run_client
 
+from roles.common import secrets
 from roles.firewall.render import NFT_FILE
 from roles.proxy import pki, render
-from roles.proxy.settings import ProxySettings
+from roles.proxy.settings import ProxySettings, key_secret, revoked_record
 
 TABBY_KEY, ADMIN_KEY = "tabby-own-key", "tabby-admin-key"
 KEYS = {"alice": "alice-key-0123456789abcdef", "bob": "bob-key-0123456789abcdef"}
@@ -152,6 +153,38 @@ def test_a_removed_person_is_left_out_of_the_site_at_the_next_run():
     assert KEYS["alice"] in new_site and KEYS["bob"] not in new_site
     assert found.find(r"systemctl reload nginx.service")
     assert render.CERT not in found.files  # the certificate is kept
+
+
+def test_a_revoked_key_never_comes_back_when_its_person_is_added_again(monkeypatch):
+    """Removing bob revokes his key for good: adding him again is refused (naming the fix)
+    until his old key's line is gone, and then he gets a new one."""
+    monkeypatch.delenv("AICODER_API_KEY_BOB")
+    fresh = plan()
+    secrets.keep()
+    old = secrets.get(key_secret("bob"))
+    assert old and old in fresh.files[render.SITE]
+    site, cert = fresh.files[render.SITE], fresh.files[render.CERT]
+    removed = plan({"proxy_people": ["alice"]}, converged(site, cert))
+    assert any(revoked_record(old) in name for name in removed.names())
+    secrets.keep()
+    text = secrets.secrets_file().read_text()
+    assert f"{revoked_record(old)}: 'bob'" in text and text.count(old) == 1  # the record: a hash
+    later = plan({"proxy_people": ["alice"]}, converged(removed.files[render.SITE], cert))
+    assert not [name for name in later.names() if "revoked_key_" in name]  # recorded once
+
+    again = run_plan({"ai_guests": {**LAN, **PEOPLE}}, responses())
+    message = str(again.error)
+    assert "the key of 'bob' (secret api_key_bob) was revoked" in message, message
+    assert "delete the api_key_bob line" in message and old not in message
+    assert again.operations == 0
+
+    path = secrets.secrets_file()
+    path.write_text(
+        "".join(line for line in text.splitlines(True) if not line.startswith("api_key_bob:"))
+    )
+    readded = plan()
+    new, site = secrets.get(key_secret("bob")), readded.files[render.SITE]
+    assert new and new != old and new in site and old not in site
 
 
 def test_your_own_certificate_and_key_are_uploaded_and_no_ca_is_made(tmp_path):

@@ -332,31 +332,24 @@ def unit_lifecycle(
         host_state.service(state, op_name(label, "enabled on boot"), unit, running=None)
         return []
     restart = [unit_file, *restart_on]
-    started: list[OpResult] = []
-    if needed:
-        started += [
-            systemd.service(
-                name=op_name(label, "restart for the change"),
-                service=unit,
-                running=None,
-                restarted=True,
-                _if=[lambda: any(op.did_change() for op in restart)],
-            )
-        ]
-    if needed and reload_on:
-        started += [
-            systemd.service(
-                name=op_name(label, "reload for the change"),
-                service=unit,
-                running=None,
-                reloaded=True,
-                _if=[
-                    lambda: (
-                        not any(op.did_change() for op in restart)
-                        and any(op.did_change() for op in reload_on)
-                    )
-                ],
-            )
-        ]
+
+    def changed(ops) -> bool:
+        return any(op.did_change() for op in ops)
+
+    # A running unit restarts for a change of what it runs, else reloads for its reload_on.
+    when = [("restart", lambda: changed(restart))]
+    if reload_on:
+        when.append(("reload", lambda: not changed(restart) and changed(reload_on)))
+    started: list[OpResult] = [
+        systemd.service(
+            name=op_name(label, f"{verb} for the change"),
+            service=unit,
+            running=None,
+            restarted=verb == "restart",
+            reloaded=verb == "reload",
+            _if=[condition],
+        )
+        for verb, condition in (when if needed else [])
+    ]
     started.append(host_state.service(state, op_name(label, "running and enabled on boot"), unit))
     return started

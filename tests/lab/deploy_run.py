@@ -41,10 +41,14 @@ class DeployRun:
         assert header[-5:] == ["Hosts", "Success", "Error", "No", "Change"], header
         changed = []
         for row in rows[1:]:
-            if row.lstrip().startswith("-->") or not row.strip():
+            if row.lstrip().startswith("-->"):
                 break
+            if not row.strip():  # Vagrant's trigger output adds empty lines between its chunks
+                continue
             name, _hosts, success, _error, _no_change = row.strip().rsplit(None, 4)
-            if name != "Grand total" and success != "-":
+            if name == "Grand total":
+                break
+            if success != "-":
                 changed.append(name)
         return changed
 

@@ -149,3 +149,15 @@ def test_the_certificate_names_the_address_each_client_reaches_its_guest_at():
     )
     assert client_addresses(inventory, inventory.get_host("a")) == []
     assert client_addresses(inventory, inventory.get_host("b")) == ["gpu.example"]
+
+
+def test_a_guest_name_longer_than_a_common_name_is_still_certified():
+    """A DNS name may be 253 characters, a commonName 64 (cryptography refused to build the
+    certificate): the long name goes to the SAN, the subject takes the first that fits."""
+    long = ".".join(["a" * 60, "b" * 60, "example", "org"])
+    cert_pem, _ = pki.issue(pki.new_ca(), [long, "localhost"], days=30)
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert long in san.get_values_for_type(x509.DNSName)
+    assert cert.subject.rfc4514_string() == "CN=localhost"
+    assert pki.renewal_reason(cert_pem, None, [long, "localhost"], renew_days=1) is None

@@ -91,6 +91,10 @@ def test_the_site_maps_keys_to_people_and_refuses_keys_that_would_be_syntax():
             render.site(8443, [route], {"alice": bad})
         with pytest.raises(ValueError, match="tabbyapi's own key"):
             render.site(8443, [render.Route("tabbyapi", 5000, (), bad)], {"alice": "k"})
+    # A person's key is a key of the map, whose hash bucket holds 231 characters at most.
+    with pytest.raises(ValueError, match="'alice' is 201 characters long"):
+        render.site(8443, [route], {"alice": "k" * (render.MAX_KEY + 1)})
+    assert "k" * render.MAX_KEY in render.site(8443, [route], {"alice": "k" * render.MAX_KEY})
 
 
 def settings_of(data: dict):

@@ -4,6 +4,7 @@ front, the settings."""
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 from cryptography import x509
@@ -95,6 +96,21 @@ def test_the_site_maps_keys_to_people_and_refuses_keys_that_would_be_syntax():
     with pytest.raises(ValueError, match="'alice' is 201 characters long"):
         render.site(8443, [route], {"alice": "k" * (render.MAX_KEY + 1)})
     assert "k" * render.MAX_KEY in render.site(8443, [route], {"alice": "k" * render.MAX_KEY})
+
+
+def test_no_other_key_header_reaches_the_server_behind_the_door():
+    """tabbyAPI checks X-Api-Key before Authorization (common/auth.py check_api_key) and
+    Continue's OpenAI adapter sends the person's key in it as well as in Authorization
+    (openai-adapters OpenAIApi.getHeaders): passed on, tabbyAPI refused the door's requests."""
+    routes = [render.Route("tabbyapi", 5000, ("/health",), "own-key"), render.Route("ollama", 1)]
+    site = render.site(8443, routes, {"alice": "k1"})
+    locations = site.split("location ")[1:]
+    proxied = [block for block in locations if "proxy_pass" in block]
+    assert len(proxied) == 3  # tabbyAPI's health and API, Ollama's API
+    for block in proxied:  # a location's own proxy_set_header drops the server's
+        for header in ("Authorization", "X-Api-Key", "Api-Key"):
+            assert re.search(rf"proxy_set_header {header} ", block), (header, block)
+    assert 'proxy_set_header Authorization "Bearer own-key";' in proxied[1]
 
 
 def settings_of(data: dict):

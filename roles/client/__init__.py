@@ -32,11 +32,13 @@ __all__ = ["ClientSettings", "configure"]
 
 
 def config_paths(settings: ClientSettings, home: str) -> tuple[str, str]:
-    """(config.yaml, .env) with ~ expanded to the client user's ``home``."""
+    """(config.yaml, .env) with ~ expanded to the client user's ``home``. The .env is always
+    ~/.continue/.env: Continue resolves ``${{ secrets.X }}`` from that file (and a workspace's
+    .env files), never from a .env beside a config kept elsewhere (an assistant's, say)."""
     path = settings.config_path
     if path.startswith("~/"):
         path = posixpath.join(home, path[2:])
-    return path, posixpath.join(posixpath.dirname(path), ".env")
+    return path, posixpath.join(home, ".continue", ".env")
 
 
 @deploy("Client: Continue config")
@@ -44,7 +46,7 @@ def configure():
     """Ensures the Continue config.yaml lists the models the AI guest's registered services
     serve (tabbyAPI through the openai provider, Ollama through the ollama provider) at the
     addresses this machine reaches them, with each API key only as a reference such as
-    ``${{ secrets.TABBYAPI_API_KEY }}``; the keys themselves are in .env beside it (mode 0600,
+    ``${{ secrets.TABBYAPI_API_KEY }}``; the keys themselves are in ~/.continue/.env (mode 0600,
     other lines kept). A different config.yaml already there is
     backed up first; an unchanged one is left alone.
 

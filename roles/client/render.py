@@ -11,7 +11,7 @@ CA_FILE = "aicoder-ca.crt"  # beside config.yaml: the CA the TLS front door's ce
 HEADER = (
     "# Continue config written by the ai-coding-server deploy (roles/client) for the models\n"
     "# served on {guest}. Edits are replaced at the next deploy; the old file is kept beside it\n"
-    "# as config.yaml.<time>.bak. The API key lives in .env beside this file.\n"
+    "# as config.yaml.<time>.bak. The API key lives in ~/.continue/.env.\n"
 )
 # Continue's context providers (@-mentions in chat). Without a `context` list Continue offers
 # none; folder and codebase search the index built with the embed model, so they are listed
@@ -62,7 +62,7 @@ def continue_config(deployment: Deployment, name: str, autocomplete_options: dic
             "apiBase": api.base,
         }
         if api.key_env:
-            # The key's name in .env beside the config: the file itself never holds it.
+            # The key's name in ~/.continue/.env: the config itself never holds it.
             entry["apiKey"] = "${{ secrets.%s }}" % api.key_env  # noqa: UP031 (literal braces)
         if api.ca_bundle:  # a private CA's certificate (the TLS front door's)
             entry["requestOptions"] = {"caBundlePath": api.ca_bundle}

@@ -73,7 +73,8 @@ class ClientSettings(RoleSettings):
 
     config_path: str = setting(
         "~/.continue/config.yaml",
-        "the Continue config written on the client; the API key goes to .env beside it (0600)",
+        "the Continue config written on the client; the API keys go to ~/.continue/.env (0600), "
+        "the one .env Continue reads secrets from",
         _config_path,
     )
     guest: str = setting(

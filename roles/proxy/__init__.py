@@ -259,10 +259,10 @@ def host_problems(host_) -> list[str]:
             value = secrets.get(key_secret(person))
         except secrets.SecretError:  # an unusable secrets file: validation names it already
             break
-        if value is not None and not render.B64TOKEN.fullmatch(value):
+        problem = None if value is None else render.key_problem(value)
+        if problem:
             problems.append(
-                f"proxy_people: the key of {person!r} (secret {key_secret(person)}) holds "
-                "characters a bearer token cannot; use letters, digits and -._~+/"
+                f"proxy_people: the key of {person!r} (secret {key_secret(person)}) {problem}"
             )
         elif value is not None and revoked_record(value) in secrets.file_names():
             problems.append(

@@ -28,6 +28,7 @@ from roles.common import secrets
 
 CA_DAYS = 3650
 CA_NAME = "ai-coding-server private CA"
+CN_MAX = 64  # RFC 5280's upper bound of a commonName; a DNS name may be up to 253 characters
 _NEW: dict[str, CA] = {}  # CA folder -> a CA created this run, not yet written
 
 
@@ -167,9 +168,11 @@ def issue(ca: CA, names: list[str], days: int) -> tuple[str, str]:
     """(certificate PEM with the CA appended, key PEM) of a server certificate for ``names``."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
+    # Clients check the names in the SAN only; the subject just needs a name that fits.
+    common = next((name for name in names if len(name) <= CN_MAX), "ai-coding-server")
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)]))
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

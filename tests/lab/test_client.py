@@ -72,7 +72,7 @@ def test_deploy_writes_the_config_and_a_rerun_changes_nothing(client_inventory, 
     written = yaml.safe_load(config.read_text())
     guest_ip = next(d for _, d in _lab_guests(inventory))["ssh_hostname"]
     assert {m["apiBase"].split("//")[1].split(":")[0] for m in written["models"]} == {guest_ip}
-    env = config.parent / ".env"
+    env = inventory.parent / ".continue" / ".env"  # HOME's: the one .env Continue reads
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert "API_KEY_ME=" in env.read_text()  # the person's key, for the TLS front door
     key = secrets.get(key_secret(ProxySettings().people[0]))
@@ -102,7 +102,9 @@ def test_endpoint_checks_pass_or_say_why_they_skip(client_inventory):
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/infra/test_endpoints.py", "-p",
          "no:cacheprovider", "-q", "-rs"],
-        cwd=REPO, env={**os.environ, "AICODER_INVENTORY": str(inventory)},
+        # The deploy's HOME: the keys are in its ~/.continue/.env.
+        cwd=REPO, env={**os.environ, "HOME": str(inventory.parent),
+                       "AICODER_INVENTORY": str(inventory)},
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]

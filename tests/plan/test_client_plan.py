@@ -174,7 +174,8 @@ def test_a_changed_key_rewrites_only_that_line():
 def test_config_path_is_a_setting():
     plan = run_client(client_data={"client_config_path": "/home/dev/editor/continue.yaml"})
     assert "/home/dev/editor/continue.yaml" in plan.files
-    assert plan.find(r"> /home/dev/editor/\.env\.tmp")
+    assert plan.find(r"> /home/dev/\.continue/\.env\.tmp")  # the .env Continue reads
+    assert not plan.find(r"/home/dev/editor/\.env")
 
 
 def test_auto_is_reached_at_the_ssh_address_behind_the_firewall_else_the_bound_one():

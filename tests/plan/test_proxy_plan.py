@@ -187,6 +187,17 @@ def test_a_revoked_key_never_comes_back_when_its_person_is_added_again(monkeypat
     assert new and new != old and new in site and old not in site
 
 
+def test_a_key_too_long_for_nginxs_map_is_refused_before_anything(monkeypatch):
+    """nginx refuses a map key longer than its hash bucket ("could not build map_hash" from 232
+    characters on): the deploy wrote the site, then failed at nginx -t, and the site left in
+    conf.d kept nginx from starting at the next boot."""
+    monkeypatch.setenv("AICODER_API_KEY_BOB", "b" * 240)
+    found = run_plan({"ai_guests": {**LAN, **PEOPLE}}, responses())
+    message = str(found.error)
+    assert "the key of 'bob' (secret api_key_bob) is 240 characters long" in message, message
+    assert "b" * 240 not in message and found.operations == 0
+
+
 def test_your_own_certificate_and_key_are_uploaded_and_no_ca_is_made(tmp_path):
     ca = pki.new_ca()
     cert, key = pki.issue(ca, ["ai.example.lan"], days=90)

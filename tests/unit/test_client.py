@@ -114,13 +114,20 @@ def test_defaults_are_valid_and_documented():
     assert all(doc for _, _, doc in ClientSettings.docs())
 
 
-def test_paths_expand_home_and_put_env_beside_the_config():
+def test_paths_expand_home_and_the_env_is_always_continues_own():
     assert config_paths(DEFAULTS, "/home/me") == (
         "/home/me/.continue/config.yaml",
         "/home/me/.continue/.env",
     )
-    custom = ClientSettings.problems_in({"client_config_path": "/etc/continue/a.yaml"})[0]
-    assert config_paths(custom, "/root") == ("/etc/continue/a.yaml", "/etc/continue/.env")
+    # Continue reads secrets from ~/.continue/.env only (core/config/yaml/LocalPlatformClient.ts:
+    # ~/.continue/.env, then a workspace's .continue/.env and .env): never one beside a config
+    # kept elsewhere, such as a local assistant in ~/.continue/assistants/.
+    for path in ("~/.continue/assistants/aicoder.yaml", "/home/me/editor/a.yaml"):
+        custom = ClientSettings.problems_in({"client_config_path": path})[0]
+        assert config_paths(custom, "/home/me") == (
+            path.replace("~", "/home/me"),
+            "/home/me/.continue/.env",
+        )
 
 
 # --- rendering --------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ front, the settings."""
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 from cryptography import x509
@@ -91,6 +92,25 @@ def test_the_site_maps_keys_to_people_and_refuses_keys_that_would_be_syntax():
             render.site(8443, [route], {"alice": bad})
         with pytest.raises(ValueError, match="tabbyapi's own key"):
             render.site(8443, [render.Route("tabbyapi", 5000, (), bad)], {"alice": "k"})
+    # A person's key is a key of the map, whose hash bucket holds 231 characters at most.
+    with pytest.raises(ValueError, match="'alice' is 201 characters long"):
+        render.site(8443, [route], {"alice": "k" * (render.MAX_KEY + 1)})
+    assert "k" * render.MAX_KEY in render.site(8443, [route], {"alice": "k" * render.MAX_KEY})
+
+
+def test_no_other_key_header_reaches_the_server_behind_the_door():
+    """tabbyAPI checks X-Api-Key before Authorization (common/auth.py check_api_key) and
+    Continue's OpenAI adapter sends the person's key in it as well as in Authorization
+    (openai-adapters OpenAIApi.getHeaders): passed on, tabbyAPI refused the door's requests."""
+    routes = [render.Route("tabbyapi", 5000, ("/health",), "own-key"), render.Route("ollama", 1)]
+    site = render.site(8443, routes, {"alice": "k1"})
+    locations = site.split("location ")[1:]
+    proxied = [block for block in locations if "proxy_pass" in block]
+    assert len(proxied) == 3  # tabbyAPI's health and API, Ollama's API
+    for block in proxied:  # a location's own proxy_set_header drops the server's
+        for header in ("Authorization", "X-Api-Key", "Api-Key"):
+            assert re.search(rf"proxy_set_header {header} ", block), (header, block)
+    assert 'proxy_set_header Authorization "Bearer own-key";' in proxied[1]
 
 
 def settings_of(data: dict):
@@ -149,3 +169,15 @@ def test_the_certificate_names_the_address_each_client_reaches_its_guest_at():
     )
     assert client_addresses(inventory, inventory.get_host("a")) == []
     assert client_addresses(inventory, inventory.get_host("b")) == ["gpu.example"]
+
+
+def test_a_guest_name_longer_than_a_common_name_is_still_certified():
+    """A DNS name may be 253 characters, a commonName 64 (cryptography refused to build the
+    certificate): the long name goes to the SAN, the subject takes the first that fits."""
+    long = ".".join(["a" * 60, "b" * 60, "example", "org"])
+    cert_pem, _ = pki.issue(pki.new_ca(), [long, "localhost"], days=30)
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert long in san.get_values_for_type(x509.DNSName)
+    assert cert.subject.rfc4514_string() == "CN=localhost"
+    assert pki.renewal_reason(cert_pem, None, [long, "localhost"], renew_days=1) is None

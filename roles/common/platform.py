@@ -39,10 +39,13 @@ class Release:
     initramfs: str  # "initramfs-tools" (update-initramfs) | "dracut"
     bootloader: str  # kernel arguments through "grub" (update-grub) | "grubby"
     firewall: str  # the firewall role's backend: "nftables" | "firewalld"
-    # NVIDIA: the driver branch of the release's own non-free archive (0: none), and the path
-    # of NVIDIA's CUDA repository for it (repos/<cuda_repo>/x86_64)
+    # NVIDIA: the driver branch of the release's own non-free archive (0: none), the path of
+    # NVIDIA's CUDA repository for it (repos/<cuda_repo>/x86_64) and the file of the key that
+    # signs that repository, in it (each repository has its own: NVIDIA/cuda-repo-management's
+    # README lists them)
     archive_driver_branch: int = 0
     cuda_repo: str = ""
+    cuda_repo_key: str = ""
     # The compose command of the release's own Docker packages (docker.io + docker-compose)
     archive_compose: tuple[str, ...] = ()
     # Debian's official cloud image of the release (guest_vm: the VMs' system disk)
@@ -85,6 +88,7 @@ DEBIAN_12 = Release(
     initramfs="initramfs-tools", bootloader="grub", firewall="nftables",
     archive_driver_branch=535,  # main 535.261, -security 535.309, -backports 535.216
     cuda_repo="debian12",
+    cuda_repo_key="3bf863cc.pub",
     archive_compose=("docker-compose",),  # docker-compose 1.29, the v1 command
     cloud_image="debian-12-generic-amd64.qcow2",
 )  # fmt: skip
@@ -92,6 +96,9 @@ DEBIAN_13 = replace(
     DEBIAN_12, key="debian13", name="Debian 13", version=13, codename="trixie", python=(3, 13),
     archive_driver_branch=550,  # trixie and trixie-backports: 550.163
     cuda_repo="debian13",
+    # Not debian12's key: that one is bound by SHA-1, which trixie's apt (sqv) rejects since
+    # 2026-02-01 (NVIDIA/cuda-repo-management#30); the debian13 repository has its own.
+    cuda_repo_key="8793F200.pub",
     archive_compose=("docker", "compose"),  # docker-compose 2.26, the CLI plugin
     cloud_image="debian-13-generic-amd64.qcow2",
 )  # fmt: skip

@@ -61,7 +61,9 @@ class NvidiaDriverSettings(RoleSettings):
     )
     cuda_repo_key_url: str = setting(
         "",
-        "signing key of the CUDA repository; empty means 3bf863cc.pub in the repository",
+        "signing key of the CUDA repository; empty: the key NVIDIA signs the release's "
+        "repository with, in the repository (3bf863cc.pub for debian12, 8793F200.pub for "
+        "debian13)",
         checks.optional(checks.url("http", "https", "file")),
     )
     reboot: bool = setting(
@@ -87,7 +89,7 @@ class NvidiaDriverSettings(RoleSettings):
         return (self.cuda_repo_url or release.cuda_repo_url).rstrip("/")
 
     def cuda_key_url(self, release: Release) -> str:
-        return self.cuda_repo_key_url or f"{self.cuda_url(release)}/3bf863cc.pub"
+        return self.cuda_repo_key_url or f"{self.cuda_url(release)}/{release.cuda_repo_key}"
 
     @property
     def kernel_image(self) -> str:

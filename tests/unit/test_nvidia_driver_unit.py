@@ -77,9 +77,9 @@ def test_malformed_key_url_is_refused_but_empty_means_derived():
         "is not a URL"
         in problems(cuda_repo_key_url="3bf863cc.pub")["nvidia_driver_cuda_repo_key_url"]
     )
-    assert settings(cuda_repo_url="http://mirror.lan/cuda/").cuda_key_url(DEBIAN_13) == (
-        "http://mirror.lan/cuda/3bf863cc.pub"
-    )
+    mirror = settings(cuda_repo_url="http://mirror.lan/cuda/")
+    assert mirror.cuda_key_url(DEBIAN_12) == "http://mirror.lan/cuda/3bf863cc.pub"
+    assert mirror.cuda_key_url(DEBIAN_13) == "http://mirror.lan/cuda/8793F200.pub"
 
 
 def test_bad_package_names_and_empty_lists_are_refused():
@@ -135,6 +135,8 @@ def test_cuda_repository_is_a_flat_deb822_source_with_signed_by():
     assert render.cuda_repo(settings(), DEBIAN_13).uri.endswith("/repos/debian13/x86_64")
     mirror = settings(cuda_repo_url="http://mirror.lan/cuda/")
     assert render.cuda_repo(mirror, DEBIAN_13).uri == "http://mirror.lan/cuda"
+    # ... and the key that signs that release's repository (NVIDIA/cuda-repo-management README).
+    assert render.cuda_repo(settings(), DEBIAN_13).key_url.endswith("/debian13/x86_64/8793F200.pub")
 
 
 def test_probe_reads_everything_in_one_command():

@@ -110,3 +110,10 @@ class NvidiaDriverSettings(RoleSettings):
         """The driver branch this source installs on ``release`` (source 'debian': the branch
         of the release's own archive)."""
         return release.archive_driver_branch if self.source == "debian" else int(self.branch)
+
+    def branch_origin(self, release: Release) -> str:
+        """Which setting gives :meth:`driver_branch`, for messages that refuse it."""
+        if self.source == "debian":
+            branch = release.archive_driver_branch
+            return f"nvidia_driver_source = 'debian' installs {release.name}'s {branch} driver"
+        return f"nvidia_driver_branch = '{self.branch}'"

@@ -233,13 +233,8 @@ def driver_too_old(
     branch = driver.driver_branch(release)
     if not settings.gpu or branch >= settings.min_driver_branch:
         return []
-    where = (
-        f"nvidia_driver_source = 'debian' installs {release.name}'s {branch} driver"
-        if driver.source == "debian"
-        else f"nvidia_driver_branch = '{driver.branch}'"
-    )
     return [
-        f"{OllamaSettings.key('gpu')}: {where}, but Ollama needs driver "
+        f"{OllamaSettings.key('gpu')}: {driver.branch_origin(release)}, but Ollama needs driver "
         f"{settings.min_driver_branch} or newer to use the GPU and otherwise runs on the CPU; "
         "use nvidia_driver_source = 'nvidia' (the default) with nvidia_driver_branch "
         f"{settings.min_driver_branch} or newer (default '580'; 570+ for compute 5.0-6.2 "

@@ -11,9 +11,11 @@ from typing import Any
 from typing_extensions import override
 
 from roles.common import checks
+from roles.common.platform import Release
 from roles.common.ports import ServicePorts, listen_setting, port_setting, start_timeout_setting
 from roles.common.settings import RoleSettings, setting
 from roles.hf_tools.models import folder_name, hf_repo, model_folder
+from roles.nvidia_driver.settings import NvidiaDriverSettings
 
 API_KEY_SECRET = "vllm_api_key"  # the key clients send; the client role reads it too
 # vLLM's --quantization methods people publish coding models in; 'auto': from the model's
@@ -75,6 +77,14 @@ class VllmSettings(ServicePorts, RoleSettings):
         "https://pypi.org/simple",
         "the Python package index vllm and its dependencies come from (a mirror: its URL)",
         checks.url("http", "https", "file"),
+    )
+    min_driver_branch: int = setting(
+        580,
+        "the oldest NVIDIA driver branch vllm's wheels run on: vllm 0.34.0 from PyPI brings torch "
+        "2.14.0 built for CUDA 13.0, which needs 580 or newer (CUDA 13.0 release notes); the "
+        "deploy refuses an older driver (lower it only for an index whose wheels are built for "
+        "an older CUDA)",
+        checks.in_range(300, 999),
     )
     lab_skip_install: bool = setting(
         False,
@@ -173,3 +183,22 @@ class VllmSettings(ServicePorts, RoleSettings):
             elif not isinstance(value, str | int | float | bool):
                 problems.append((key, f"{option}: {value!r} is not a string, number or bool"))
         return problems
+
+
+def driver_too_old(
+    settings: VllmSettings, driver: NvidiaDriverSettings, release: Release
+) -> list[str]:
+    """Refuse a driver branch older than vllm's CUDA wheels need: the service would be installed
+    (several GB) and then fail at every start ("key: why" lines, roles/validate.py). Nothing to
+    refuse when the install is left out (the lab-only setting)."""
+    if not settings.enabled or settings.lab_skip_install:
+        return []
+    if driver.driver_branch(release) >= settings.min_driver_branch:
+        return []
+    return [
+        f"{settings.key('enabled')}: {driver.branch_origin(release)}, but vllm {settings.version}"
+        f"'s CUDA wheels need driver {settings.min_driver_branch} or newer "
+        f"({settings.key('min_driver_branch')}) and would not start; use nvidia_driver_source = "
+        f"'nvidia' (the default) with nvidia_driver_branch {settings.min_driver_branch} or newer "
+        "(default '580'), or set vllm_enabled = False"
+    ]

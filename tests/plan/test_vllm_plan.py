@@ -19,6 +19,7 @@ from guest_services_facts import (
 )
 from harness import file_line, package_lines, run_plan
 
+from roles.common.platform import DEBIAN_12, DEBIAN_13
 from roles.firewall import NFT_FILE
 from roles.vllm import PACKAGES, render
 from roles.vllm.settings import VllmSettings
@@ -222,6 +223,29 @@ def test_tensor_parallel_over_more_gpus_than_the_guest_has_is_refused():
 def test_an_interpreter_vllm_does_not_support_is_refused():
     plan = plan_for(extra=converged(python="3.9"))
     assert "is Python 3.9, but vllm 0.34.0 needs 3.11 to 3.14" in str(plan.error)
+
+
+def test_a_driver_older_than_vllms_cuda_wheels_need_is_refused_before_any_change():
+    """vllm 0.34.0's torch 2.14.0 (PyPI) is built for CUDA 13.0, which needs driver 580+: the
+    releases' own 535 (Debian 12) and 550 (Debian 13), or a lower pinned branch, would install
+    several GB and then fail at every start."""
+    debian = {"nvidia_driver_source": "debian", "ollama_gpu": False}
+    for release, branch in ((DEBIAN_12, 535), (DEBIAN_13, 550)):
+        found = responses(converged(), release)
+        plan = run_plan({"ai_guests": {**LAN, **PLAIN, **ON, **debian}}, found)
+        assert plan.error is not None and plan.changed == []
+        message = str(plan.error)
+        assert f"{release.name}'s {branch} driver" in message, message
+        assert "vllm_enabled" in message and "580 or newer" in message
+    plan = plan_for({"nvidia_driver_branch": "570"}, extra=converged())
+    assert "nvidia_driver_branch = '570'" in str(plan.error) and plan.changed == []
+    # The default branch is enough; a lower minimum (an index with older CUDA wheels) is taken
+    # as given, and with the lab-only skip nothing is installed that would need the driver.
+    assert plan_for(extra=converged()).error is None
+    lower = {**debian, "vllm_min_driver_branch": 535}
+    assert plan_for(lower, extra=converged()).error is None
+    lab = {**debian, "vllm_lab_skip_install": True}
+    assert plan_for(lab, extra=converged(gpus=0, installed=None)).error is None
 
 
 def test_a_port_of_another_service_is_refused_naming_the_key():

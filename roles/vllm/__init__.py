@@ -33,6 +33,11 @@ __all__ = ["VllmSettings", "api_key", "host_problems", "install"]
 
 SUPPORTED_PYTHON = ((3, 11), (3, 14))  # the pinned release's Requires-Python
 PACKAGES = ["curl", "logrotate", "python3-venv"]
+# What vLLM needs to start, not only to install: Triton (torch.compile's kernels, on by default)
+# builds its CUDA launcher at the first start with a C compiler against Python.h
+# (triton/runtime/build.py); without them the start fails, "Python.h: No such file or
+# directory" (vllm-project/vllm#27890). Left out with the lab-only skip, like vllm itself.
+BUILD_PACKAGES = ["gcc", "python3-dev"]
 
 
 def api_key() -> str:
@@ -70,9 +75,13 @@ def _read_spec(settings: VllmSettings) -> dict:
     folders = [folder for _, _, folder in settings.downloads()]
     probe = facts.probe(settings.venv, settings.python, settings.user, settings.model_dir, folders)
     return dict(
-        paths=[*files, render.LOG_FILE, token], packages=PACKAGES, units=[render.UNIT],
+        paths=[*files, render.LOG_FILE, token], packages=_packages(settings), units=[render.UNIT],
         probe=probe, dirs=[path for path, _, _ in _folders(settings)],
     )  # fmt: skip
+
+
+def _packages(settings: VllmSettings) -> list[str]:
+    return PACKAGES if settings.lab_skip_install else PACKAGES + BUILD_PACKAGES
 
 
 @prefetch.reader("ai_guests")
@@ -171,7 +180,8 @@ def _install(settings: VllmSettings) -> None:
     state, found = _read_state(settings)
     _check_host(settings, found)
     listen = service_listen(settings.host, settings.key("host"), found.address)
-    host_state.packages(state, "curl, logrotate and python3-venv", PACKAGES)
+    wanted = _packages(settings)
+    host_state.packages(state, ", ".join(wanted), wanted)
     system_user(settings.user, render.home(settings), found.user_exists)
     for path, owner, mode in _folders(settings):
         host_state.directory(state, path, path, mode, owner)

@@ -21,7 +21,7 @@ from harness import file_line, package_lines, run_plan
 
 from roles.common.platform import DEBIAN_12, DEBIAN_13
 from roles.firewall import NFT_FILE
-from roles.vllm import PACKAGES, render
+from roles.vllm import render
 from roles.vllm.settings import VllmSettings
 
 API_KEY = "vllm-5e1a9c0b7d3f"
@@ -63,7 +63,7 @@ def converged(data: dict | None = None, gpus: int = 1, **probe) -> dict:
     }
     lines = [f"{k} {v}" for k, v in install.items() if v is not None]
     lines += [f"model {folder} {repo}@{rev}" for repo, rev, folder in settings.downloads()]
-    from roles.vllm import _folders  # the folders the role keeps, as it keeps them
+    from roles.vllm import _folders, _packages  # what the role keeps, as it keeps it
 
     return {
         VLLM_STATE: [
@@ -72,7 +72,7 @@ def converged(data: dict | None = None, gpus: int = 1, **probe) -> dict:
             file_line(render.UNIT_PATH, render.unit(settings)),
             file_line(render.LOGROTATE_PATH, render.logrotate(settings)),
             file_line(render.LOG_FILE, "", "600", mine),
-            *package_lines(PACKAGES),
+            *package_lines(_packages(settings)),
             unit_line(render.UNIT),
             *(f"dir {mode} {owner} {path}" for path, owner, mode in _folders(settings)),
             *probe_lines([*lines, *address_lines()]),
@@ -110,6 +110,16 @@ def test_fresh_gpu_guest_gets_user_venv_model_config_key_and_a_running_service()
     assert "systemctl enable vllm.service" in plan.commands
     assert "systemctl start vllm.service" in plan.commands
     assert "vLLM | running and enabled on boot" in plan.names()
+
+
+def test_vllm_gets_the_c_compiler_and_python_headers_triton_builds_its_launcher_with():
+    """Triton compiles its CUDA launcher (Python.h) with gcc at vLLM's first start
+    (vllm-project/vllm#27890); the lab-only skip installs no vllm, so not them either."""
+    plan = plan_for()
+    assert plan.find(r"apt-get .* install .*\bgcc python3-dev\b")
+    lab = plan_for({"vllm_lab_skip_install": True}, extra={})
+    assert lab.error is None, lab.error
+    assert not lab.find(r"apt-get .* install .*python3-dev")
 
 
 def test_a_service_that_never_answers_fails_with_its_last_log_lines():

@@ -15,7 +15,7 @@ import gevent.lock
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host
 
-from roles import client, guest_vm, ollama, planner, preflight, proxy, vfio, vllm
+from roles import client, guest_vm, ollama, planner, preflight, proxy, tabbyapi, vfio, vllm
 from roles.common import prefetch, registry, secrets
 from roles.common.memo import host_memo
 from roles.common.settings import (
@@ -37,7 +37,12 @@ FACT_CHECKS: dict[str, list[Callable]] = {
         preflight.problems,
         lambda host: [] if vfio.only(host) else guest_vm.host_problems(host),  # as deploy.py
     ],
-    "ai_guests": [ollama.host_problems, vllm.host_problems, proxy.host_problems],
+    "ai_guests": [
+        tabbyapi.host_problems,
+        ollama.host_problems,
+        vllm.host_problems,
+        proxy.host_problems,
+    ],
     "clients": [client.host_problems],
 }
 

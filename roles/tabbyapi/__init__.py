@@ -12,7 +12,7 @@ from pyinfra.operations import files, server
 
 from roles.common import gpu, host_state, prefetch, secrets
 from roles.common.host_state import UNCHANGED, State
-from roles.common.platform import DEBIAN, os_family
+from roles.common.platform import DEBIAN, host_release, os_family
 from roles.common.services import (
     client_address,
     kept_secret,
@@ -24,13 +24,17 @@ from roles.common.services import (
     wait_until_answering,
 )
 from roles.hf_tools import models
+from roles.nvidia_driver.settings import NvidiaDriverSettings
 from roles.tabbyapi import facts, render
 from roles.tabbyapi.facts import TabbyapiState
 from roles.tabbyapi.settings import API_KEY_SECRET, TabbyapiSettings
 
-__all__ = ["TabbyapiSettings", "api_keys", "install"]
+__all__ = ["TabbyapiSettings", "api_keys", "host_problems", "install"]
 
 SUPPORTED_PYTHON = {"cu12": ((3, 10), (3, 13)), "cu13": ((3, 12), (3, 14))}
+# CUDA 13's wheels run on driver 580 or newer only (CUDA 13.0 release notes; unlike CUDA 12.x,
+# which runs on 525+ by minor-version compatibility).
+CU13_MIN_DRIVER = 580
 PACKAGES = ["curl", "logrotate"]
 
 
@@ -38,6 +42,27 @@ PACKAGES = ["curl", "logrotate"]
 def plain_packages(host_) -> list[str]:
     """Installed with the base role's packages (one transaction on a fresh guest)."""
     return PACKAGES if TabbyapiSettings.from_host(host_).enabled else []
+
+
+def host_problems(host_) -> list[str]:
+    """What the host's release refuses in valid settings ("key: why"): the cu13 wheels on a
+    driver older than CUDA 13 runs on (source 'debian' installs the release's own: 535 or 550),
+    checked before anything runs (roles/validate.py)."""
+    release = host_release(host_)
+    if release is None or release.family != DEBIAN:
+        return []
+    settings = TabbyapiSettings.from_host(host_)
+    if not (settings.enabled and settings.git_url and "cu13" in settings.pip_extras):
+        return []
+    driver = NvidiaDriverSettings.from_host(host_)
+    if driver.driver_branch(release) >= CU13_MIN_DRIVER:
+        return []
+    return [
+        f"{TabbyapiSettings.key('pip_extras')}: {driver.branch_origin(release)}, but the cu13 "
+        f"wheels (CUDA 13) need driver {CU13_MIN_DRIVER} or newer and tabbyAPI would not start; "
+        "use cu12, or nvidia_driver_source = 'nvidia' (the default) with nvidia_driver_branch "
+        f"{CU13_MIN_DRIVER} or newer"
+    ]
 
 
 def api_keys() -> tuple[str, str]:

@@ -183,8 +183,8 @@ class TabbyapiSettings(ServicePorts, RoleSettings):
     pip_extras: list[str] = setting(
         ["cu12"],
         "tabbyAPI's dependency sets: cu12 (CUDA 12.8 wheels, Python 3.10-3.13) or cu13 (CUDA 13, "
-        "Python 3.12+, so not Debian 12's 3.11), optionally extras (embeddings); empty (base "
-        "dependencies only, from PyPI) only with lab_unsafe_launch",
+        "Python 3.12+, so not Debian 12's 3.11; driver 580+), optionally extras (embeddings); "
+        "empty (base dependencies only, from PyPI) only with lab_unsafe_launch",
         checks.matches(r"cu12|cu13|extras", "a dependency set: cu12, cu13 or extras"),
     )
     lab_unsafe_launch: bool = setting(

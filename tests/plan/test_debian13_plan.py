@@ -98,6 +98,20 @@ def test_tabbyapi_wheels_fit_python_3_13(extras):
     assert plan.find(rf"pip install .*\.\[{extras[0]}\]|pip install .*{extras[0]}")
 
 
+def test_tabbyapis_cu13_wheels_on_debian_13s_550_driver_are_refused_before_any_change():
+    """CUDA 13 runs on driver 580+ only: the release's own 550 would install the wheels and
+    fail at every start; cu12 (CUDA 12.8, 525+ by minor-version compatibility) is fine."""
+    fresh = install_lines(head="", ref="", installed="", python="3.13")
+    found = guest_responses({TABBY_STATE: probe_lines(fresh)}, release=DEBIAN_13)
+    debian = {**LAN, "nvidia_driver_source": "debian"}
+    plan = run_plan({"ai_guests": {**debian, "tabbyapi_pip_extras": ["cu13"]}}, found)
+    assert plan.error is not None and not plan.changed
+    message = str(plan.error)
+    assert "tabbyapi_pip_extras" in message and "Debian 13's 550 driver" in message, message
+    assert "580 or newer" in message
+    assert run_plan({"ai_guests": {**debian, "tabbyapi_pip_extras": ["cu12"]}}, found).error is None
+
+
 def test_a_debian_13_vm_is_made_from_debian_13s_cloud_image():
     plan = vm_plan([{**VM, "release": "debian13"}])
     assert plan.error is None, plan.error

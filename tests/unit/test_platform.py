@@ -59,6 +59,8 @@ def test_where_the_releases_differ():
     assert DEBIAN_13.suites == ("trixie", "trixie-updates")
     assert DEBIAN_13.security_suite == "trixie-security"
     assert DEBIAN_13.cuda_repo_url.endswith("/cuda/repos/debian13/x86_64")
+    # Each CUDA repository has its own signing key (NVIDIA/cuda-repo-management's README).
+    assert (DEBIAN_12.cuda_repo_key, DEBIAN_13.cuda_repo_key) == ("3bf863cc.pub", "8793F200.pub")
     assert DEBIAN_13.cloud_image_url.endswith("/trixie/latest/debian-13-generic-amd64.qcow2")
     assert DEBIAN_12.lab_cloud_image == "debian-12-lab-amd64.qcow2"
     # EL9: dnf, grubby for the kernel arguments, dracut for the initramfs, firewalld.

@@ -4,6 +4,7 @@ functions, so unit tests call them directly."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -71,7 +72,12 @@ def config_yaml(settings: VllmSettings, listen: str) -> str:
 def environment(api_key: str) -> str:
     """The unit's EnvironmentFile: vLLM requires VLLM_API_KEY as a bearer token on /v1 when it
     is set (vllm/entrypoints/serve/middleware), so the key never is on a command line."""
-    return f"VLLM_API_KEY={api_key}\n"
+    if re.fullmatch(r"[A-Za-z0-9._~+/=:@%^,-]+", api_key):
+        return f"VLLM_API_KEY={api_key}\n"
+    # systemd reads quotes and backslashes in an EnvironmentFile and trims outer blanks
+    # (systemd.exec(5)): any other key is double-quoted, with the characters that are special
+    # inside double quotes escaped, so vLLM gets the key the clients send.
+    return 'VLLM_API_KEY="{}"\n'.format(re.sub(r'([\\"`$])', r"\\\1", api_key))
 
 
 def unit(settings: VllmSettings) -> str:

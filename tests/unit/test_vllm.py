@@ -3,6 +3,8 @@ the unit), its probe's parsing and its registry entry."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -101,6 +103,23 @@ def test_tool_parser_auto_follows_the_models_family_and_can_be_off():
     off = settings(tool_call_parser="")
     assert "tool-call-parser" not in render.config(off, "0.0.0.0")
     assert "enable-auto-tool-choice" not in render.config(off, "0.0.0.0")
+
+
+def systemd_value(line: str) -> str:
+    """What systemd makes of one NAME=value line of an EnvironmentFile (systemd.exec(5),
+    src/basic/env-file.c): a double-quoted value keeps everything, a backslash escaping one of
+    \\ " ` $; an unquoted one drops backslashes and quotes and its outer blanks."""
+    value = line.split("=", 1)[1].rstrip("\n")
+    if value.startswith('"') and value.endswith('"'):
+        return re.sub(r'\\([\\"`$])', r"\1", value[1:-1])
+    return re.sub(r"\\(.)", r"\1", value).replace('"', "").replace("'", "").strip()
+
+
+@pytest.mark.parametrize("key", ["k-123", "a1b2c3" * 8, 'pa"ss', "back\\slash", " $HOME 'x' `y` "])
+def test_systemd_hands_vllm_the_key_as_given(key):
+    """A key of the user's own may hold quotes, backslashes or blanks, which systemd would
+    otherwise strip: vLLM would then refuse the clients' key."""
+    assert systemd_value(render.environment(key)) == key
 
 
 def test_the_key_is_in_the_environment_file_and_nowhere_in_the_unit():

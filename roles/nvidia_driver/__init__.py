@@ -279,6 +279,11 @@ def install():
         render.PERSISTENCED_DROPIN,
         render.persistenced_dropin(),
     )
+    if settings.source == "nvidia" and missing:
+        server.shell(
+            name=f"the {settings.branch} branch is in NVIDIA's repository",
+            commands=[render.branch_available(settings, profile(host))],
+        )
     packages = host_state.packages(state, f"packages ({settings.source})", settings.packages)
     built = _build_module(settings, driver, packages)
     _persistenced(state, driver, packages, dropin)

@@ -42,3 +42,23 @@ def cuda_repo(settings: NvidiaDriverSettings, release: Release) -> AptRepo:
         components=(),
         key_url=settings.cuda_key_url(release),
     )
+
+
+def branch_available(settings: NvidiaDriverSettings, release: Release) -> str:
+    """A command failing, with the branches there are, when NVIDIA's repository has no version
+    of the pinned branch: the pin would then match nothing and apt would take the newest branch
+    (NVIDIA's debian13 repository started at 590, say)."""
+    package, branch = settings.nvidia_packages[0], settings.branch
+    # madison's second column, without blanks and epoch: "580.95.05-1"
+    column = '{gsub(/ /, "", $2); sub(/^[0-9]+:/, "", $2); print $2}'
+    found = f"apt-cache madison {package} | awk -F'|' '{column}'"
+    why = (
+        f"NVIDIA's {release.name} repository has no {branch} driver ({package}); its branches: "
+        f"$branches. Set nvidia_driver_branch to one of them (check that it supports your GPU)"
+    )
+    return (
+        f"versions=$({found}); "
+        f"branches=$(printf '%s\\n' $versions | cut -d. -f1 | sort -u | tr '\\n' ' '); "
+        f"printf '%s\\n' $versions | grep -q '^{branch}\\.' || "
+        f'{{ echo "{why}" >&2; exit 1; }}'
+    )

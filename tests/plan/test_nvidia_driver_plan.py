@@ -261,11 +261,15 @@ def test_nvidia_source_adds_key_source_and_pin_before_installing_the_branch():
         r"nvidia-kernel-open-dkms nvidia-persistenced$"
     )
     assert install
+    # The pinned branch is checked against the repository (after its index, before the install).
+    guard = plan.find(r"apt-cache madison nvidia-driver-cuda .*grep -q '\^570\\\.'")
+    assert guard, found
     order = [
         found.index(f"upload {PIN_PATH}"),
         found.index(key[0]),
         found.index(f"upload {SOURCE}"),
         found.index("apt-get update -qq"),
+        found.index(guard[0]),
         found.index(install[0]),
     ]
     assert order == sorted(order)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,27 @@ def test_persistenced_starts_only_with_an_nvidia_device_and_no_nouveau():
         "ExecCondition=/bin/sh -c 'grep -qs 0x10de /sys/bus/pci/devices/*/vendor && "
         "! test -d /sys/module/nouveau'",
     ]
+
+
+REPO = "https://developer.download.nvidia.com/compute/cuda/repos/debian13/x86_64  Packages"
+MADISON = "".join(
+    f"nvidia-driver-cuda | {version} | {REPO}\n" for version in ("1:590.48.01-1", "595.10.02-1")
+)
+
+
+@pytest.mark.parametrize(("branch", "ok"), [("580", False), ("590", True), ("595", True)])
+def test_a_branch_the_repository_lacks_fails_the_run_naming_the_branches_it_has(
+    tmp_path, branch, ok
+):
+    """NVIDIA's debian13 repository started at 590: the 580 pin matched nothing and apt quietly
+    installed the newest branch. The check runs before the install (a fake apt-cache here)."""
+    fake = tmp_path / "apt-cache"
+    fake.write_text(f"#!/bin/sh\ncat <<'END'\n{MADISON}END\n")
+    fake.chmod(0o755)
+    command = render.branch_available(NvidiaDriverSettings(branch=branch), DEBIAN_13)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
+    assert (done.returncode == 0) == ok, done.stderr
+    if not ok:
+        assert f"repository has no {branch} driver" in done.stderr
+        assert "its branches: 590 595 ." in done.stderr and "nvidia_driver_branch" in done.stderr

@@ -73,6 +73,15 @@ def served_certificate(lab) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
+def forget(person: str) -> None:
+    """Delete ``person``'s key from the secrets file, as README says to before adding a removed
+    person again (the file keeps its mode)."""
+    path = secrets.secrets_file()
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(x for x in lines if not x.startswith(f"{key_secret(person)}:")))
+
+
 def deploy(lab, lab_timings, label: str, *data: str):
     args = [arg for item in data for arg in ("--data", item)]
     started = time.monotonic()
@@ -87,6 +96,7 @@ def runs(deployed, deploys, lab_timings):
     """Every pyinfra run of the lab so far and the two of this module: bob added with a
     renewal window wider than the certificate's life left, then the defaults again."""
     first = served_certificate(deployed)
+    forget("bob")  # an earlier run of this module revoked bob's key: give him a new one
     widened = deploy(
         deployed, lab_timings, "front door: bob added, certificate renewed",
         'proxy_people=["me","bob"]', "proxy_cert_days=400", "proxy_renew_days=366",
@@ -194,7 +204,7 @@ def test_a_removed_person_added_again_is_refused_until_the_old_key_is_deleted(de
     again = pyinfra_deploy(deployed.inventory, "--data", 'proxy_people=["me","bob"]')
     assert not again.ok and "(secret api_key_bob) was revoked" in again.output, again.tail()
     assert "delete the api_key_bob line" in again.output and runs["bob"] not in again.output
-    assert again.changed_operations() == []
+    assert "nothing was changed" in again.output and "--> Results:" not in again.output
     assert request(deployed, "/tabbyapi/v1/models", runs["bob"])[0] == 401
 
 

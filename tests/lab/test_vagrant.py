@@ -24,10 +24,10 @@ Linux (generic/rocky9), which cannot be downloaded or built here (no EL9 image o
 reachable), and it needs nested virtualization, which TCG under a paravirtual /dev/kvm cannot
 give; the hypervisor roles are covered by tests/lab/test_hypervisor_vm.py.
 
-Opt-in (AICODER_LAB_VAGRANT=1): measured on this 2-core host (box already built; building it
-takes 3.5 min once), `vagrant up` with the trigger's deploy 966 s, the infra checks 202 s, the
-second provision 21 s, destroy 4 s: 20.5 min in all, which would take CI's whole run past 50 of
-its 60 minutes.
+Opt-in (AICODER_LAB_VAGRANT=1): measured twice on this 2-core host, each time beside another
+lab run (box already built; building it takes 3.5 min once): `vagrant up` with the trigger's
+deploy 831-966 s, the infra checks 99-202 s, the second provision 17-21 s (0 changes), destroy
+3-4 s: 17-21 min in all, which would take CI's whole run past 50 of its 60 minutes.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def prepare(vl: VagrantLab, lab_timings: dict) -> None:
 @pytest.fixture(scope="module")
 def vagrant_lab(lab_factory, lab_timings):
     if os.environ.get(RUN_ENV) != "1":
-        pytest.skip(f"the Vagrant run takes about 21 min under emulation, over CI's lab budget: "
+        pytest.skip(f"the Vagrant run takes 17-21 min under emulation, over CI's lab budget: "
                     f"set {RUN_ENV}=1 to run it (docs/vagrant.md)")  # fmt: skip
     with lab_factory(LAB_NAME, "vagrant") as lab:
         vl = VagrantLab(lab)

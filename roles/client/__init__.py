@@ -108,18 +108,20 @@ def host_problems(host_) -> list[str]:
     if not home.startswith("/") or home == "/":
         shown = "unset" if home in ("", "~") else repr(home)  # the fact echoes ~ without HOME
         return [f"{key}: the client user has no home folder (HOME is {shown}); set HOME"]
-    path, _ = config_paths(settings, home)
+    path, env = config_paths(settings, home)
     if not path.startswith(home.rstrip("/") + "/"):
         return [f"{key}: {path} is outside the home folder {home}; put it under ~/"]
     person = _person_problem(host_, settings)
     if person:
         return [person]
     if host_.name == "@local":
-        folder = posixpath.dirname(path)
-        while not os.path.exists(folder):
-            folder = posixpath.dirname(folder)
-        if not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
-            return [f"{key}: {folder} (on the way to {path}) is not a folder you can write"]
+        # The keys always go to Continue's own .env, wherever the config is.
+        for target in dict.fromkeys((path, env)):
+            folder = posixpath.dirname(target)
+            while not os.path.exists(folder):
+                folder = posixpath.dirname(folder)
+            if not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
+                return [f"{key}: {folder} (on the way to {target}) is not a folder you can write"]
     return []
 
 

@@ -3,6 +3,8 @@ schema package (@continuedev/config-yaml, run by Node.js from tests/node)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 from continue_validator import validate
@@ -219,3 +221,36 @@ def test_codebase_context_is_offered_when_an_embed_model_is_served():
     assert "codebase" in providers and "folder" in providers and "code" in providers
     without = [c["provider"] for c in yaml.safe_load(rendered("ipv6"))["context"]]
     assert "codebase" not in without and "folder" not in without and "diff" in without
+
+
+class _LocalClient:
+    """The @local client host as host_problems sees it: its data and its home folder."""
+
+    name = "@local"
+
+    def __init__(self, data: dict, home: str):
+        self.data = type("Data", (), {"dict": lambda _self: dict(data)})()
+        self._home = home
+
+    def get_fact(self, _fact):
+        return self._home
+
+
+def test_a_continue_folder_the_user_cannot_write_is_refused_wherever_the_config_goes(
+    tmp_path, monkeypatch
+):
+    """The keys go to ~/.continue/.env even when config_path is elsewhere: an unwritable
+    ~/.continue failed only once the run wrote there. (os.access answers as a non-root user
+    would: root writes anywhere.)"""
+    from roles.client import host_problems
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / ".continue").mkdir()
+    locked = str(tmp_path / ".continue")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: path != locked and real_access(path, mode))
+    client = _LocalClient({"client_config_path": "~/elsewhere/config.yaml"}, str(tmp_path))
+    found = host_problems(client)
+    assert found and f"{locked} (on the way to {locked}/.env)" in found[0], found
+    monkeypatch.setattr(os, "access", real_access)
+    assert host_problems(client) == []

@@ -254,17 +254,21 @@ def host_problems(host_) -> list[str]:
             pki.load_or_create()
         except pki.PkiError as error:
             problems.append(f"proxy_cert_file: {error}")
+    try:
+        recorded = set(secrets.file_names())  # read once: the revocation records among them
+    except secrets.SecretError:  # an unusable secrets file: validation names it already
+        return problems
     for person in settings.people:
         try:
             value = secrets.get(key_secret(person))
-        except secrets.SecretError:  # an unusable secrets file: validation names it already
+        except secrets.SecretError:
             break
         problem = None if value is None else render.key_problem(value)
         if problem:
             problems.append(
                 f"proxy_people: the key of {person!r} (secret {key_secret(person)}) {problem}"
             )
-        elif value is not None and revoked_record(value) in secrets.file_names():
+        elif value is not None and revoked_record(value) in recorded:
             problems.append(
                 f"proxy_people: the key of {person!r} (secret {key_secret(person)}) was revoked "
                 f"when {person} left proxy_people; to give {person} a new key, delete the "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from roles.common import checks
-from roles.common.platform import Release
+from roles.common.platform import DEBIAN, Release, host_release
 from roles.common.settings import RoleSettings, setting
 
 
@@ -117,3 +117,12 @@ class NvidiaDriverSettings(RoleSettings):
             branch = release.archive_driver_branch
             return f"nvidia_driver_source = 'debian' installs {release.name}'s {branch} driver"
         return f"nvidia_driver_branch = '{self.branch}'"
+
+
+def guest_driver(host_) -> tuple[NvidiaDriverSettings, Release] | None:
+    """The driver settings of a Debian AI guest and its release, for the checks that refuse a
+    branch too old for a service before anything runs (None: a release the roles refuse)."""
+    release = host_release(host_)
+    if release is None or release.family != DEBIAN:
+        return None
+    return NvidiaDriverSettings.from_host(host_), release

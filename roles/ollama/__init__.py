@@ -11,7 +11,7 @@ from pyinfra.api import deploy, operation
 from pyinfra.operations import server
 
 from roles.common import gpu, host_state, prefetch
-from roles.common.platform import DEBIAN, host_release, os_family
+from roles.common.platform import DEBIAN, os_family
 from roles.common.services import (
     client_address,
     listen_address,
@@ -20,7 +20,7 @@ from roles.common.services import (
 )
 from roles.docker import compose_command
 from roles.firewall.settings import FirewallSettings
-from roles.nvidia_driver.settings import NvidiaDriverSettings
+from roles.nvidia_driver.settings import guest_driver
 from roles.ollama import facts, render
 from roles.ollama.facts import OllamaModels, canonical_model
 from roles.ollama.settings import OllamaSettings, driver_too_old
@@ -32,13 +32,11 @@ def host_problems(host_) -> list[str]:
     """What the host's release refuses in valid settings ("key: why"): the driver branch Ollama
     gets (source 'debian' installs the release's own), checked before anything runs
     (roles/validate.py). An unsupported release is the roles' to refuse."""
-    release = host_release(host_)
-    if release is None or release.family != DEBIAN:
-        return []
+    found = guest_driver(host_)
     settings = OllamaSettings.from_host(host_)
-    if not settings.enabled:
+    if found is None or not settings.enabled:
         return []
-    return driver_too_old(settings, NvidiaDriverSettings.from_host(host_), release)
+    return driver_too_old(settings, *found)
 
 
 @operation()

@@ -12,7 +12,7 @@ from pyinfra.operations import files, server
 
 from roles.common import gpu, host_state, prefetch, secrets
 from roles.common.host_state import UNCHANGED, State
-from roles.common.platform import DEBIAN, host_release, os_family
+from roles.common.platform import DEBIAN, os_family
 from roles.common.services import (
     client_address,
     kept_secret,
@@ -24,7 +24,7 @@ from roles.common.services import (
     wait_until_answering,
 )
 from roles.hf_tools import models
-from roles.nvidia_driver.settings import NvidiaDriverSettings
+from roles.nvidia_driver.settings import guest_driver
 from roles.tabbyapi import facts, render
 from roles.tabbyapi.facts import TabbyapiState
 from roles.tabbyapi.settings import API_KEY_SECRET, TabbyapiSettings
@@ -48,13 +48,13 @@ def host_problems(host_) -> list[str]:
     """What the host's release refuses in valid settings ("key: why"): the cu13 wheels on a
     driver older than CUDA 13 runs on (source 'debian' installs the release's own: 535 or 550),
     checked before anything runs (roles/validate.py)."""
-    release = host_release(host_)
-    if release is None or release.family != DEBIAN:
-        return []
+    found = guest_driver(host_)
     settings = TabbyapiSettings.from_host(host_)
-    if not (settings.enabled and settings.git_url and "cu13" in settings.pip_extras):
+    if found is None or not (
+        settings.enabled and settings.git_url and "cu13" in settings.pip_extras
+    ):
         return []
-    driver = NvidiaDriverSettings.from_host(host_)
+    driver, release = found
     if driver.driver_branch(release) >= CU13_MIN_DRIVER:
         return []
     return [

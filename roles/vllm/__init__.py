@@ -13,7 +13,7 @@ from pyinfra.operations import server
 
 from roles.common import gpu, host_state, prefetch, secrets
 from roles.common.host_state import UNCHANGED, State
-from roles.common.platform import DEBIAN, host_release, os_family
+from roles.common.platform import DEBIAN, os_family
 from roles.common.services import (
     client_address,
     kept_secret,
@@ -24,7 +24,7 @@ from roles.common.services import (
     wait_until_answering,
 )
 from roles.hf_tools import models
-from roles.nvidia_driver.settings import NvidiaDriverSettings
+from roles.nvidia_driver.settings import guest_driver
 from roles.vllm import facts, render
 from roles.vllm.facts import VllmState
 from roles.vllm.settings import API_KEY_SECRET, VllmSettings, driver_too_old
@@ -49,11 +49,8 @@ def host_problems(host_) -> list[str]:
     """What the host's release refuses in valid settings ("key: why"): the driver branch the
     guest gets (source 'debian' installs the release's own), checked before anything runs
     (roles/validate.py). An unsupported release is the role's to refuse."""
-    release = host_release(host_)
-    if release is None or release.family != DEBIAN:
-        return []
-    settings = VllmSettings.from_host(host_)
-    return driver_too_old(settings, NvidiaDriverSettings.from_host(host_), release)
+    found = guest_driver(host_)
+    return [] if found is None else driver_too_old(VllmSettings.from_host(host_), *found)
 
 
 def _folders(settings: VllmSettings) -> list[tuple[str, str, str]]:
